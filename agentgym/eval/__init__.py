@@ -1,0 +1,1 @@
+"""Evaluation: the eval runner, metrics and reports."""
