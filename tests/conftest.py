@@ -1,0 +1,24 @@
+"""Shared fixtures: the path to ../shared/data (tests that need it skip cleanly without it)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_data_dir() -> Path | None:
+    """``AGENTGYM_SHARED_DATA`` if set, else ``../shared/data`` beside the repository; None if absent."""
+    path = Path(os.environ.get("AGENTGYM_SHARED_DATA", REPO.parent / "shared" / "data"))
+    return path if path.is_dir() else None
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    path = shared_data_dir()
+    if path is None:
+        pytest.skip("../shared/data is absent (set AGENTGYM_SHARED_DATA to point at it)")
+    return path
