@@ -22,3 +22,19 @@ def shared_data() -> Path:
     if path is None:
         pytest.skip("../shared/data is absent (set AGENTGYM_SHARED_DATA to point at it)")
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    """A byte-level BPE tokenizer trained here on FrozenLake text, with a separate pad token."""
+    from agentgym.tiny_models import env_corpus, train_tokenizer
+
+    return train_tokenizer(env_corpus(["agentgym/FrozenLake-v0"], seeds=20), vocab_size=512)
+
+
+@pytest.fixture(scope="session")
+def tiny_lm(tiny_tokenizer):
+    """(model, tokenizer): a randomly initialised 2-layer Llama-style model. Treat it as read-only."""
+    from agentgym.tiny_models import build_tiny_model
+
+    return build_tiny_model(tiny_tokenizer, arch="llama"), tiny_tokenizer

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import gymnasium as gym
 import pytest
+from conftest import shared_data_dir
 from gymnasium.utils.env_checker import check_env
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import agentgym
-from conftest import shared_data_dir
 
 _DATA = shared_data_dir()
 

@@ -1,0 +1,101 @@
+"""The ``agentgym`` command line: ``envs``, ``eval`` and the sub-commands of other parts."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from typing import Any
+
+import agentgym
+
+# Sub-commands that live beside their feature: module path -> its add_parser(subparsers) function.
+_PLUGGED = ["agentgym.sandbox.cli", "agentgym.trainers.cli", "agentgym.eval.leaderboard"]
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {exc.msg}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object, e.g. '{\"dim_room\": [6, 6]}'")
+    return value
+
+
+def _cmd_envs(args: argparse.Namespace) -> int:
+    width = max(len(env_id) for env_id in agentgym.ENVS)
+    for env_id, (_, description) in agentgym.ENVS.items():
+        print(f"{env_id:<{width}}  {description}")
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from agentgym.eval.runner import evaluate
+
+    summary = evaluate(
+        args.env,
+        args.policy,
+        args.episodes,
+        seed=args.seed,
+        workers=args.workers,
+        out=args.out,
+        env_kwargs=args.env_kwargs,
+        policy_kwargs=args.policy_kwargs,
+        batch_size=args.batch_size,
+        progress=not args.no_progress,
+    )
+    shown = {k: summary[k] for k in ("env", "policy", "episodes", "success_rate", "success_ci95", "mean_return",
+                                     "format_valid_rate", "mean_turns")}
+    print(json.dumps(shown, indent=2))
+    if args.out:
+        print(f"wrote {args.out}/trajectories.jsonl and {args.out}/summary.json")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="agentgym", description=agentgym.__doc__)
+    parser.add_argument("--version", action="version", version=f"agentgym {agentgym.__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    envs = sub.add_parser("envs", help="list the environments")
+    envs.set_defaults(func=_cmd_envs)
+
+    ev = sub.add_parser("eval", help="evaluate a policy on an environment")
+    ev.add_argument("--env", required=True, help="environment id, e.g. agentgym/Sokoban-v0")
+    ev.add_argument("--policy", required=True,
+                    help="random | oracle | hf:<name or path> | openai:<model>@<base_url> | checkpoint:<run dir>")
+    ev.add_argument("--episodes", type=int, default=100)
+    ev.add_argument("--seed", type=int, default=0, help="episode i uses seed SEED + i")
+    ev.add_argument("--workers", type=int, default=1, help="worker processes")
+    ev.add_argument("--out", default=None, help="output directory (rerun with the same one to resume)")
+    ev.add_argument("--env-kwargs", type=_json_object, default={}, help="JSON keyword arguments of gymnasium.make")
+    ev.add_argument("--policy-kwargs", type=_json_object, default={},
+                    help='JSON keyword arguments of the policy, e.g. \'{"temperature": 0.7}\'')
+    ev.add_argument("--batch-size", type=int, default=None, help="episodes played at once per worker")
+    ev.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    ev.set_defaults(func=_cmd_eval)
+
+    for module in _PLUGGED:
+        try:
+            add_parser = importlib.import_module(module).add_parser
+        except ModuleNotFoundError as exc:
+            if not module.startswith(exc.name or "-"):  # the module exists but an import of it is missing
+                raise
+            continue
+        add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        print(f"agentgym: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
