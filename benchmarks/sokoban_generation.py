@@ -189,6 +189,15 @@ def main() -> None:
         print(f"{f'{dim[0]}x{dim[1]}/{num_boxes}':>10} | {theirs} | " + " | ".join(cells) + f" | {within}")
         rows.append(row)
 
+    print("\nMean (max) optimal solution length of the rooms")
+    for row in rows:
+        dim, num_boxes = row["dim_room"], row["num_boxes"]
+        theirs = row.get("gym_sokoban")
+        cells = [f"gym-sokoban {theirs['optimal_length_mean']:5.2f} ({theirs['optimal_length_max']})"] if theirs else []
+        cells += [f"ours @{b} {row['ours'][f'budget_{b}']['optimal_length_mean']:5.2f} "
+                  f"({row['ours'][f'budget_{b}']['optimal_length_max']})" for b in BUDGETS]
+        print(f"{f'{dim[0]}x{dim[1]}/{num_boxes}':>10} | " + " | ".join(cells))
+
     result = {
         "benchmark": "sokoban_generation",
         "unit": "ms per room",

@@ -110,6 +110,25 @@ def test_any_seed_and_size_gives_a_room_solvable_within_budget(seed, rows, cols,
     assert length == room.optimal_length and 0 < length <= budget
 
 
+def test_hard_rooms_take_longer_on_the_same_topology():
+    for seed in range(30):
+        easy = generate_room(np.random.default_rng(seed), (8, 8), 2, 10)
+        hard = generate_room(np.random.default_rng(seed), (8, 8), 2, 10, hard=True)
+        assert (easy.floor, easy.targets) == (hard.floor, hard.targets)
+        assert easy.optimal_length <= hard.optimal_length <= 10
+        walls, targets, boxes, player = parse_grid(hard.render())
+        assert astar_length(walls, targets, boxes, player) == hard.optimal_length
+    easy_env, hard_env = SokobanEnv(), SokobanEnv(hard_rooms=True)
+    easy_lengths, hard_lengths = [], []
+    for seed in range(20):
+        easy_env.reset(seed=seed)
+        hard_env.reset(seed=seed)
+        easy_lengths.append(easy_env.room.optimal_length)
+        hard_lengths.append(hard_env.room.optimal_length)
+    assert all(e <= h <= 10 for e, h in zip(easy_lengths, hard_lengths, strict=True))
+    assert sum(hard_lengths) > sum(easy_lengths)
+
+
 def test_budget_counts_the_turn_limit_too():
     env = SokobanEnv(max_actions=40, max_turns=3, max_actions_per_turn=2)
     assert env.solution_budget == 6

@@ -9,7 +9,9 @@ Rooms are generated as gym-sokoban's idea goes (random-walk topology, targets pl
 the player *pulls* boxes off the targets), but reverse play here is an exhaustive breadth-first search
 to the depth of the action budget. A forward move and a reverse move are mirror images, so the depth at
 which the search first meets a state is exactly the length of that state's optimal solution: every room
-is solvable within the budget, and never already solved, so a perfect agent scores 100%.
+is solvable within the budget, and never already solved, so a perfect agent scores 100%. Among the states
+found it keeps those whose boxes are displaced most, then (like gym-sokoban, whose player stays where its
+last pull left it) those with the shortest solution, or with ``hard_rooms=True`` the longest.
 
 Both searches are bit-parallel. The room is a flat grid (cell = row * cols + col) and a set of cells is
 a Python int used as a bit set. A search level maps each box configuration to the bit set of player
@@ -182,12 +184,14 @@ def _displacement_score(boxes: int, targets: int, cols: int, cache: dict[int, in
 
 
 def reverse_play(
-    floor: int, cols: int, targets: int, max_depth: int
+    floor: int, cols: int, targets: int, max_depth: int, longest: bool = False
 ) -> tuple[int, list[tuple[int, int]]]:
     """Breadth-first reverse play from the solved state (every player cell), ``max_depth`` levels deep.
 
-    Returns (depth, [(boxes, player cells), ...]): the states that maximise (displacement score, depth);
-    depth is their optimal solution length (0 and no states when no box can be pulled off a target).
+    Returns (depth, [(boxes, player cells), ...]): the states with the best displacement score and, among
+    those, the shortest solution (the player where the last pull left it, as in gym-sokoban) or with
+    ``longest`` the longest one. Depth is their optimal solution length (0 and no states when no box can
+    be pulled off a target).
     """
     offsets = (-cols, cols, -1, 1)
     seen = {targets: floor & ~targets}
@@ -213,14 +217,14 @@ def reverse_play(
             if new:
                 seen[boxes] = seen.get(boxes, 0) | new
                 frontier[boxes] = new
-                key = (_displacement_score(boxes, targets, cols, scores), depth)
+                key = (_displacement_score(boxes, targets, cols, scores), depth if longest else -depth)
                 if key > best_key:
                     best_key, best = key, [(boxes, new)]
                 elif key == best_key:
                     best.append((boxes, new))
         if not frontier or len(seen) > MAX_SEARCH_CONFIGS:
             break
-    return best_key[1], best
+    return abs(best_key[1]), best
 
 
 def generate_room(
@@ -229,12 +233,15 @@ def generate_room(
     num_boxes: int = 1,
     max_steps: int = 10,
     num_gen_steps: int | None = None,
+    hard: bool = False,
 ) -> Room:
     """A random room whose optimal solution takes between 1 and ``max_steps`` actions.
 
     Among the states reverse play reaches within ``max_steps``, it picks (uniformly with ``rng``) one of
-    those with the most displaced boxes, then the longest solution. A topology where no box can be pulled
-    off its target is drawn again.
+    those with the most displaced boxes, then the shortest solution, like gym-sokoban, whose player stands
+    where its last pull left it (6x6 rooms with one box need about 3 actions on average with either); with
+    ``hard``, the longest solution instead (about 7). A topology where no box can be pulled off its target
+    is drawn again.
     """
     rows, cols = dim_room
     num_gen_steps = int(1.7 * (rows + cols)) if num_gen_steps is None else num_gen_steps
@@ -246,7 +253,7 @@ def generate_room(
         targets = 0
         for cell in rng.choice(len(cells), size=num_boxes, replace=False):
             targets |= 1 << cells[cell]
-        depth, best = reverse_play(floor, cols, targets, max_steps)
+        depth, best = reverse_play(floor, cols, targets, max_steps, longest=hard)
         if not best:
             continue
         pick = int(rng.integers(sum(players.bit_count() for _, players in best)))
@@ -349,7 +356,8 @@ MOVE = Tool(
 class SokobanEnv(AgentEnv):
     """RAGEN's Sokoban as a multi-turn text environment.
 
-    ``reset(options={"room": grid_text})`` plays a given room (in the symbols above) instead of a random one.
+    ``hard_rooms=True`` picks, among the most displaced states, the one with the longest solution rather
+    than the shortest. ``reset(options={"room": grid_text})`` plays a given room (in the symbols above).
     """
 
     metadata = {"render_modes": ["ansi"], "render_fps": 4}
@@ -364,6 +372,7 @@ class SokobanEnv(AgentEnv):
         max_turns: int = 5,
         max_actions_per_turn: int = 2,
         observation_format: str = "grid",
+        hard_rooms: bool = False,
         num_gen_steps: int | None = None,
         response_format: str | ResponseFormat = "answer",
         format_penalty: float = -0.1,
@@ -387,6 +396,7 @@ class SokobanEnv(AgentEnv):
         self.dim_room = (rows, cols)
         self.num_boxes = num_boxes
         self.observation_format = observation_format
+        self.hard_rooms = hard_rooms
         self.num_gen_steps = num_gen_steps
         self.room: Room | None = None
         self.boxes = 0
@@ -407,7 +417,8 @@ class SokobanEnv(AgentEnv):
             self.room = Room.from_text(str(options["room"]))
         else:
             self.room = generate_room(
-                self.np_random, self.dim_room, self.num_boxes, self.solution_budget, self.num_gen_steps
+                self.np_random, self.dim_room, self.num_boxes, self.solution_budget, self.num_gen_steps,
+                hard=self.hard_rooms,
             )
         self.boxes, self.player = self.room.boxes, self.room.player
         self._live = None
