@@ -13,6 +13,7 @@ ENVS: dict[str, tuple[str, str]] = {
     "agentgym/Sokoban-v0": ("agentgym.envs.sokoban:SokobanEnv", "push boxes onto targets (RAGEN's Sokoban)"),
     "agentgym/FrozenLake-v0": ("agentgym.envs.frozenlake:FrozenLakeEnv", "cross a frozen lake without falling in"),
     "agentgym/GSM8K-v0": ("agentgym.envs.gsm8k:GSM8KEnv", "grade-school math word problems"),
+    "agentgym/WebShop-v0": ("agentgym.envs.webshop:WebShopEnv", "find and buy a product on a web shop in a real browser"),
 }
 
 

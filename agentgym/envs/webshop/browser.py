@@ -1,0 +1,311 @@
+"""One headless Chromium per process, driven by Playwright, shared by every WebShop env of the process.
+
+- Lookup (DESIGN.md): ``$AGENTGYM_CHROMIUM``, then Playwright's own downloaded Chromium, then
+  ``/usr/bin/chromium`` (or ``chromium`` / ``chromium-browser`` on the PATH).
+- Playwright runs on a private asyncio loop in a background thread, and envs submit their page
+  operations to it. So envs work from any thread (Playwright's sync API is tied to the thread that
+  started it, and refuses to run inside a running asyncio loop such as Jupyter's), and envs used from
+  several threads overlap their page loads.
+- Each env gets its own browser context (cookies, history) with one page.
+- Off the network: Chromium's background services are off (updates, sync, safe browsing, metrics,
+  QUIC, DNS prefetch), all non-loopback traffic goes to a proxy on 127.0.0.1:9 where nothing listens,
+  host names other than 127.0.0.1 do not resolve, and a Playwright route in every context aborts each
+  request whose URL is not on 127.0.0.1.
+- A browser that dies (crash, killed) is relaunched by the next ``recover``; the env that saw it reports
+  its episode as aborted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import glob
+import os
+import shutil
+import threading
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+from playwright.async_api import Browser, BrowserContext, Page, Route, async_playwright
+from playwright.async_api import Error as PlaywrightError
+
+CHROMIUM_ENV_VAR = "AGENTGYM_CHROMIUM"
+LOCAL_PREFIX = "http://127.0.0.1:"
+CALL_TIMEOUT_S = 60.0
+PAGE_TIMEOUT_MS = 15_000
+
+LAUNCH_ARGS = [
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-default-apps",
+    "--disable-extensions",
+    "--disable-breakpad",
+    "--disable-domain-reliability",
+    "--disable-client-side-phishing-detection",
+    # the last two make each page load about twice as fast: no new frame host per navigation, no
+    # back/forward cache to fill
+    "--disable-features=OptimizationHints,MediaRouter,Translate,AutofillServerCommunication,SafeBrowsing,"
+    "RenderDocument,BackForwardCache",
+    "--disable-quic",
+    "--dns-prefetch-disable",
+    "--metrics-recording-only",
+    "--no-first-run",
+    "--no-default-browser-check",
+    "--no-pings",
+    "--proxy-server=http://127.0.0.1:9",  # loopback bypasses the proxy; everything else goes nowhere
+    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+]
+
+T = TypeVar("T")
+
+
+class BrowserNotFound(RuntimeError):
+    pass
+
+
+def _executable(path: str | os.PathLike) -> bool:
+    return Path(path).is_file() and os.access(path, os.X_OK)
+
+
+def _playwright_chromium() -> str | None:
+    """The newest Chromium that ``playwright install`` left in its cache, if any."""
+    root = os.environ.get("PLAYWRIGHT_BROWSERS_PATH") or str(Path.home() / ".cache" / "ms-playwright")
+    patterns = ("chromium-*/chrome-linux*/chrome", "chromium_headless_shell-*/chrome-linux*/headless_shell",
+                "chromium-*/chrome-mac*/Chromium.app/Contents/MacOS/Chromium", "chromium-*/chrome-win*/chrome.exe")
+    found = [p for pattern in patterns for p in glob.glob(os.path.join(root, pattern)) if _executable(p)]
+    return sorted(found)[-1] if found else None
+
+
+def find_chromium() -> str | None:
+    """The Chromium executable to use, in DESIGN.md's order, or None."""
+    chosen = os.environ.get(CHROMIUM_ENV_VAR)
+    if chosen:
+        return chosen if _executable(chosen) else None
+    for candidate in (_playwright_chromium(), "/usr/bin/chromium", shutil.which("chromium"),
+                      shutil.which("chromium-browser")):
+        if candidate and _executable(candidate):
+            return candidate
+    return None
+
+
+def require_chromium() -> str:
+    path = find_chromium()
+    if path is None:
+        chosen = os.environ.get(CHROMIUM_ENV_VAR)
+        if chosen:
+            raise BrowserNotFound(f"${CHROMIUM_ENV_VAR}={chosen} is not an executable file")
+        raise BrowserNotFound(
+            "no Chromium found for WebShop. Install one (Debian/Ubuntu: `apt-get install chromium`; or "
+            "`playwright install chromium`), or set $AGENTGYM_CHROMIUM to a Chromium/Chrome executable."
+        )
+    return path
+
+
+async def _block_non_local(route: Route) -> None:
+    await route.abort("blockedbyclient")
+
+
+class BrowserHost:
+    """The process's browser. ``acquire``/``release`` count its users; the last one closes it."""
+
+    _instance: BrowserHost | None = None
+    _users = 0
+    _lock = threading.Lock()
+
+    def __init__(self, executable: str) -> None:
+        self.executable = executable
+        self.generation = 0  # bumped at every (re)launch: contexts of an older generation are dead
+        self.launches = 0
+        self._playwright = None
+        self.browser: Browser | None = None
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="webshop-browser", daemon=True)
+        self._thread.start()
+        self._relaunch_lock: asyncio.Lock | None = None
+        try:
+            self.call(self._launch())
+        except BaseException:
+            self._stop_loop()
+            raise
+
+    # ----- lifetime -----
+    @classmethod
+    def acquire(cls) -> BrowserHost:
+        with cls._lock:
+            if cls._instance is None:
+                cls._instance = cls(require_chromium())
+            cls._users += 1
+            return cls._instance
+
+    @classmethod
+    def release(cls) -> None:
+        with cls._lock:
+            cls._users = max(0, cls._users - 1)
+            if cls._users == 0 and cls._instance is not None:
+                cls._instance._shutdown()
+                cls._instance = None
+
+    @classmethod
+    def _close_at_exit(cls) -> None:
+        with cls._lock:
+            if cls._instance is not None:
+                cls._instance._shutdown()
+                cls._instance = None
+                cls._users = 0
+
+    def _shutdown(self) -> None:
+        try:
+            self.call(self._close_all(), timeout=20)
+        except Exception:  # a dead browser or driver has nothing left to close
+            pass
+        self._stop_loop()
+
+    def _stop_loop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+
+    async def _close_all(self) -> None:
+        if self.browser is not None:
+            await self.browser.close()
+        if self._playwright is not None:
+            await self._playwright.stop()
+
+    # ----- running page operations -----
+    def call(self, coroutine: Coroutine[Any, Any, T], timeout: float = CALL_TIMEOUT_S) -> T:
+        """Run ``coroutine`` on the browser's loop and wait for its result."""
+        future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+        try:
+            return future.result(timeout)
+        except TimeoutError:
+            future.cancel()
+            raise
+
+    async def _launch(self) -> None:
+        if self._playwright is None:
+            self._playwright = await async_playwright().start()
+        args = list(LAUNCH_ARGS)
+        if hasattr(os, "geteuid") and os.geteuid() == 0:
+            args.append("--no-sandbox")  # Chromium refuses to start as root with its sandbox on
+        self.browser = await self._playwright.chromium.launch(executable_path=self.executable, headless=True,
+                                                             args=args)
+        self.generation += 1
+        self.launches += 1
+
+    async def _recover(self) -> None:
+        if self._relaunch_lock is None:
+            self._relaunch_lock = asyncio.Lock()
+        async with self._relaunch_lock:  # several envs may notice the same crash
+            if self.browser is not None and self.browser.is_connected():
+                return
+            try:
+                if self.browser is not None:
+                    await asyncio.wait_for(self.browser.close(), 5)
+            except Exception:
+                pass
+            try:
+                await self._launch()
+            except PlaywrightError:  # the Playwright driver went down with the browser: start a new one
+                try:
+                    await asyncio.wait_for(self._playwright.stop(), 5)
+                except Exception:
+                    pass
+                self._playwright = None
+                await self._launch()
+
+    def recover(self) -> None:
+        """Relaunch the browser if it is gone (a no-op while it is alive)."""
+        self.call(self._recover())
+
+    def alive(self) -> bool:
+        return self.browser is not None and self.browser.is_connected()
+
+    def new_tab(self) -> Tab:
+        return self.call(self._new_tab())
+
+    async def _new_tab(self) -> Tab:
+        context = await self.browser.new_context(service_workers="block", accept_downloads=False)
+        await context.route(lambda url: not url.startswith(LOCAL_PREFIX), _block_non_local)
+        page = await context.new_page()
+        page.set_default_timeout(PAGE_TIMEOUT_MS)
+        return Tab(self, context, page, self.generation)
+
+
+# Walks the page's visible text in document order, as WebShop's text_rich mode renders it: clickable
+# elements as "[button] text [button_]" ("[clicked button] ..." for a chosen option or a product already
+# viewed), other text as is, one piece per line. Clickables get a data-ag-id used to click them.
+EXTRACT_JS = """
+() => {
+  const lines = [], clickables = [], done = new Set();
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    const text = node.textContent.replace(/\\s+/g, ' ').trim();
+    const parent = node.parentElement;
+    if (!text || !parent || parent.closest('script, style, noscript, template')) continue;
+    if (!parent.checkVisibility()) continue;
+    const target = parent.closest('a[href], button');
+    if (!target) { lines.push(text); continue; }
+    if (done.has(target)) continue;
+    done.add(target);
+    const label = target.innerText.replace(/\\s+/g, ' ').trim();
+    const clicked = target.getAttribute('aria-pressed') === 'true' || target.classList.contains('visited');
+    const tag = clicked ? 'clicked button' : 'button';
+    lines.push(`[${tag}] ${label} [${tag}_]`);
+    if (target.id !== 'search_button') {
+      target.dataset.agId = String(clickables.length);
+      clickables.push(label);
+    }
+  }
+  return {text: lines.join('\\n'), clickables: clickables,
+          has_search: document.querySelector('#search_input') !== null, url: location.href};
+}
+"""
+
+
+class Tab:
+    """One env's browser context and page; every method runs on the host's loop."""
+
+    def __init__(self, host: BrowserHost, context: BrowserContext, page: Page, generation: int) -> None:
+        self.host, self.context, self.page, self.generation = host, context, page, generation
+
+    @property
+    def stale(self) -> bool:
+        """The browser this tab lived in is gone (or was replaced)."""
+        return self.generation != self.host.generation or not self.host.alive() or self.page.is_closed()
+
+    def goto(self, url: str) -> dict:
+        return self.host.call(self._goto(url))
+
+    def search(self, query: str) -> dict:
+        return self.host.call(self._search(query))
+
+    def click(self, index: int) -> dict:
+        return self.host.call(self._click(index))
+
+    def close(self) -> None:
+        try:
+            self.host.call(self.context.close(), timeout=10)
+        except Exception:  # the browser may already be gone
+            pass
+
+    async def _goto(self, url: str) -> dict:
+        await self.page.goto(url, wait_until="domcontentloaded")
+        return await self.page.evaluate(EXTRACT_JS)
+
+    async def _search(self, query: str) -> dict:
+        await self.page.fill("#search_input", query)
+        async with self.page.expect_navigation(wait_until="domcontentloaded"):
+            await self.page.click("#search_button")
+        return await self.page.evaluate(EXTRACT_JS)
+
+    async def _click(self, index: int) -> dict:
+        async with self.page.expect_navigation(wait_until="domcontentloaded"):
+            # a real mouse click at the element; the actionability waits are skipped because the page is
+            # static and the element was just found visible
+            await self.page.click(f'[data-ag-id="{index}"]', force=True)
+        return await self.page.evaluate(EXTRACT_JS)
+
+
+atexit.register(BrowserHost._close_at_exit)
