@@ -166,7 +166,8 @@ class AnswerFormat(ResponseFormat):
         lines.append("Actions:")
         for tool in tools:
             params = "; ".join(f"{p}: {d}" for p, d in tool.params.items())
-            lines.append(f"- `{tool.template}`: {tool.description} ({params})")
+            form = tool.template.format(**{p: p.upper() for p in tool.params})
+            lines.append(f"- {form}: {tool.description} ({params})")
         if max_actions > 1 and self.separator:
             lines.append(f"You may give up to {max_actions} actions in one answer, separated by `{self.separator}`.")
         return "\n".join(lines)
