@@ -28,6 +28,8 @@ CASES: dict[str, tuple[dict, list, str | None]] = {
     "agentgym/Sokoban-v0": ({}, [], None),
     "agentgym/FrozenLake-v0": ({}, [], None),
     "agentgym/GSM8K-v0": (_gsm8k_kwargs(), [pytest.mark.data], None if _DATA else "../shared/data is absent"),
+    "agentgym/WebShop-v0": ({}, [pytest.mark.browser], None if __import__("agentgym.envs.webshop.browser", fromlist=["x"])
+                            .find_chromium() else "no Chromium found (apt-get install chromium, or set AGENTGYM_CHROMIUM)"),
 }
 
 

@@ -109,11 +109,15 @@ async def _block_non_local(route: Route) -> None:
 
 
 class BrowserHost:
-    """The process's browser. ``acquire``/``release`` count its users; the last one closes it."""
+    """The process's browser. ``acquire``/``release`` count its users; it closes ``LINGER_S`` seconds after
+    the last one leaves, unless a new user comes first (code that makes a fresh env per episode then
+    does not pay a browser launch each time)."""
 
+    LINGER_S = 10.0
     _instance: BrowserHost | None = None
     _users = 0
-    _lock = threading.Lock()
+    _lock = threading.RLock()
+    _closer: threading.Timer | None = None
 
     def __init__(self, executable: str) -> None:
         self.executable = executable
@@ -135,6 +139,9 @@ class BrowserHost:
     @classmethod
     def acquire(cls) -> BrowserHost:
         with cls._lock:
+            if cls._closer is not None:
+                cls._closer.cancel()
+                cls._closer = None
             if cls._instance is None:
                 cls._instance = cls(require_chromium())
             cls._users += 1
@@ -145,12 +152,25 @@ class BrowserHost:
         with cls._lock:
             cls._users = max(0, cls._users - 1)
             if cls._users == 0 and cls._instance is not None:
+                if cls.LINGER_S > 0:
+                    cls._closer = threading.Timer(cls.LINGER_S, cls._close_if_unused)
+                    cls._closer.daemon = True
+                    cls._closer.start()
+                else:
+                    cls._close_if_unused()
+
+    @classmethod
+    def _close_if_unused(cls) -> None:
+        with cls._lock:
+            if cls._users == 0 and cls._instance is not None:
                 cls._instance._shutdown()
                 cls._instance = None
 
     @classmethod
     def _close_at_exit(cls) -> None:
         with cls._lock:
+            if cls._closer is not None:
+                cls._closer.cancel()
             if cls._instance is not None:
                 cls._instance._shutdown()
                 cls._instance = None
