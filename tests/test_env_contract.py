@@ -7,6 +7,10 @@ marks it needs (a browser, the shared data). A registered environment without a 
 
 from __future__ import annotations
 
+import os
+import tempfile
+from pathlib import Path
+
 import gymnasium as gym
 import pytest
 from conftest import shared_data_dir
@@ -23,11 +27,25 @@ def _gsm8k_kwargs() -> dict:
     return {"data_path": str(_DATA / "gsm8k" / "test.jsonl")} if _DATA else {}
 
 
+def _textworld_kwargs() -> dict:
+    # A pool of four small generated games, cached for this test run only (xdist workers share the run id).
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID", str(os.getpid()))
+    cache = Path(tempfile.gettempdir()) / f"agentgym-textworld-test-{run}"
+    return {"world_size": 2, "nb_objects": 4, "quest_length": 3, "game_seeds": [1, 2, 3, 4], "cache_dir": str(cache)}
+
+
+def _alfworld_kwargs() -> dict:
+    # The shared samples: one real ALFRED trial and TextWorld's ALFRED-style fixture.
+    return {"data_dir": str(_DATA / "alfworld")} if _DATA else {}
+
+
 # env id -> (make kwargs, marks, skip reason or None)
 CASES: dict[str, tuple[dict, list, str | None]] = {
     "agentgym/Sokoban-v0": ({}, [], None),
     "agentgym/FrozenLake-v0": ({}, [], None),
     "agentgym/GSM8K-v0": (_gsm8k_kwargs(), [pytest.mark.data], None if _DATA else "../shared/data is absent"),
+    "agentgym/TextWorld-v0": (_textworld_kwargs(), [], None),
+    "agentgym/ALFWorld-v0": (_alfworld_kwargs(), [pytest.mark.data], None if _DATA else "../shared/data is absent"),
     "agentgym/WebShop-v0": ({}, [pytest.mark.browser], None if __import__("agentgym.envs.webshop.browser", fromlist=["x"])
                             .find_chromium() else "no Chromium found (apt-get install chromium, or set AGENTGYM_CHROMIUM)"),
 }
