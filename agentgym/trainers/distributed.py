@@ -1,0 +1,142 @@
+"""Devices, precision and multi-process training (``torchrun``: one process per GPU, FSDP2).
+
+A single process needs none of this beyond ``Runtime.local()``. Under ``torchrun`` (``WORLD_SIZE > 1``)
+every rank plays its share of the prompts, the SNR filter sees every rank's returns, the loss is
+normalized by the token count of all ranks, and FSDP shards parameters, gradients and optimizer state.
+Checkpoints are gathered to full state dicts and written by rank 0 in Hugging Face format.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+
+@dataclass
+class Runtime:
+    rank: int = 0
+    world: int = 1
+    device: torch.device = torch.device("cpu")
+    dtype: torch.dtype = torch.float32  # compute dtype (autocast on CUDA when bfloat16 / float16)
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world > 1
+
+    @classmethod
+    def start(cls, device: str = "auto", dtype: str = "auto") -> Runtime:
+        """Join the ``torchrun`` process group when there is one; pick the device and compute dtype."""
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        rank = int(os.environ.get("RANK", "0"))
+        cuda = torch.cuda.is_available() and device in ("auto", "cuda")
+        if device == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError("trainer.device=cuda but no CUDA GPU is visible")
+        if cuda:
+            local = int(os.environ.get("LOCAL_RANK", "0"))
+            torch.cuda.set_device(local)
+            dev = torch.device("cuda", local)
+        else:
+            dev = torch.device("cpu")
+        if world > 1 and not torch.distributed.is_initialized():
+            torch.distributed.init_process_group(backend="nccl" if cuda else "gloo")
+        if dtype == "auto":
+            compute = torch.bfloat16 if cuda else torch.float32
+        else:
+            compute = getattr(torch, dtype)
+        return cls(rank=rank, world=world, device=dev, dtype=compute)
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """Mixed precision: parameters stay float32 (the optimizer's master copy), matmuls run in bf16."""
+        if self.device.type == "cuda" and self.dtype != torch.float32:
+            return torch.autocast("cuda", dtype=self.dtype)
+        if self.device.type == "cpu" and self.dtype == torch.bfloat16:
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    # ----- collectives (identity in one process) -----
+    def all_sum(self, value: float) -> float:
+        if not self.distributed:
+            return float(value)
+        t = torch.tensor([float(value)], dtype=torch.float64, device=self.device)
+        torch.distributed.all_reduce(t)
+        return float(t.item())
+
+    def all_gather_objects(self, obj: Any) -> list[Any]:
+        if not self.distributed:
+            return [obj]
+        out: list[Any] = [None] * self.world
+        torch.distributed.all_gather_object(out, obj)
+        return out
+
+    def barrier(self) -> None:
+        if self.distributed:
+            torch.distributed.barrier()
+
+    def close(self) -> None:
+        if self.distributed and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def shard_model(model: torch.nn.Module, runtime: Runtime) -> torch.nn.Module:
+    """FSDP2: shard each transformer block, then the root. Identity in one process."""
+    if not runtime.distributed:
+        return model
+    from torch.distributed.fsdp import fully_shard
+
+    block_names = set(getattr(model, "_no_split_modules", None) or [])
+    for module in model.modules():
+        if type(module).__name__ in block_names:
+            fully_shard(module)
+    fully_shard(model)
+    return model
+
+
+@contextlib.contextmanager
+def gathered_for_generation(model: torch.nn.Module, runtime: Runtime):
+    """Keep FSDP parameters gathered for a whole ``generate`` call instead of once per decoded token."""
+    if not runtime.distributed:
+        yield
+        return
+    model.set_reshard_after_forward(False)
+    try:
+        yield
+    finally:
+        model.set_reshard_after_forward(True)
+        model.reshard()
+
+
+def full_state_dict(model: torch.nn.Module, runtime: Runtime) -> dict[str, torch.Tensor]:
+    """The full (unsharded) state dict on the CPU; every rank must call it, rank 0 gets the tensors."""
+    if not runtime.distributed:
+        return model.state_dict()
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, runtime: Runtime) -> dict:
+    if not runtime.distributed:
+        return optimizer.state_dict()
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+    return get_optimizer_state_dict(model, optimizer,
+                                    options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def load_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict,
+                         runtime: Runtime) -> None:
+    if not runtime.distributed:
+        optimizer.load_state_dict(state)
+        return
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    set_optimizer_state_dict(model, optimizer, state,
+                             options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))

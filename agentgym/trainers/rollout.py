@@ -1,0 +1,253 @@
+"""Token-exact multi-turn rollouts: what the model is trained on is exactly what it saw and sampled.
+
+Each episode keeps one growing list of token ids:
+    prompt      the chat template applied to [system, first user message] with the generation prompt
+    response    the ids the sampler drew, end-of-turn included, with their log-probs   -> trained
+    observation the template's text between that response and the next generation prompt (the end of the
+                assistant message, the next user message, the next generation prompt), tokenized alone
+                and appended                                                           -> not trained
+The transcript is never re-tokenized as a whole, so no token of a response is ever re-split, and the
+next turn is generated from exactly these ids.
+
+The episodes themselves run through ``agentgym.rollout.run_episodes`` (continuous batching over the
+envs); the policies here only keep each chat's token list beside it. Groups are ``group_size`` episodes
+of one env seed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import gymnasium as gym
+import torch
+
+from agentgym.policies import Generation, HFPolicy, Policy, prepare_tokenizer
+from agentgym.rollout import Chat, Episode, run_episodes
+
+# Stands in for an assistant message while rendering the template, to find what the template puts after
+# a message's content. Made of characters no chat template adds by itself.
+_SENTINEL = "\u2063\u2064agentgym-message-end\u2064\u2063"
+
+
+@dataclass
+class Transcript:
+    """One episode as token ids, with the mask of generated tokens and the sampler's log-probs."""
+
+    ids: list[int] = field(default_factory=list)
+    mask: list[int] = field(default_factory=list)  # 1 on tokens the policy generated (trained), else 0
+    sampler_logprobs: list[float] = field(default_factory=list)  # the sampler's log-prob on generated tokens
+    turn_ends: list[int] = field(default_factory=list)  # index of each turn's last generated token
+    seed: int = 0
+    group: int = 0
+    rewards: list[float] = field(default_factory=list)
+    success: bool = False
+    format_ok: list[bool] = field(default_factory=list)
+
+    @property
+    def episode_return(self) -> float:
+        return float(sum(self.rewards))
+
+    @property
+    def generated_tokens(self) -> int:
+        return sum(self.mask)
+
+    def extend(self, ids: Sequence[int], trained: bool, logprobs: Sequence[float] | None = None) -> None:
+        self.ids.extend(ids)
+        self.mask.extend([int(trained)] * len(ids))
+        self.sampler_logprobs.extend(logprobs if logprobs is not None else [0.0] * len(ids))
+
+
+def observation_ids(tokenizer: Any, chat: Chat, response_ended: bool) -> list[int]:
+    """The ids that follow a response in ``chat`` = [..., assistant, user]: the rest of the assistant
+    message, the new user message and the generation prompt, rendered by the chat template and tokenized
+    on their own. ``response_ended``: the sampled ids already end with the end-of-turn token."""
+    if len(chat) < 2 or chat[-2]["role"] != "assistant" or chat[-1]["role"] != "user":
+        raise ValueError("observation_ids expects a chat that ends with an assistant then a user message")
+    probe = [*chat[:-2], {"role": "assistant", "content": _SENTINEL}, chat[-1]]
+    text = tokenizer.apply_chat_template(probe, tokenize=False, add_generation_prompt=True)
+    tail = text[text.rindex(_SENTINEL) + len(_SENTINEL):]
+    eos = tokenizer.eos_token
+    if response_ended and eos and tail.startswith(eos):
+        tail = tail[len(eos):]  # the sampled end-of-turn token already closes the message
+    return tokenizer.encode(tail, add_special_tokens=False)
+
+
+class TranscriptBook:
+    """Keeps a transcript beside each live chat of ``run_episodes``; chats are matched by identity,
+    since the rollout loop appends to the same message list for the whole episode."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        self._live: dict[int, tuple[Chat, Transcript, int]] = {}  # id(chat) -> (chat, transcript, messages)
+
+    def prompts(self, chats: Sequence[Chat]) -> list[list[int]]:
+        """The ids each chat's next response is generated from (new observations appended)."""
+        out = []
+        for chat in chats:
+            entry = self._live.get(id(chat))
+            if entry is None or entry[0] is not chat:
+                transcript = Transcript()
+                first = self.tokenizer.apply_chat_template(
+                    chat, add_generation_prompt=True, tokenize=True, return_dict=False)
+                transcript.extend(first, trained=False)
+            else:
+                _, transcript, seen = entry
+                if len(chat) != seen + 2:
+                    raise RuntimeError(f"a chat grew from {seen} to {len(chat)} messages; expected one reply "
+                                       "and one observation")
+                ended = bool(transcript.ids) and transcript.ids[-1] == self.tokenizer.eos_token_id
+                transcript.extend(observation_ids(self.tokenizer, chat, ended), trained=False)
+            self._live[id(chat)] = (chat, transcript, len(chat))
+            out.append(transcript.ids)
+        return out
+
+    def record(self, chats: Sequence[Chat], generations: Sequence[Generation]) -> None:
+        for chat, generation in zip(chats, generations, strict=True):
+            transcript = self._live[id(chat)][1]
+            transcript.extend(generation.token_ids, trained=True, logprobs=generation.logprobs)
+            transcript.turn_ends.append(len(transcript.ids) - 1)
+
+    def finish(self, episode: Episode) -> Transcript:
+        """The transcript of a finished episode (forgotten here), with the episode's outcome filled in."""
+        chat, transcript, _ = self._live.pop(id(episode.messages))
+        assert chat is episode.messages
+        transcript.seed = episode.seed
+        transcript.rewards = [t.reward for t in episode.turns]
+        transcript.success = episode.success
+        transcript.format_ok = [t.format_ok for t in episode.turns]
+        return transcript
+
+
+class TokenExactPolicy(HFPolicy):
+    """An ``HFPolicy`` that generates each turn from the episode's own token list (see the module doc)."""
+
+    def __init__(self, model: Any, tokenizer: Any, engine: Any | None = None, **kwargs: Any) -> None:
+        super().__init__(model, tokenizer, **kwargs)
+        self.book = TranscriptBook(self.tokenizer)
+        self.engine = engine  # an optional faster sampler with the same generate(prompts) (e.g. vLLM)
+
+    def act(self, chats: Sequence[Chat], envs: Sequence[Any] = ()) -> list[Generation]:
+        prompts = self.book.prompts(chats)
+        if self.engine is not None:
+            generations = self.engine.generate(prompts, self.temperature, self.max_new_tokens)
+        else:
+            generations = self.generate(prompts)
+        self.book.record(chats, generations)
+        return generations
+
+
+class ExpertTokenPolicy(Policy):
+    """The environment's oracle, written as tokens: the expert response tokenized alone plus the
+    end-of-turn token, so SFT data has the same layout and masking as RL rollouts."""
+
+    spec = "oracle"
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = prepare_tokenizer(tokenizer)
+        self.book = TranscriptBook(self.tokenizer)
+
+    def act(self, chats: Sequence[Chat], envs: Sequence[Any]) -> list[Generation]:
+        self.book.prompts(chats)
+        generations = []
+        for env in envs:
+            text = env.unwrapped.oracle_action()
+            ids = self.tokenizer.encode(text, add_special_tokens=False) + [self.tokenizer.eos_token_id]
+            generations.append(Generation(text, ids, [0.0] * len(ids)))
+        self.book.record(chats, generations)
+        return generations
+
+
+def play(
+    env_id: str,
+    seeds: Sequence[int],
+    group_size: int,
+    policy: TokenExactPolicy | ExpertTokenPolicy,
+    *,
+    env_kwargs: dict[str, Any] | None = None,
+    batch_size: int | None = None,
+    on_transcript: Callable[[Transcript], None] | None = None,
+) -> list[Transcript]:
+    """``group_size`` episodes of each seed, as transcripts ordered by (group, finishing order).
+
+    Group ``g`` is the episodes of ``seeds[g]``: they share the env seed, so they start in the same state.
+    """
+    env_kwargs = dict(env_kwargs or {})
+    group_of = {seed: g for g, seed in enumerate(seeds)}
+    if len(group_of) != len(seeds):
+        raise ValueError("the seeds of one rollout batch must be distinct (one group per seed)")
+    all_seeds = [s for s in seeds for _ in range(group_size)]
+    transcripts: list[Transcript] = []
+
+    def finished(episode: Episode) -> None:
+        transcript = policy.book.finish(episode)
+        transcript.group = group_of[episode.seed]
+        transcripts.append(transcript)
+        if on_transcript is not None:
+            on_transcript(transcript)
+
+    run_episodes(lambda: gym.make(env_id, **env_kwargs), env_id, all_seeds, policy,
+                 batch_size=batch_size or len(all_seeds), on_episode=finished)
+    transcripts.sort(key=lambda t: t.group)  # stable: finishing order within a group
+    return transcripts
+
+
+# ----- batches for the model -----
+
+@dataclass
+class TokenBatch:
+    """Left-padded transcripts. Per-token tensors are (batch, time - 1), aligned with the targets
+    ``input_ids[:, 1:]``: entry t is about predicting token t + 1 from the tokens up to t."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    position_ids: torch.Tensor
+    loss_mask: torch.Tensor
+    sampler_logprobs: torch.Tensor
+    rewards: torch.Tensor  # rewards placed on trainable target tokens (for GAE)
+
+    @property
+    def targets(self) -> torch.Tensor:
+        return self.input_ids[:, 1:]
+
+    def to(self, device: str | torch.device) -> TokenBatch:
+        return TokenBatch(*(getattr(self, f).to(device) for f in self.__dataclass_fields__))
+
+
+def make_batch(transcripts: Sequence[Transcript], pad_id: int, reward_placement: str = "last") -> TokenBatch:
+    """Left-pad ``transcripts`` into one batch; position ids count real tokens only.
+
+    ``reward_placement``: ``last`` puts the episode return on its last generated token (terminal reward);
+    ``turn`` puts each turn's reward on that turn's last generated token.
+    """
+    width = max(len(t.ids) for t in transcripts)
+    n = len(transcripts)
+    input_ids = torch.full((n, width), pad_id, dtype=torch.long)
+    attention = torch.zeros((n, width), dtype=torch.long)
+    mask = torch.zeros((n, width), dtype=torch.float32)
+    sampler = torch.zeros((n, width), dtype=torch.float32)
+    rewards = torch.zeros((n, width), dtype=torch.float32)
+    for row, t in enumerate(transcripts):
+        start = width - len(t.ids)
+        input_ids[row, start:] = torch.tensor(t.ids)
+        attention[row, start:] = 1
+        mask[row, start:] = torch.tensor(t.mask, dtype=torch.float32)
+        sampler[row, start:] = torch.tensor(t.sampler_logprobs, dtype=torch.float32)
+        if reward_placement == "last":
+            if t.turn_ends:
+                rewards[row, start + t.turn_ends[-1]] = t.episode_return
+        elif reward_placement == "turn":
+            for end, reward in zip(t.turn_ends, t.rewards, strict=False):
+                rewards[row, start + end] += reward
+        else:
+            raise ValueError(f"reward_placement must be 'last' or 'turn', got {reward_placement!r}")
+    position_ids = (attention.cumsum(-1) - 1).clamp(min=0)
+    return TokenBatch(input_ids, attention, position_ids, mask[:, 1:], sampler[:, 1:], rewards[:, 1:])
+
+
+def model_logits(model: Any, batch: TokenBatch) -> torch.Tensor:
+    """The model's output at every position but the last: (batch, time - 1, vocab or 1)."""
+    out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                position_ids=batch.position_ids, use_cache=False)
+    return out.logits[:, :-1]

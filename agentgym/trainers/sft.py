@@ -1,0 +1,81 @@
+"""Supervised fine-tuning on expert (oracle) trajectories, with the same token layout and loss mask as
+RL rollouts: only the expert's responses (end-of-turn included) are trained.
+
+Used for the plain SFT warm start and inside interleaved SFT + RL.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from agentgym.trainers.algorithms import token_logprobs
+from agentgym.trainers.distributed import Runtime
+from agentgym.trainers.rollout import ExpertTokenPolicy, Transcript, make_batch, model_logits, play
+
+
+def expert_transcripts(env_id: str, seeds: Sequence[int], tokenizer: Any,
+                       env_kwargs: dict[str, Any] | None = None) -> list[Transcript]:
+    """One oracle episode per seed, as token transcripts."""
+    if not seeds:
+        return []
+    return play(env_id, list(seeds), 1, ExpertTokenPolicy(tokenizer), env_kwargs=env_kwargs,
+                batch_size=min(len(seeds), 32))
+
+
+def micro_batches(transcripts: Sequence[Transcript], size: int) -> list[list[Transcript]]:
+    """Chunks of ``size`` transcripts of similar length (less padding); the grouping does not change the
+    gradient, since every loss is normalized by the global token count."""
+    ordered = sorted(transcripts, key=lambda t: len(t.ids))
+    return [ordered[i:i + size] for i in range(0, len(ordered), size)]
+
+
+def sft_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, transcripts: Sequence[Transcript],
+             pad_id: int, runtime: Runtime, micro_batch_size: int = 8,
+             max_grad_norm: float | None = 1.0) -> dict[str, float]:
+    """One optimizer step of mean token NLL over the generated tokens of ``transcripts`` (all ranks)."""
+    total = runtime.all_sum(sum(t.generated_tokens for t in transcripts))
+    if total == 0:
+        return {"sft_loss": 0.0, "grad_norm": 0.0, "sft_tokens": 0.0}
+    model.train()
+    loss_sum = 0.0
+    for chunk in micro_batches(transcripts, micro_batch_size):
+        batch = make_batch(chunk, pad_id).to(runtime.device)
+        with runtime.autocast():
+            logp, _ = token_logprobs(model_logits(model, batch), batch.targets)
+        nll = -(logp * batch.loss_mask).sum()
+        (nll * runtime.world / total).backward()
+        loss_sum += float(nll.detach())
+    grad_norm = _clip(model, max_grad_norm)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return {"sft_loss": runtime.all_sum(loss_sum) / total, "grad_norm": grad_norm, "sft_tokens": total}
+
+
+def sft_epochs(model: torch.nn.Module, optimizer: torch.optim.Optimizer, transcripts: Sequence[Transcript],
+               epochs: int, batch_size: int, pad_id: int, runtime: Runtime, seed: int = 0,
+               micro_batch_size: int = 8, max_grad_norm: float | None = 1.0) -> list[dict[str, float]]:
+    """``epochs`` passes over ``transcripts`` in shuffled batches of ``batch_size``; one log per step."""
+    rng = np.random.default_rng(seed)
+    logs = []
+    steps_per_epoch = max(1, math.ceil(len(transcripts) / batch_size))
+    for epoch in range(epochs):
+        order = rng.permutation(len(transcripts))
+        for k in range(steps_per_epoch):
+            chunk = [transcripts[i] for i in order[k * batch_size:(k + 1) * batch_size]]
+            if chunk:
+                logs.append({"epoch": epoch, **sft_step(model, optimizer, chunk, pad_id, runtime,
+                                                        micro_batch_size, max_grad_norm)})
+    return logs
+
+
+def _clip(model: torch.nn.Module, max_norm: float | None) -> float:
+    params = [p for p in model.parameters() if p.grad is not None]
+    if not params:
+        return 0.0
+    norm = torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm else float("inf"))
+    return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)

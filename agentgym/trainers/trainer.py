@@ -1,0 +1,649 @@
+"""The RL training loop behind ``agentgym train``: PPO, GRPO and Dr.GRPO on token-exact multi-turn rollouts,
+with SNR-aware filtering, a plain SFT warm start and interleaved SFT + RL.
+
+One RL step:
+    1. rollouts   ``prompts_per_step`` env seeds x ``group_size`` episodes each (a group shares the seed),
+                  generated token-exactly (``rollout.py``)
+    2. filter     ``snr_filter`` on the (groups, group_size) returns: whole groups kept or dropped
+    3. advantages GRPO: group z-score; Dr.GRPO: group mean only; PPO: critic + GAE over trainable tokens
+    4. update     clipped policy loss (clip-higher), optional KL to a frozen reference and entropy bonus,
+                  summed over micro-batches and divided by the global count of trainable tokens
+
+The run directory holds ``config.yaml`` (resolved), ``checkpoint-N`` folders (Hugging Face format plus
+``trainer_state.pt``), ``metrics.jsonl`` (one line per step), ``plots/*.png`` and ``eval/checkpoint-N``
+(written by ``agentgym.eval.runner.evaluate``). Running again on the same directory resumes from the last
+checkpoint: model, optimizers, step counter, sampler seed and the interleaving schedule.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import random
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
+
+from agentgym.policies import HFPolicy, latest_checkpoint, prepare_tokenizer
+from agentgym.trainers import algorithms as alg
+from agentgym.trainers.distributed import (
+    Runtime,
+    full_state_dict,
+    gathered_for_generation,
+    load_optimizer_state,
+    optimizer_state,
+    shard_model,
+)
+from agentgym.trainers.rollout import TokenBatch, TokenExactPolicy, Transcript, make_batch, model_logits, play
+from agentgym.trainers.sft import expert_transcripts, micro_batches, sft_epochs
+from agentgym.trainers.snr import filter_stats, kept_ratio_scale, snr_filter
+
+STATE_FILE = "trainer_state.pt"
+
+
+def disable_dropout(model: torch.nn.Module) -> None:
+    """RL needs the training forward to compute the same distribution the sampler drew from."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+        if isinstance(getattr(module, "attention_dropout", None), float):
+            module.attention_dropout = 0.0
+    config = getattr(model, "config", None)
+    for key in ("attention_dropout", "attn_pdrop", "resid_pdrop", "embd_pdrop", "hidden_dropout",
+                "classifier_dropout", "summary_first_dropout"):
+        if isinstance(getattr(config, key, None), float):
+            setattr(config, key, 0.0)
+
+
+class Prepared:
+    """One micro-batch with everything the update needs that does not change during the update."""
+
+    def __init__(self, batch: TokenBatch, advantages: torch.Tensor, old_logp: torch.Tensor | None,
+                 ref_logp: torch.Tensor | None, old_values: torch.Tensor | None,
+                 value_targets: torch.Tensor | None) -> None:
+        self.batch, self.advantages, self.old_logp = batch, advantages, old_logp
+        self.ref_logp, self.old_values, self.value_targets = ref_logp, old_values, value_targets
+
+    @property
+    def tokens(self) -> float:
+        return float(self.batch.loss_mask.sum())
+
+
+class Trainer:
+    """Build from a resolved config (``agentgym.trainers.config.load_config``) and call ``run()``."""
+
+    def __init__(self, config: DictConfig) -> None:
+        self.cfg = config
+        self.run_dir = Path(config.trainer.output_dir)
+        self.runtime = Runtime.start(config.trainer.device, config.model.dtype)
+        if config.trainer.threads:
+            torch.set_num_threads(int(config.trainer.threads))
+        if config.rollout.prompts_per_step % self.runtime.world:
+            raise ValueError("rollout.prompts_per_step must be a multiple of the number of processes")
+        self.algo = config.algorithm
+        self.state: dict[str, Any] = {"step": 0, "sampler_seed": config.trainer.seed, "interleave_rounds": 0,
+                                      "failures": [], "rl_started": False}
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        resume = self._resumable_checkpoint()
+        self._seed_everything(config.trainer.seed)
+        self._load_models(resume)
+        self.sampler = self._make_sampler()
+        if resume is not None:
+            self._load_trainer_state(resume)
+        self._truncate_metrics(self.state["step"] if resume is not None else None)
+        if self.runtime.is_main:
+            OmegaConf.save(config, self.run_dir / "config.yaml", resolve=True)
+
+    # ----- setup -----
+    def _resumable_checkpoint(self) -> Path | None:
+        try:
+            path = latest_checkpoint(self.run_dir)
+        except FileNotFoundError:
+            return None
+        return path if (path / STATE_FILE).exists() else None
+
+    def _seed_everything(self, seed: int) -> None:
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+
+    def _load_models(self, resume: Path | None) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        cfg, rt = self.cfg, self.runtime
+        lora = cfg.model.lora.enabled
+        if resume is not None and not lora:
+            source = resume
+        else:
+            source = self._initial_model_dir()
+        self.tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(source))
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+        disable_dropout(model)
+        if cfg.model.gradient_checkpointing:
+            model.gradient_checkpointing_enable()
+            model.config.use_cache = True  # generation still uses the KV cache
+        if lora:
+            if rt.distributed:
+                raise ValueError("LoRA with several processes is not supported; use full fine-tuning (FSDP)")
+            model = self._wrap_lora(model, resume)
+        model.to(rt.device)
+        self.model = shard_model(model, rt)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=self.algo.lr, weight_decay=self.algo.weight_decay,
+                                           betas=(0.9, 0.999))
+        self.critic = self.critic_optimizer = None
+        if self.algo.name == "ppo":
+            self._load_critic(resume / "critic" if resume is not None else source)
+        self.ref = None  # loaded when RL starts (it is the policy at RL step 0) and kl_coef > 0
+
+    def _initial_model_dir(self) -> Path:
+        """The model RL starts from: ``model.path``, or a tiny model built and saved once in ``init/``."""
+        if self.cfg.model.path:
+            return Path(self.cfg.model.path) if Path(self.cfg.model.path).exists() else self.cfg.model.path
+        init = self.run_dir / "init"
+        if (init / "config.json").exists():
+            return init
+        if self.runtime.is_main:
+            from agentgym.tiny_models import build_tiny_model, env_corpus, train_tokenizer
+
+            tiny, env = self.cfg.model.tiny, self.cfg.env
+            corpus = env_corpus([env.id], seeds=tiny.corpus_seeds, env_kwargs={env.id: dict(env.kwargs)})
+            tokenizer = train_tokenizer(corpus, vocab_size=tiny.vocab_size, separate_pad=tiny.separate_pad)
+            model = build_tiny_model(tokenizer, arch=tiny.arch, hidden_size=tiny.hidden_size, layers=tiny.layers,
+                                     heads=tiny.heads, seed=tiny.seed)
+            tmp = self.run_dir / "init.tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            os.replace(tmp, init)
+        self.runtime.barrier()
+        return init
+
+    def _wrap_lora(self, model: Any, resume: Path | None) -> Any:
+        from peft import LoraConfig, PeftModel, get_peft_model
+
+        if resume is not None:
+            return PeftModel.from_pretrained(model, resume / "adapter", is_trainable=True)
+        lc = self.cfg.model.lora
+        target = lc.target_modules if isinstance(lc.target_modules, str) else list(lc.target_modules)
+        return get_peft_model(model, LoraConfig(r=lc.r, lora_alpha=lc.alpha, lora_dropout=lc.dropout,
+                                                target_modules=target, task_type="CAUSAL_LM"))
+
+    def _load_critic(self, source: Path | str) -> None:
+        from transformers import AutoModelForTokenClassification
+
+        critic = AutoModelForTokenClassification.from_pretrained(source, num_labels=1, dtype=torch.float32)
+        disable_dropout(critic)
+        critic.config.pad_token_id = self.tokenizer.pad_token_id
+        critic.to(self.runtime.device)
+        self.critic = shard_model(critic, self.runtime)
+        self.critic_optimizer = torch.optim.AdamW(self.critic.parameters(), lr=self.algo.critic_lr,
+                                                  weight_decay=self.algo.weight_decay)
+
+    def _make_sampler(self) -> TokenExactPolicy:
+        r = self.cfg.rollout
+        engine = None
+        if r.engine == "vllm":
+            from agentgym.trainers.vllm_engine import VLLMEngine
+
+            engine = VLLMEngine(self._initial_model_dir(), self.tokenizer, r, seed=self.state["sampler_seed"])
+        return TokenExactPolicy(self.model, self.tokenizer, temperature=r.temperature,
+                                max_new_tokens=r.max_new_tokens, device=str(self.runtime.device),
+                                seed=self.state["sampler_seed"], engine=engine)
+
+    def _load_reference(self) -> None:
+        """A frozen copy of the policy as RL starts (checkpoint-0), only when the KL term is on."""
+        if self.algo.kl_coef <= 0 or self.ref is not None:
+            return
+        from transformers import AutoModelForCausalLM
+
+        ref = AutoModelForCausalLM.from_pretrained(self.run_dir / "checkpoint-0", dtype=torch.float32)
+        disable_dropout(ref)
+        ref.requires_grad_(False)
+        self.ref = shard_model(ref.to(self.runtime.device).eval(), self.runtime)
+
+    # ----- the run -----
+    def run(self) -> dict[str, Any]:
+        cfg, rt = self.cfg, self.runtime
+        if not self.state["rl_started"]:
+            if cfg.sft.episodes > 0:
+                seeds = [cfg.env.sft_seed + i for i in range(cfg.sft.episodes)]
+                self._sft_phase(seeds, cfg.sft.epochs, cfg.sft.lr, phase="sft_warmup")
+            self.state["rl_started"] = True
+            self.save_checkpoint()  # checkpoint-0: the policy before RL
+        self._load_reference()
+        results: dict[str, Any] = {}
+        if cfg.trainer.eval_before_rl and cfg.trainer.eval_episodes > 0:
+            results["before_rl"] = self.evaluate(self.run_dir / "checkpoint-0")
+        bar = tqdm(total=cfg.trainer.steps, initial=self.state["step"], desc="RL", unit="step",
+                   disable=not (cfg.trainer.progress and rt.is_main))
+        recent: list[float] = []
+        while self.state["step"] < cfg.trainer.steps:
+            metrics = self.rl_step()
+            recent = (recent + [metrics["success"]])[-10:]
+            bar.update(1)
+            bar.set_postfix(success=f"{metrics['success']:.2f}", avg10=f"{np.mean(recent):.2f}",
+                            kept=f"{metrics['kept_ratio']:.2f}")
+            saved = self._maybe_interleave()
+            step = self.state["step"]
+            if not saved and (step % cfg.trainer.save_every == 0 or step == cfg.trainer.steps):
+                self.save_checkpoint()
+        bar.close()
+        final = latest_checkpoint(self.run_dir)
+        if cfg.trainer.eval_episodes > 0:
+            results["final"] = self.evaluate(final)
+        if rt.is_main:
+            summary = {"run_dir": str(self.run_dir), "steps": self.state["step"], "final_checkpoint": str(final)}
+            for key, value in results.items():
+                summary[key] = {k: value[k] for k in ("policy", "episodes", "success_rate", "success_ci95",
+                                                      "mean_return", "format_valid_rate")}
+            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+            if cfg.trainer.plots:
+                from agentgym.trainers.plots import plot_metrics
+
+                plot_metrics(self.run_dir / "metrics.jsonl", self.run_dir / "plots")
+            results = summary
+        rt.barrier()
+        return results
+
+    def rl_step(self) -> dict[str, Any]:
+        cfg, rt = self.cfg, self.runtime
+        step = self.state["step"]
+        started = time.perf_counter()
+        transcripts, returns, seeds = self._rollouts(step)
+        rollout_time = time.perf_counter() - started
+        generated = rt.all_sum(sum(t.generated_tokens for t in transcripts))
+
+        f = cfg.filter
+        kept = snr_filter(returns, f.strategy, f.value, f.include_zero, f.metric, f.prob_mode)
+        stats = filter_stats(returns, kept, f.metric)
+        self._remember_failures(step, seeds, returns, transcripts)
+        my_groups = set(range(rt.rank, len(seeds), rt.world))
+        train_on = [t for t in transcripts if t.group in set(kept) & my_groups]
+
+        update_started = time.perf_counter()
+        update = {"skipped": 1.0}
+        if kept:
+            update = self._update(train_on, returns, kept, stats["kept_ratio"])
+        update_time = time.perf_counter() - update_started
+        all_transcripts = [t for part in rt.all_gather_objects(_outcomes(transcripts)) for t in part]
+        self.state["step"] = step + 1
+        metrics = {
+            "step": step + 1,
+            "phase": "rl",
+            "success": float(np.mean([o["success"] for o in all_transcripts])),
+            "return_mean": float(np.mean(returns)),
+            "return_std": float(np.std(returns)),
+            **stats,
+            "format_valid_rate": float(np.mean([v for o in all_transcripts for v in o["format_ok"]] or [0.0])),
+            "mean_turns": float(np.mean([len(o["format_ok"]) for o in all_transcripts])),
+            "response_tokens_per_episode": generated / max(1, len(all_transcripts)),
+            "rollout_tokens": generated,
+            "rollout_tokens_per_s": generated / max(rollout_time, 1e-9),
+            "rollout_time_s": rollout_time,
+            "update_time_s": update_time,
+            "step_time_s": time.perf_counter() - started,
+            "lr": self._lr(step),
+            **update,
+        }
+        metrics["train_tokens_per_s"] = metrics.get("train_tokens", 0.0) / max(update_time, 1e-9)
+        self._log(metrics)
+        return metrics
+
+    def _rollouts(self, step: int) -> tuple[list[Transcript], np.ndarray, list[int]]:
+        """Play this rank's groups; return its transcripts and every rank's (groups, group_size) returns."""
+        cfg, rt = self.cfg, self.runtime
+        r = cfg.rollout
+        seeds = [cfg.env.train_seed + step * r.prompts_per_step + i for i in range(r.prompts_per_step)]
+        mine = seeds[rt.rank::rt.world]
+        self.model.eval()
+        self.sampler._seed = self.state["sampler_seed"]
+        if self.sampler.engine is not None:
+            self.sampler.engine.sync_weights(self.model, rt)
+        with torch.no_grad(), rt.autocast(), gathered_for_generation(self.model, rt):
+            local = play(cfg.env.id, mine, r.group_size, self.sampler, env_kwargs=dict(cfg.env.kwargs),
+                         batch_size=r.batch_size)
+        self.state["sampler_seed"] = self.sampler._seed
+        for t in local:  # global group index: the position of its seed in this step's seed list
+            t.group = seeds.index(mine[t.group])
+        table = np.zeros((len(seeds), r.group_size))
+        filled = [0] * len(seeds)
+        for part in rt.all_gather_objects([(t.group, t.episode_return) for t in local]):
+            for group, ret in part:
+                table[group, filled[group]] = ret
+                filled[group] += 1
+        return local, table, seeds
+
+    def _remember_failures(self, step: int, seeds: list[int], returns: np.ndarray,
+                           transcripts: Sequence[Transcript]) -> None:
+        """Seeds whose group mostly failed, for interleaved SFT (kept for the last ``failure_window`` steps)."""
+        if not self.cfg.interleave.enabled:
+            return
+        outcomes = [o for part in self.runtime.all_gather_objects(
+            [(t.group, t.success) for t in transcripts]) for o in part]
+        rates = {}
+        for group, success in outcomes:
+            rates.setdefault(group, []).append(success)
+        failed = [seeds[g] for g, s in sorted(rates.items()) if np.mean(s) < 0.5]
+        window = self.cfg.interleave.failure_window
+        self.state["failures"] = [*self.state["failures"], [step, failed]][-window:]
+
+    def _maybe_interleave(self) -> bool:
+        """Run an SFT phase when the schedule says so; True when it did (and saved a checkpoint)."""
+        il = self.cfg.interleave
+        step = self.state["step"]
+        if not il.enabled or self.state["interleave_rounds"] >= il.rounds or step % il.rl_steps:
+            return False
+        seeds = sorted({s for _, failed in self.state["failures"] for s in failed})
+        self._sft_phase(seeds, il.sft_epochs, il.lr or self.cfg.sft.lr, phase="sft_interleave")
+        self.state["interleave_rounds"] += 1
+        self.state["failures"] = []
+        self.save_checkpoint()
+        return True
+
+    def _sft_phase(self, seeds: list[int], epochs: int, lr: float, phase: str) -> None:
+        cfg, rt = self.cfg, self.runtime
+        mine = seeds[rt.rank::rt.world]
+        transcripts = expert_transcripts(cfg.env.id, mine, self.tokenizer, dict(cfg.env.kwargs))
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=self.algo.weight_decay)
+        started = time.perf_counter()
+        logs = sft_epochs(self.model, optimizer, transcripts, epochs, max(1, cfg.sft.batch_size // rt.world),
+                          self.tokenizer.pad_token_id, rt, seed=cfg.trainer.seed + self.state["step"],
+                          micro_batch_size=self.algo.micro_batch_size, max_grad_norm=self.algo.max_grad_norm)
+        elapsed = time.perf_counter() - started
+        for i, log in enumerate(logs):
+            self._log({"step": self.state["step"], "phase": phase, "sft_step": i + 1, "tasks": len(seeds), **log,
+                       "sft_time_s": elapsed})
+
+    # ----- the update -----
+    def _lr(self, step: int) -> float:
+        warmup = self.algo.warmup_steps
+        return self.algo.lr * min(1.0, (step + 1) / warmup) if warmup else self.algo.lr
+
+    def _update(self, transcripts: list[Transcript], returns: np.ndarray, kept: list[int],
+                kept_ratio: float) -> dict[str, float]:
+        cfg, rt, algo = self.cfg, self.runtime, self.algo
+        prepared = self._prepare(transcripts, returns, kept_ratio)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self._lr(self.state["step"])
+        needs_entropy_grad = algo.entropy_coef != 0
+        sums = dict.fromkeys(("tokens", "policy_loss", "entropy", "ratio", "clip_frac", "approx_kl", "kl",
+                              "value_loss", "value_clip_frac", "importance_weight"), 0.0)
+        grad_norms, critic_norms = [], []
+        rng = np.random.default_rng([cfg.trainer.seed, self.state["step"]])
+        for _epoch in range(algo.ppo_epochs):
+            order = rng.permutation(len(prepared)) if len(prepared) > 1 else np.arange(len(prepared))
+            chunks = np.array_split(order, min(algo.mini_batches, len(prepared))) if len(prepared) else []
+            for chunk in chunks:
+                minibatch = [prepared[i] for i in chunk]
+                total = rt.all_sum(sum(p.tokens for p in minibatch))
+                if total == 0:
+                    continue
+                self.model.train()
+                for p in minibatch:
+                    part = self._policy_backward(p, total, needs_entropy_grad)
+                    for k, v in part.items():
+                        sums[k] += v
+                    if self.critic is not None:
+                        for k, v in self._critic_backward(p, total).items():
+                            sums[k] += v
+                grad_norms.append(self._step(self.model, self.optimizer))
+                if self.critic is not None:
+                    critic_norms.append(self._step(self.critic, self.critic_optimizer))
+        tokens = rt.all_sum(sums.pop("tokens")) or 1.0
+        out = {k: rt.all_sum(v) / tokens for k, v in sums.items()}
+        if self.ref is None:
+            out.pop("kl")
+        if self.critic is None:
+            out.pop("value_loss")
+            out.pop("value_clip_frac")
+        if self.sampler.engine is None:
+            out.pop("importance_weight")
+        out.update({"grad_norm": float(np.mean(grad_norms)) if grad_norms else 0.0,
+                    "train_tokens": tokens, "skipped": 0.0,
+                    "train_episodes": rt.all_sum(len(transcripts))})
+        if critic_norms:
+            out["critic_grad_norm"] = float(np.mean(critic_norms))
+        out["advantage_abs_mean"] = rt.all_sum(sum(float((p.advantages.abs() * p.batch.loss_mask).sum())
+                                                   for p in prepared)) / (rt.all_sum(sum(p.tokens for p in prepared))
+                                                                          or 1.0)
+        return out
+
+    def _prepare(self, transcripts: list[Transcript], returns: np.ndarray,
+                 kept_ratio: float) -> list[Prepared]:
+        """Micro-batches with advantages, old log-probs (when the policy moves before they are used), the
+        reference log-probs (KL) and the critic's values (PPO), all computed once before the update."""
+        cfg, rt, algo = self.cfg, self.runtime, self.algo
+        pad = self.tokenizer.pad_token_id
+        recompute_old = algo.ppo_epochs > 1 or algo.mini_batches > 1
+        prepared = []
+        for chunk in micro_batches(transcripts, algo.micro_batch_size):
+            batch = make_batch(chunk, pad, algo.reward_placement).to(rt.device)
+            old_logp = ref_logp = old_values = value_targets = None
+            with torch.no_grad(), rt.autocast():
+                if recompute_old:
+                    self.model.eval()
+                    old_logp, _ = alg.token_logprobs(model_logits(self.model, batch), batch.targets,
+                                                     cfg.rollout.temperature)
+                if self.ref is not None:
+                    ref_logp, _ = alg.token_logprobs(model_logits(self.ref, batch), batch.targets,
+                                                     cfg.rollout.temperature)
+                if algo.name == "ppo":
+                    self.critic.eval()
+                    old_values = model_logits(self.critic, batch)[..., 0].float()
+                    advantages, value_targets = alg.masked_gae(batch.rewards, old_values, batch.loss_mask,
+                                                               algo.gamma, algo.lam)
+                else:
+                    episode_returns = torch.tensor([t.episode_return for t in chunk])
+                    groups = torch.tensor([t.group for t in chunk])
+                    adv = self._group_advantage(episode_returns, groups, returns)
+                    advantages = adv.to(rt.device)[:, None] * batch.loss_mask
+            prepared.append(Prepared(batch, advantages, old_logp, ref_logp, old_values, value_targets))
+        if algo.name == "ppo":  # whiten GAE advantages over every trainable token of the step
+            n = rt.all_sum(sum(p.tokens for p in prepared))
+            mean = rt.all_sum(sum(float((p.advantages * p.batch.loss_mask).sum()) for p in prepared)) / n
+            var = rt.all_sum(sum(float((((p.advantages - mean) ** 2) * p.batch.loss_mask).sum())
+                                 for p in prepared)) / n
+            for p in prepared:
+                p.advantages = (p.advantages - mean) / (var ** 0.5 + algo.norm_eps) * p.batch.loss_mask
+        scale = kept_ratio_scale(kept_ratio, cfg.filter.scale_advantages)
+        if scale != 1.0:
+            for p in prepared:
+                p.advantages = p.advantages * scale
+        return prepared
+
+    def _group_advantage(self, episode_returns: torch.Tensor, groups: torch.Tensor,
+                         table: np.ndarray) -> torch.Tensor:
+        """GRPO / Dr.GRPO advantages from the full group (every rank's episodes of that seed)."""
+        out = torch.zeros(len(episode_returns))
+        for i, (ret, g) in enumerate(zip(episode_returns.tolist(), groups.tolist(), strict=True)):
+            group = torch.tensor(table[g], dtype=torch.float64)
+            centred = ret - group.mean()
+            if self.algo.name == "grpo":
+                centred = centred / (group.std(unbiased=True) + self.algo.norm_eps)
+            out[i] = float(centred)
+        return out
+
+    def _policy_backward(self, p: Prepared, total: float, entropy_grad: bool) -> dict[str, float]:
+        algo, rt, mask = self.algo, self.runtime, p.batch.loss_mask
+        with rt.autocast():
+            logits = model_logits(self.model, p.batch)
+        logp, entropy = alg.token_logprobs(logits, p.batch.targets, self.cfg.rollout.temperature,
+                                           with_entropy=True)
+        if not entropy_grad:
+            entropy = entropy.detach()
+        old = p.old_logp if p.old_logp is not None else logp.detach()
+        weights = None
+        if self.sampler.engine is not None and self.cfg.rollout.importance_cap:
+            # the sampler (vLLM) and the trainer disagree slightly: truncated importance weights correct it
+            weights = torch.exp(old - p.batch.sampler_logprobs).clamp(max=self.cfg.rollout.importance_cap)
+        per_token, ratio, clipped = alg.clipped_policy_loss(logp, old, p.advantages, algo.clip_low,
+                                                            algo.clip_high, weights)
+        loss = per_token
+        kl_value = 0.0
+        if p.ref_logp is not None:
+            kl = alg.kl_estimate(logp, p.ref_logp, algo.kl_estimator)
+            loss = loss + algo.kl_coef * kl
+            kl_value = float((kl.detach() * mask).sum())
+        if algo.entropy_coef:
+            loss = loss - algo.entropy_coef * entropy
+        ((loss * mask).sum() * rt.world / total).backward()
+        with torch.no_grad():
+            log_ratio = logp.detach() - old
+            approx_kl = torch.exp(log_ratio) - 1 - log_ratio  # k3 estimate of KL(old || new)
+            return {
+                "tokens": float(mask.sum()),
+                "policy_loss": float((per_token.detach() * mask).sum()),
+                "entropy": float((entropy.detach() * mask).sum()),
+                "ratio": float((ratio.detach() * mask).sum()),
+                "clip_frac": float((clipped * mask).sum()),
+                "approx_kl": float((approx_kl * mask).sum()),
+                "kl": kl_value,
+                "importance_weight": float((weights * mask).sum()) if weights is not None else 0.0,
+            }
+
+    def _critic_backward(self, p: Prepared, total: float) -> dict[str, float]:
+        rt, mask = self.runtime, p.batch.loss_mask
+        self.critic.train()
+        with rt.autocast():
+            values = model_logits(self.critic, p.batch)[..., 0].float()
+        loss, clipped = alg.clipped_value_loss(values, p.old_values, p.value_targets, self.algo.value_clip)
+        ((loss * mask).sum() * rt.world / total).backward()
+        return {"value_loss": float((loss.detach() * mask).sum()), "value_clip_frac": float((clipped * mask).sum())}
+
+    def _step(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> float:
+        params = [q for q in model.parameters() if q.grad is not None]
+        norm = torch.nn.utils.clip_grad_norm_(params, self.algo.max_grad_norm or float("inf")) if params else 0.0
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
+
+    # ----- evaluation, checkpoints, logs -----
+    def evaluate(self, checkpoint: Path) -> dict[str, Any] | None:
+        """``agentgym eval`` of a checkpoint on held-out seeds, into ``eval/<checkpoint name>``."""
+        from agentgym.eval.runner import evaluate
+
+        result = None
+        if self.runtime.is_main:
+            t = self.cfg.trainer
+            policy = HFPolicy(str(checkpoint), temperature=t.eval_temperature,
+                              max_new_tokens=self.cfg.rollout.max_new_tokens, device=str(self.runtime.device))
+            policy.spec = f"hf:{checkpoint}"
+            try:
+                result = evaluate(self.cfg.env.id, policy, t.eval_episodes, seed=self.cfg.env.eval_seed,
+                                  out=self.run_dir / "eval" / checkpoint.name, env_kwargs=dict(self.cfg.env.kwargs),
+                                  batch_size=t.eval_batch_size, progress=t.progress)
+            finally:
+                policy.close()
+        self.runtime.barrier()
+        return result
+
+    def save_checkpoint(self) -> Path:
+        """``checkpoint-<step>``: the policy in Hugging Face format (merged when LoRA), its tokenizer, the
+        critic, and ``trainer_state.pt``; written to a temporary folder and renamed, so a kill never leaves
+        a half-written checkpoint that looks complete."""
+        rt = self.runtime
+        step = self.state["step"]
+        final = self.run_dir / f"checkpoint-{step}"
+        tmp = self.run_dir / f"checkpoint-{step}.tmp"
+        weights = full_state_dict(self.model, rt)
+        critic_weights = full_state_dict(self.critic, rt) if self.critic is not None else None
+        opt = optimizer_state(self.model, self.optimizer, rt)
+        critic_opt = (optimizer_state(self.critic, self.critic_optimizer, rt)
+                      if self.critic is not None else None)
+        if rt.is_main:
+            shutil.rmtree(tmp, ignore_errors=True)
+            self._save_policy(tmp, weights)
+            self.tokenizer.save_pretrained(tmp)
+            if self.critic is not None:
+                self.critic.save_pretrained(tmp / "critic", state_dict=critic_weights)
+            torch.save({
+                "state": self.state,
+                "optimizer": opt,
+                "critic_optimizer": critic_opt,
+                "rng": {"python": random.getstate(), "numpy": np.random.get_state(),
+                        "torch": torch.get_rng_state()},
+            }, tmp / STATE_FILE)
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(tmp, final)
+            self._prune_checkpoints()
+        rt.barrier()
+        return final
+
+    def _save_policy(self, folder: Path, weights: dict[str, torch.Tensor]) -> None:
+        model = self.model
+        if not self.cfg.model.lora.enabled:
+            model.save_pretrained(folder, state_dict=weights)
+            return
+        model.save_pretrained(folder / "adapter")  # the adapter, to resume training
+        merged = copy.deepcopy(model).merge_and_unload()  # plain weights any evaluator can load
+        merged.save_pretrained(folder)
+
+    def _prune_checkpoints(self) -> None:
+        keep = self.cfg.trainer.keep_checkpoints
+        if not keep:
+            return
+        found = sorted((p for p in self.run_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
+                       key=lambda p: int(p.name.split("-")[-1]))
+        for path in found[:-keep]:
+            if path.name != "checkpoint-0":  # the reference policy and the before-RL eval
+                shutil.rmtree(path, ignore_errors=True)
+
+    def _load_trainer_state(self, checkpoint: Path) -> None:
+        saved = torch.load(checkpoint / STATE_FILE, weights_only=False)
+        self.state = saved["state"]
+        load_optimizer_state(self.model, self.optimizer, saved["optimizer"], self.runtime)
+        if self.critic is not None and saved["critic_optimizer"] is not None:
+            load_optimizer_state(self.critic, self.critic_optimizer, saved["critic_optimizer"], self.runtime)
+        random.setstate(saved["rng"]["python"])
+        np.random.set_state(saved["rng"]["numpy"])
+        torch.set_rng_state(saved["rng"]["torch"])
+        self.sampler._seed = self.state["sampler_seed"]
+
+    def _truncate_metrics(self, step: int | None) -> None:
+        """A fresh run starts a fresh log; a resumed one drops what a killed run logged after the
+        checkpoint it resumes from (a checkpoint is written after the SFT phases of its step)."""
+        path = self.run_dir / "metrics.jsonl"
+        if not self.runtime.is_main or not path.exists():
+            return
+        keep = []
+        if step is not None:
+            for line in path.read_text().splitlines():
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line torn by the kill
+                if record["step"] <= step:
+                    keep.append(line)
+        path.write_text("".join(line + "\n" for line in keep))
+
+    def _log(self, record: dict[str, Any]) -> None:
+        if not self.runtime.is_main:
+            return
+        with (self.run_dir / "metrics.jsonl").open("a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def close(self) -> None:
+        self.runtime.close()
+
+
+def _outcomes(transcripts: Sequence[Transcript]) -> list[dict[str, Any]]:
+    return [{"success": t.success, "format_ok": t.format_ok} for t in transcripts]
+
+
+def train(config: DictConfig) -> dict[str, Any]:
+    """Run (or resume) the training described by ``config``; return the run summary."""
+    trainer = Trainer(config)
+    try:
+        return trainer.run()
+    finally:
+        trainer.close()

@@ -1,0 +1,179 @@
+"""The training loop: a GRPO step that learns, checkpoints any evaluator loads, kill and resume, the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+from trainer_fixtures import tiny_config
+
+from agentgym.trainers.rollout import Transcript
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _arm_probability(trainer, prompt: list[int], arm: int) -> float:
+    ids = torch.tensor([prompt])
+    with torch.no_grad():
+        logits = trainer.model(input_ids=ids).logits[0, -1]
+    return float(torch.softmax(logits, -1)[arm])
+
+
+def test_one_grpo_step_raises_the_rewarded_arm(tmp_path):
+    from agentgym.trainers.trainer import Trainer
+
+    trainer = Trainer(tiny_config(tmp_path, algorithm={"name": "grpo", "lr": 1e-2}))
+    tok = trainer.tokenizer
+    prompt = tok.apply_chat_template([{"role": "user", "content": "Pick an arm: Left or Right."}],
+                                     add_generation_prompt=True, tokenize=True, return_dict=False)
+    left, right = tok.encode("Left")[0], tok.encode("Right")[0]
+    transcripts = []
+    for arm, reward in ([(left, 1.0), (right, 0.0), (right, 0.0), (left, 1.0), (right, 0.0)]):
+        t = Transcript(group=0, seed=0, rewards=[reward])
+        t.extend(prompt, trained=False)
+        t.extend([arm, tok.eos_token_id], trained=True, logprobs=[0.0, 0.0])
+        t.turn_ends.append(len(t.ids) - 1)
+        transcripts.append(t)
+    returns = np.array([[t.episode_return for t in transcripts]])
+    before_left, before_right = _arm_probability(trainer, prompt, left), _arm_probability(trainer, prompt, right)
+    update = trainer._update(transcripts, returns, [0], 1.0)
+    after_left, after_right = _arm_probability(trainer, prompt, left), _arm_probability(trainer, prompt, right)
+    assert after_left > before_left * 1.05
+    assert after_right < before_right
+    assert update["clip_frac"] == 0 and update["ratio"] == pytest.approx(1.0)
+    trainer.close()
+
+
+@pytest.mark.parametrize("algorithm", ["ppo", "drgrpo"])
+def test_rl_steps_write_metrics_and_loadable_checkpoints(tmp_path, algorithm):
+    from agentgym.policies import make_policy
+    from agentgym.trainers.trainer import train
+
+    config = tiny_config(tmp_path / "run", algorithm={"name": algorithm, "kl_coef": 0.05},
+                         trainer={"steps": 1}, sft={"episodes": 4, "batch_size": 4})
+    train(config)
+    run = tmp_path / "run"
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["phase"] for r in records] == ["sft_warmup", "rl"]
+    rl = records[-1]
+    for key in ("success", "return_mean", "in_group_reward_std", "kept_ratio", "format_valid_rate",
+                "rollout_tokens_per_s", "step_time_s"):
+        assert key in rl
+    assert rl["skipped"] == 0  # no filtering: every group is trained on
+    for key in ("entropy", "kl", "approx_kl", "clip_frac", "grad_norm", "train_tokens_per_s"):
+        assert key in rl
+    assert rl["kl"] == pytest.approx(0.0, abs=1e-6)  # the reference is the policy before this first step
+    if algorithm == "ppo":
+        assert rl["value_loss"] > 0 and rl["grad_norm"] > 0
+    assert (run / "checkpoint-0").is_dir() and (run / "checkpoint-1").is_dir()
+    if algorithm == "ppo":
+        assert (run / "checkpoint-1" / "critic" / "config.json").exists()
+    assert OmegaConf.load(run / "config.yaml").algorithm.name == algorithm
+    for spec in (f"checkpoint:{run}", f"hf:{run}/checkpoint-1"):
+        policy = make_policy(spec, max_new_tokens=4)
+        assert policy.model.config.vocab_size == 512
+        policy.close()
+
+
+def test_interleaved_sft_runs_on_failed_tasks(tmp_path):
+    from agentgym.trainers.trainer import train
+
+    config = tiny_config(tmp_path / "run", trainer={"steps": 2, "save_every": 10},
+                         interleave={"enabled": True, "rl_steps": 1, "failure_window": 1, "sft_epochs": 1,
+                                     "rounds": 1})
+    train(config)
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    phases = [(r["step"], r["phase"]) for r in records]
+    # RL step 1, then SFT on the tasks that failed (a random model fails all), RL step 2; one round only
+    assert phases[0] == (1, "rl") and phases[-1] == (2, "rl")
+    assert {p for p in phases[1:-1]} == {(1, "sft_interleave")}
+    assert records[1]["tasks"] == 2
+    assert sorted(p.name for p in (tmp_path / "run").glob("checkpoint-*")) == [
+        "checkpoint-0", "checkpoint-1", "checkpoint-2"]
+
+
+def _final_weights(run: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(run / "checkpoint-5" / "model.safetensors")
+
+
+def test_kill_and_resume_continues_the_same_run(tmp_path):
+    from agentgym.trainers.trainer import train
+
+    sections = {"trainer": {"steps": 5, "save_every": 1}, "rollout": {"temperature": 1.0},
+                "algorithm": {"name": "grpo"}}
+    reference = tmp_path / "reference"
+    train(tiny_config(reference, **sections))
+
+    killed = tmp_path / "killed"
+    config = tiny_config(killed, **sections)
+    config_file = tmp_path / "config.yaml"
+    OmegaConf.save(config, config_file)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "agentgym.cli", "train", "--config", str(config_file)],
+                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 300
+    while not (killed / "checkpoint-2").exists():
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        assert time.time() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "checkpoint-5").exists()
+
+    train(tiny_config(killed, **sections))  # the same command again resumes
+    ref_lines = [json.loads(x) for x in (reference / "metrics.jsonl").read_text().splitlines()]
+    got_lines = [json.loads(x) for x in (killed / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in got_lines] == [1, 2, 3, 4, 5]
+    for ref, got in zip(ref_lines, got_lines, strict=True):
+        assert got["return_mean"] == ref["return_mean"]
+        assert got["rollout_tokens"] == ref["rollout_tokens"]
+    ref_w, got_w = _final_weights(reference), _final_weights(killed)
+    for name, tensor in ref_w.items():
+        torch.testing.assert_close(got_w[name], tensor, atol=1e-6, rtol=1e-5)
+
+
+def test_cli_train_help_and_bad_overrides(tmp_path, capsys):
+    from agentgym.cli import build_parser, main
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--help"])
+    assert "--config" in capsys.readouterr().out
+    config = tmp_path / "c.yaml"
+    config.write_text("trainer: {steps: 1}\n")
+    with pytest.raises(Exception, match="no_such_key"):
+        main(["train", "--config", str(config), f"trainer.output_dir={tmp_path}", "trainer.no_such_key=1"])
+    assert main(["train", "--config", str(config), f"trainer.output_dir={tmp_path}",
+                 "algorithm.name=reinforce"]) == 2
+
+
+def test_shipped_configs_load():
+    from agentgym.trainers.config import load_config
+
+    configs = sorted((REPO / "configs").glob("*.yaml"))
+    assert any(c.name == "quickstart.yaml" for c in configs)
+    for path in configs:
+        config = load_config(path, ["trainer.output_dir=/tmp/unused"])
+        assert config.env.id.startswith("agentgym/")
+
+
+@pytest.mark.slow
+def test_quickstart_learns(tmp_path):
+    """The README's main job: SFT warm start, then RL with SNR-aware filtering beats the post-SFT model."""
+    from agentgym.trainers.config import load_config
+    from agentgym.trainers.trainer import train
+
+    summary = train(load_config(REPO / "configs" / "quickstart.yaml",
+                                [f"trainer.output_dir={tmp_path / 'run'}", "trainer.progress=false"]))
+    assert summary["final"]["success_rate"] > summary["before_rl"]["success_rate"] + 0.1
+    assert (tmp_path / "run" / "plots" / "overview.png").exists()
