@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from agentgym.envs.webshop import data
+from agentgym.envs.webshop import browser, data
 from agentgym.envs.webshop.data import (
     NO_PRICE_BOUND,
     TEST_GOALS,
@@ -138,3 +138,22 @@ def test_copied_data_dir_gives_the_same_goals(shared_data, tmp_path):
     assert [g.instruction for g in copy.goals()] == [g.instruction for g in original.goals()]
     assert copy.goals("human", "all") == []  # no human instruction file in the copy
     json.dumps([g.as_dict() for g in copy.goals()[:5]])  # goals are plain data
+
+
+def test_chromium_lookup_order(monkeypatch, tmp_path):
+    fake = tmp_path / "my-chromium"
+    fake.write_text("#!/bin/sh\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("AGENTGYM_CHROMIUM", str(fake))
+    assert browser.find_chromium() == str(fake)  # the variable comes first
+    monkeypatch.setenv("AGENTGYM_CHROMIUM", str(tmp_path / "missing"))
+    assert browser.find_chromium() is None
+    with pytest.raises(browser.BrowserNotFound, match="not an executable"):
+        browser.require_chromium()
+    monkeypatch.delenv("AGENTGYM_CHROMIUM")
+    monkeypatch.setenv("PLAYWRIGHT_BROWSERS_PATH", str(tmp_path))
+    own = tmp_path / "chromium-1234" / "chrome-linux64" / "chrome"
+    own.parent.mkdir(parents=True)
+    own.write_text("#!/bin/sh\n")
+    own.chmod(0o755)
+    assert browser.find_chromium() == str(own)  # then Playwright's own download

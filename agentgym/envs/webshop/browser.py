@@ -13,6 +13,8 @@
   request whose URL is not on 127.0.0.1.
 - A browser that dies (crash, killed) is relaunched by the next ``recover``; the env that saw it reports
   its episode as aborted.
+- The browser starts with the first env and closes ``BrowserHost.LINGER_S`` (10) seconds after the last
+  one closes, or at interpreter exit.
 """
 
 from __future__ import annotations
@@ -255,9 +257,13 @@ class BrowserHost:
 
 # Walks the page's visible text in document order, as WebShop's text_rich mode renders it: clickable
 # elements as "[button] text [button_]" ("[clicked button] ..." for a chosen option or a product already
-# viewed), other text as is, one piece per line. Clickables get a data-ag-id used to click them.
+# viewed), other text as is, one piece per line. Clickables get a data-ag-id used to click them. It
+# waits for the document to be parsed itself, so a click only needs to wait for the navigation to commit.
 EXTRACT_JS = """
-() => {
+async () => {
+  if (document.readyState === 'loading') {
+    await new Promise(resolve => document.addEventListener('DOMContentLoaded', resolve, {once: true}));
+  }
   const lines = [], clickables = [], done = new Set();
   const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
   for (let node = walker.nextNode(); node; node = walker.nextNode()) {
@@ -311,17 +317,17 @@ class Tab:
             pass
 
     async def _goto(self, url: str) -> dict:
-        await self.page.goto(url, wait_until="domcontentloaded")
+        await self.page.goto(url, wait_until="commit")
         return await self.page.evaluate(EXTRACT_JS)
 
     async def _search(self, query: str) -> dict:
         await self.page.fill("#search_input", query)
-        async with self.page.expect_navigation(wait_until="domcontentloaded"):
-            await self.page.click("#search_button")
+        async with self.page.expect_navigation(wait_until="commit"):
+            await self.page.click("#search_button", force=True)
         return await self.page.evaluate(EXTRACT_JS)
 
     async def _click(self, index: int) -> dict:
-        async with self.page.expect_navigation(wait_until="domcontentloaded"):
+        async with self.page.expect_navigation(wait_until="commit"):
             # a real mouse click at the element; the actionability waits are skipped because the page is
             # static and the element was just found visible
             await self.page.click(f'[data-ag-id="{index}"]', force=True)
