@@ -44,6 +44,7 @@ CASES: dict[str, tuple[dict, list, str | None]] = {
     "agentgym/Sokoban-v0": ({}, [], None),
     "agentgym/FrozenLake-v0": ({}, [], None),
     "agentgym/GSM8K-v0": (_gsm8k_kwargs(), [pytest.mark.data], None if _DATA else "../shared/data is absent"),
+    "agentgym/CodeExec-v0": ({}, [], None),
     "agentgym/TextWorld-v0": (_textworld_kwargs(), [], None),
     "agentgym/ALFWorld-v0": (_alfworld_kwargs(), [pytest.mark.data], None if _DATA else "../shared/data is absent"),
     "agentgym/WebShop-v0": ({}, [pytest.mark.browser], None if __import__("agentgym.envs.webshop.browser", fromlist=["x"])
