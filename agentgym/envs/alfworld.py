@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import random
@@ -99,18 +100,25 @@ def _game_files(path: Path) -> Iterator[Path]:
 
 def collect_games(paths: Sequence[Path], task_types: Sequence[str] | None = None) -> list[Path]:
     """Playable games under ``paths``, sorted, filtered as ALFWorld filters them."""
+    wanted = None if task_types is None else tuple(task_types)
+    return list(_collect_games(tuple(Path(p).resolve() for p in paths), wanted))
+
+
+@functools.lru_cache(maxsize=16)  # envs of one process share the scan (train has 3553 games, ~100 kB each)
+def _collect_games(paths: tuple[Path, ...], task_types: tuple[str, ...] | None) -> tuple[Path, ...]:
     wanted = None if task_types is None else set(task_types)
     games = set()
     for path in paths:
-        for game in _game_files(Path(path)):
-            if "movable" in str(game.parent) or "Sliced" in str(game.parent):
+        for game in _game_files(path):
+            trial = str(game.parent.relative_to(path)) if path.is_dir() else game.parent.name
+            if "movable" in trial or "Sliced" in trial:
                 continue  # ALFWorld does not support these trials either
             if wanted is not None and task_type(game) not in wanted:
                 continue
             if _UNSOLVABLE.search(game.read_bytes()):
                 continue
             games.add(game.resolve())
-    return sorted(games)
+    return tuple(sorted(games))
 
 
 def _task_type_names(task_types: Sequence[str | int] | None) -> list[str] | None:
@@ -296,7 +304,7 @@ class ALFWorldEnv(AgentEnv):
     def _oracle_commands(self) -> list[str]:
         if self._game.handcoded:
             return [self._expert_next or "look"]
-        return list(self._state["policy_commands"] or [])
+        return list(self._state["policy_commands"] or []) or ["look"]
 
     def _random_command(self, rng: np.random.Generator) -> str:
         commands = self._state["admissible_commands"]

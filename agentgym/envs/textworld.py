@@ -253,7 +253,8 @@ class TextWorldEnv(AgentEnv):
         )
 
     def _oracle_commands(self) -> list[str]:
-        return list(self._state["policy_commands"] or [])
+        # No policy left means the game can no longer be won (e.g. a quest item was eaten): just look.
+        return list(self._state["policy_commands"] or []) or ["look"]
 
     def _random_command(self, rng: np.random.Generator) -> str:
         commands = self._state["admissible_commands"]
