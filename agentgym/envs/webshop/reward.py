@@ -18,9 +18,11 @@
 
 Difference from upstream: upstream finds the title nouns with spaCy's ``en_core_web_lg`` part-of-speech
 tagger (tokens tagged NOUN or PROPN). That model is a separate download that cannot be installed from
-PyPI, so here a word counts as a noun when the LemmInflect lexicon (bundled in its PyPI wheel) lists it
-as a noun, or when the lexicon does not know it at all and it is not a function word (brand names,
-product codes: what spaCy tags PROPN). The lexicon has no context: a word that can be a noun counts as one
+PyPI, so here a word counts as a noun when the LemmInflect lexicon (80,000 English word forms with their
+parts of speech, shipped in its PyPI wheel) lists it as a noun, or when the lexicon does not know it at
+all and it is not a function word (brand names, product codes: what spaCy tags PROPN). The lexicon file
+is read directly: importing the ``lemminflect`` package also imports spaCy when it is installed, which
+takes seconds. The lexicon has no context: a word that can be a noun counts as one
 even where spaCy would tag it an adjective ("white" in "white shirt"), so title scores of a different
 product can be somewhat higher than upstream's. The target product shares the goal's search query, so
 its type factor is 1 whichever tagger is used: the reward of a correct purchase is unchanged.
@@ -29,7 +31,10 @@ its type factor is 1 whichever tagger is used: the reward of a correct purchase 
 from __future__ import annotations
 
 import functools
+import gzip
+import importlib.util
 import re
+from pathlib import Path
 from typing import Any
 
 from rapidfuzz import fuzz
@@ -84,14 +89,29 @@ def token_set_ratio(a: str, b: str) -> int:
     return int(round(fuzz.token_set_ratio(default_process(_ascii(a)), default_process(_ascii(b)))))
 
 
+@functools.lru_cache(maxsize=1)
+def _lexicon() -> tuple[frozenset[str], frozenset[str]]:
+    """(word forms that can be nouns, all word forms) of LemmInflect's lexicon."""
+    spec = importlib.util.find_spec("lemminflect")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("WebShop's reward needs lemminflect: pip install 'agentgym[webshop]'")
+    path = Path(spec.submodule_search_locations[0]) / "resources" / "lemma_lu.csv.gz"
+    nouns, known = set(), set()
+    with gzip.open(path, "rt", encoding="utf-8") as lines:  # word,upos,lemma
+        for line in lines:
+            word, upos, _ = line.split(",", 2)
+            known.add(word.lower())
+            if upos == "noun":
+                nouns.add(word.lower())
+    return frozenset(nouns), frozenset(known)
+
+
 @functools.lru_cache(maxsize=100_000)
 def _is_noun(word: str) -> bool:
-    from lemminflect import getAllLemmas
-
     if not word.isalpha() or word in FUNCTION_WORDS:
         return False
-    lemmas = getAllLemmas(word)
-    return "NOUN" in lemmas or "PROPN" in lemmas or not lemmas
+    nouns, known = _lexicon()
+    return word in nouns or word not in known
 
 
 def title_nouns(title: str) -> list[str]:
