@@ -250,3 +250,13 @@ def test_clean_text_drops_banner_prompt_and_status():
         "Welcome to TextWorld!\n\n-= Attic =-\nYou are in an attic.\n\n>        -= Attic =-0/1"
     )
     assert clean_text(raw) == "Welcome to TextWorld!\n\n-= Attic =-\nYou are in an attic."
+
+
+@pytest.mark.parametrize("response_format", ["tool_call", "python_call", "answer-nothink"])
+def test_oracle_wins_in_every_response_format(response_format, cache):
+    env = gym.make("agentgym/TextWorld-v0", world_size=2, nb_objects=4, quest_length=2, cache_dir=cache,
+                   response_format=response_format)
+    try:
+        assert play_oracle(env, options={"game_seed": 11})[0]
+    finally:
+        env.close()
