@@ -161,6 +161,73 @@ def test_docker_container_arguments_isolate():
         container_kwargs("x" * 200_000, "", limits, timeout=4)
 
 
+def test_docker_arguments_are_accepted_by_the_sdk():
+    """The docker SDK turns the arguments into a container config without an engine."""
+    containers = pytest.importorskip("docker.models.containers")
+    if not hasattr(containers, "_create_container_args"):
+        pytest.skip("this docker SDK has no _create_container_args")
+    kwargs = dict(container_kwargs("print(1)", "", Limits(max_processes=9), timeout=5), version="1.44")
+    kwargs.pop("detach")
+    host = containers._create_container_args(kwargs)["host_config"]
+    assert host["NetworkMode"] == "none" and host["ReadonlyRootfs"] is True and host["PidsLimit"] == 9
+    assert host["CapDrop"] == ["ALL"] and host["SecurityOpt"] == ["no-new-privileges"]
+    assert host["Memory"] == host["MemorySwap"] == 512 << 20 and host["Tmpfs"]["/tmp"].endswith("size=64m")
+
+
+class _FakeContainer:
+    """Stands in for a docker container: exits with ``status`` or never (``status=None``)."""
+
+    def __init__(self, status, out=b"", err=b"", oom=False):
+        self.status, self.out, self.err = status, out, err
+        self.attrs = {"State": {"OOMKilled": oom}}
+        self.killed = self.removed = False
+
+    def wait(self, timeout):
+        if self.status is None:
+            raise TimeoutError("read timed out")
+        return {"StatusCode": self.status}
+
+    def logs(self, stdout, stderr):
+        return self.out if stdout else self.err
+
+    def reload(self):
+        pass
+
+    def kill(self):
+        self.killed = True
+
+    def remove(self, force):
+        self.removed = True
+
+
+def test_docker_backend_run_logic(monkeypatch):
+    from agentgym.sandbox import docker_backend
+
+    ran = []
+
+    class FakeClient:
+        class containers:  # noqa: N801 (mirrors client.containers)
+            @staticmethod
+            def run(**kwargs):
+                ran.append(kwargs)
+                return ran_containers.pop(0)
+
+    monkeypatch.setattr(docker_backend, "_client", lambda: FakeClient)
+    backend = docker_backend.DockerBackend(Limits(timeout=2, max_output_bytes=4))
+    ran_containers = [_FakeContainer(0, b"hi\n"), _FakeContainer(None), _FakeContainer(137, oom=True),
+                      _FakeContainer(1, b"0123456789", b"MemoryError\n")]
+    containers = list(ran_containers)
+    ok = backend.run("print('hi')")
+    assert ok.stdout == "hi\n" and ok.exit_code == 0 and ok.backend == "docker" and containers[0].removed
+    hung = backend.run("while True: pass")
+    assert hung.timed_out and containers[1].killed and containers[1].removed
+    killed = backend.run("x = 'y' * 10**10")
+    assert killed.oom and killed.exit_code == -9
+    loud = backend.run("print('0123456789')")
+    assert loud.truncated and loud.stdout == "0123" and loud.oom
+    assert ran[0]["network_mode"] == "none" and len(ran) == 4
+
+
 def test_docker_job_protocol_runs_in_the_runner(tmp_path):
     """The runner's environment-variable protocol (what the container runs), exercised without docker."""
     kwargs = container_kwargs("import sys\nprint(sys.stdin.read().upper())", "abc", Limits(), timeout=5)

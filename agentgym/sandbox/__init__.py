@@ -33,7 +33,7 @@ from agentgym.sandbox.base import ExecResult, Limits, SandboxError
 log = logging.getLogger(__name__)
 BACKENDS = ("bwrap", "docker", "subprocess")
 BACKEND_ENV = "AGENTGYM_SANDBOX_BACKEND"
-DEFAULT_POOL_SIZE = 2
+DEFAULT_POOL_SIZE = 4
 
 
 def unavailable_reason(backend: str) -> str | None:

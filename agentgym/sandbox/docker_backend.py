@@ -139,6 +139,6 @@ class DockerBackend(Backend):
         stderr = err[:cap].decode("utf-8", "replace")
         return ExecResult(
             stdout=out[:cap].decode("utf-8", "replace"), stderr=stderr, exit_code=exit_code, timed_out=timed_out,
-            oom=oom_killed or (exit_code != 0 and not timed_out and memory_error_in(stderr)),
+            oom=oom_killed or (exit_code != 0 and not timed_out and memory_error_in(err[-4096:].decode("utf-8", "replace"))),
             duration=duration, truncated=len(out) > cap or len(err) > cap, backend=self.name,
         )
