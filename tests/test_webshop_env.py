@@ -312,3 +312,25 @@ def test_server_and_browser_are_shared_and_stop_with_the_last_env():
         assert run_oracle(c, seed=0)[1]["success"]
     finally:
         c.close()
+
+
+def test_a_forked_child_starts_its_own_browser_and_server():
+    import multiprocessing
+
+    parent = make()
+    try:
+        parent.reset(seed=0)
+        context = multiprocessing.get_context("fork")
+        with context.Pool(1) as pool:
+            assert pool.apply(_oracle_in_child, (3,)) is True
+        assert run_oracle(parent, seed=1)[1]["success"]  # the parent's env is untouched
+    finally:
+        parent.close()
+
+
+def _oracle_in_child(seed: int) -> bool:
+    env = make()
+    try:
+        return bool(run_oracle(env, seed=seed)[1]["success"])
+    finally:
+        env.close()

@@ -334,4 +334,12 @@ class Tab:
         return await self.page.evaluate(EXTRACT_JS)
 
 
+def _forget_after_fork() -> None:
+    # a forked child has none of the parent's threads: it starts its own browser when it needs one
+    BrowserHost._instance, BrowserHost._users, BrowserHost._closer = None, 0, None
+    BrowserHost._lock = threading.RLock()
+
+
 atexit.register(BrowserHost._close_at_exit)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_after_fork)

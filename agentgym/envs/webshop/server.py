@@ -6,6 +6,7 @@ the first env and ``release`` stops it with the last.
 
 from __future__ import annotations
 
+import os
 import threading
 
 from werkzeug.serving import WSGIRequestHandler, make_server
@@ -58,3 +59,13 @@ class ShopServer:
             if catalogue.name not in self._shops:
                 self._shops[catalogue.name] = Shop.from_catalogue(catalogue)
             return self._shops[catalogue.name]
+
+
+def _forget_after_fork() -> None:
+    # a forked child has none of the parent's threads: it starts its own server when it needs one
+    ShopServer._instance, ShopServer._users = None, 0
+    ShopServer._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_after_fork)
