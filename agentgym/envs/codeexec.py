@@ -331,17 +331,19 @@ class CodeExecEnv(AgentEnv):
         return f"Task {self.task.task_id}:\n```python\n{self.task.prompt.rstrip()}\n```\n{status}"
 
     def _task_instructions(self) -> str:
-        return (
+        text = (
             "You write Python code that solves a programming task. Each turn, take one action:\n"
             "- run some code in a sandbox to try things out; you see its exit status, stdout and stderr;\n"
             "- or submit your final solution: hidden tests grade it and the episode ends.\n"
             f"You have {self.max_turns} turns; unsubmitted work scores 0. The reward is the fraction of hidden "
             "tests your submission passes. Submit the complete code (imports and the requested function or "
             "class). Only the Python standard library is available; there is no network. "
-            f"Each run may take {self.run_timeout:g} s; each hidden test {self.test_timeout:g} s.\n"
-            "In a text answer write `run:` or `submit:` and then the code, for example\n"
-            "submit:\n```python\ndef add(a, b):\n    return a + b\n```"
+            f"Each run may take {self.run_timeout:g} s; each hidden test {self.test_timeout:g} s."
         )
+        if isinstance(self.format, AnswerFormat):
+            text += ("\nWrite `run:` or `submit:` and then the code, for example\n"
+                     "submit:\n```python\ndef add(a, b):\n    return a + b\n```")
+        return text
 
     def _oracle_commands(self) -> list[str]:
         return [f"submit: {self.task.solution.strip()}"]

@@ -2,8 +2,9 @@
 
 This is NOT isolation. The program runs as the calling user with the host's filesystem and network:
 it can read the user's files, talk to the network and (if it starts a new session) leave processes
-behind. Its working directory is a fresh temporary directory and its environment is minimal, which
-protects against accidents, not against hostile code. Use it only for trusted code or where neither
+behind. Run as root, RLIMIT_NPROC is not enforced either, so not even a fork bomb is contained. Its
+working directory is a fresh temporary directory and its environment is minimal, which protects
+against accidents, not against hostile code. Use it only for trusted code or where neither
 bwrap nor docker is available; it warns every time it is chosen.
 """
 
