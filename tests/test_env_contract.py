@@ -47,7 +47,7 @@ CASES: dict[str, tuple[dict, list, str | None]] = {
     "agentgym/CodeExec-v0": ({}, [], None),
     "agentgym/TextWorld-v0": (_textworld_kwargs(), [], None),
     "agentgym/ALFWorld-v0": (_alfworld_kwargs(), [pytest.mark.data], None if _DATA else "../shared/data is absent"),
-    "agentgym/WebShop-v0": ({}, [pytest.mark.browser], None if __import__("agentgym.envs.webshop.browser", fromlist=["x"])
+    "agentgym/WebShop-v0": ({}, [pytest.mark.browser], None if __import__("agentgym.envs.webshop.chromium", fromlist=["x"])
                             .find_chromium() else "no Chromium found (apt-get install chromium, or set AGENTGYM_CHROMIUM)"),
 }
 

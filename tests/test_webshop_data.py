@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from agentgym.envs.webshop import browser, data
+from agentgym.envs.webshop import chromium, data
 from agentgym.envs.webshop.data import (
     NO_PRICE_BOUND,
     TEST_GOALS,
@@ -145,15 +145,15 @@ def test_chromium_lookup_order(monkeypatch, tmp_path):
     fake.write_text("#!/bin/sh\n")
     fake.chmod(0o755)
     monkeypatch.setenv("AGENTGYM_CHROMIUM", str(fake))
-    assert browser.find_chromium() == str(fake)  # the variable comes first
+    assert chromium.find_chromium() == str(fake)  # the variable comes first
     monkeypatch.setenv("AGENTGYM_CHROMIUM", str(tmp_path / "missing"))
-    assert browser.find_chromium() is None
-    with pytest.raises(browser.BrowserNotFound, match="not an executable"):
-        browser.require_chromium()
+    assert chromium.find_chromium() is None
+    with pytest.raises(chromium.BrowserNotFound, match="not an executable"):
+        chromium.require_chromium()
     monkeypatch.delenv("AGENTGYM_CHROMIUM")
     monkeypatch.setenv("PLAYWRIGHT_BROWSERS_PATH", str(tmp_path))
     own = tmp_path / "chromium-1234" / "chrome-linux64" / "chrome"
     own.parent.mkdir(parents=True)
     own.write_text("#!/bin/sh\n")
     own.chmod(0o755)
-    assert browser.find_chromium() == str(own)  # then Playwright's own download
+    assert chromium.find_chromium() == str(own)  # then Playwright's own download

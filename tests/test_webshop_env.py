@@ -14,7 +14,8 @@ import psutil
 import pytest
 
 import agentgym  # noqa: F401  (registers the envs)
-from agentgym.envs.webshop.browser import BrowserHost, find_chromium
+from agentgym.envs.webshop.browser import BrowserHost
+from agentgym.envs.webshop.chromium import find_chromium
 from agentgym.envs.webshop.server import ShopServer
 
 pytestmark = [

@@ -1,7 +1,7 @@
 """One headless Chromium per process, driven by Playwright, shared by every WebShop env of the process.
 
-- Lookup (DESIGN.md): ``$AGENTGYM_CHROMIUM``, then Playwright's own downloaded Chromium, then
-  ``/usr/bin/chromium`` (or ``chromium`` / ``chromium-browser`` on the PATH).
+- Lookup (DESIGN.md, ``chromium.py``): ``$AGENTGYM_CHROMIUM``, then Playwright's own downloaded
+  Chromium, then ``/usr/bin/chromium`` (or ``chromium`` / ``chromium-browser`` on the PATH).
 - Playwright runs on a private asyncio loop in a background thread, and envs submit their page
   operations to it. So envs work from any thread (Playwright's sync API is tied to the thread that
   started it, and refuses to run inside a running asyncio loop such as Jupyter's), and envs used from
@@ -21,18 +21,18 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import glob
 import os
-import shutil
 import threading
 from collections.abc import Coroutine
-from pathlib import Path
 from typing import Any, TypeVar
 
 from playwright.async_api import Browser, BrowserContext, Page, Route, async_playwright
 from playwright.async_api import Error as PlaywrightError
 
-CHROMIUM_ENV_VAR = "AGENTGYM_CHROMIUM"
+from agentgym.envs.webshop.chromium import BrowserNotFound, find_chromium, require_chromium
+
+__all__ = ["BrowserHost", "BrowserNotFound", "Tab", "find_chromium", "require_chromium"]
+
 LOCAL_PREFIX = "http://127.0.0.1:"
 CALL_TIMEOUT_S = 60.0
 PAGE_TIMEOUT_MS = 15_000
@@ -62,48 +62,6 @@ LAUNCH_ARGS = [
 ]
 
 T = TypeVar("T")
-
-
-class BrowserNotFound(RuntimeError):
-    pass
-
-
-def _executable(path: str | os.PathLike) -> bool:
-    return Path(path).is_file() and os.access(path, os.X_OK)
-
-
-def _playwright_chromium() -> str | None:
-    """The newest Chromium that ``playwright install`` left in its cache, if any."""
-    root = os.environ.get("PLAYWRIGHT_BROWSERS_PATH") or str(Path.home() / ".cache" / "ms-playwright")
-    patterns = ("chromium-*/chrome-linux*/chrome", "chromium_headless_shell-*/chrome-linux*/headless_shell",
-                "chromium-*/chrome-mac*/Chromium.app/Contents/MacOS/Chromium", "chromium-*/chrome-win*/chrome.exe")
-    found = [p for pattern in patterns for p in glob.glob(os.path.join(root, pattern)) if _executable(p)]
-    return sorted(found)[-1] if found else None
-
-
-def find_chromium() -> str | None:
-    """The Chromium executable to use, in DESIGN.md's order, or None."""
-    chosen = os.environ.get(CHROMIUM_ENV_VAR)
-    if chosen:
-        return chosen if _executable(chosen) else None
-    for candidate in (_playwright_chromium(), "/usr/bin/chromium", shutil.which("chromium"),
-                      shutil.which("chromium-browser")):
-        if candidate and _executable(candidate):
-            return candidate
-    return None
-
-
-def require_chromium() -> str:
-    path = find_chromium()
-    if path is None:
-        chosen = os.environ.get(CHROMIUM_ENV_VAR)
-        if chosen:
-            raise BrowserNotFound(f"${CHROMIUM_ENV_VAR}={chosen} is not an executable file")
-        raise BrowserNotFound(
-            "no Chromium found for WebShop. Install one (Debian/Ubuntu: `apt-get install chromium`; or "
-            "`playwright install chromium`), or set $AGENTGYM_CHROMIUM to a Chromium/Chrome executable."
-        )
-    return path
 
 
 async def _block_non_local(route: Route) -> None:

@@ -21,6 +21,12 @@ them, from a generated catalogue. ``split="test"`` (the default) holds the first
 ``"train"`` the rest; the seed picks a goal of the split, or ``reset(options={"goal_index": i})`` picks
 goal ``i``. On the last step ``info`` holds ``goal``, ``purchase`` and ``reward_parts``. If the browser
 dies, it is relaunched and the episode is reported as aborted (``truncated`` with ``info["aborted"]``).
+
+Differences from upstream WebShop (princeton-nlp/WebShop), besides those of ``data.py``, ``search.py``
+and ``reward.py``: the pages are our own plain HTML with no external CSS, scripts or images (product
+images live on external hosts, which the browser may not reach); ``search[...]`` is accepted only where
+the page has a search bar, as the action lists of upstream's text env say (its simulator accepted it
+anywhere); clickable texts keep their case and match case-insensitively (upstream lower-cases them).
 """
 
 from __future__ import annotations
@@ -235,10 +241,10 @@ class WebShopEnv(AgentEnv):
     # ----- the scripted shopper -----
     def _choose_oracle_query(self) -> str:
         """The instruction if it finds the target in the top 50, else the target's title."""
-        instruction = self.goal.instruction.lower()
+        instruction = _label(self.goal.instruction.replace("||", " "))  # "||" separates actions
         if self.goal.asin in self.shop.search.search(instruction):
             return instruction
-        return self.catalogue.by_asin[self.goal.asin].title.lower()
+        return _label(self.catalogue.by_asin[self.goal.asin].title.replace("||", " "))
 
     def _goal_option_values(self) -> list[str]:
         """The product's option values to choose: the goal's own, or the closest ones for human goals."""
@@ -268,7 +274,7 @@ class WebShopEnv(AgentEnv):
             if _label(target) in labels:
                 return f"{target} is the product I want.", f"click[{target}]"
             ranked = self.shop.search.search(query) if query else []
-            if query != self._oracle_query or target not in ranked:
+            if _label(query) != self._oracle_query or target not in ranked:
                 return "The product is not in these results.", "click[Back to Search]"
             page = int(args.get("page", ["1"])[0])
             later = ranked.index(target) >= page * 10
