@@ -235,9 +235,9 @@ def test_memory_bomb_is_stopped(backend):
 
 
 def test_cpu_loop_is_stopped_by_the_cpu_limit(backend):
-    result = attack(backend, "while True:\n    pass\n", timeout=8.0, cpu_seconds=1)
-    # Killed by the CPU-time limit (SIGXCPU), not by the 8 s wall clock (on a busy machine CPU time
-    # accrues slower than wall time, so the duration itself is not checked).
+    result = attack(backend, "while True:\n    pass\n", timeout=20.0, cpu_seconds=1)
+    # Killed by the CPU-time limit (SIGXCPU) after about 2 s of CPU, not by the 20 s wall clock (a busy
+    # machine stretches those 2 s of CPU over more wall time, hence the roomy timeout).
     assert result.timed_out and result.exit_code == -signal.SIGXCPU, result
 
 
@@ -257,19 +257,21 @@ def test_huge_output_is_capped(backend):
 
 
 def test_filling_the_disk_fails_inside_and_leaves_the_host_alone(backend):
+    folder = f"/tmp/fill-{secrets.token_hex(8)}"
     before = os.statvfs("/")
-    code = """
+    code = f"""
 import errno, glob, os
+os.makedirs({folder!r})
 written = 0
 try:
     for i in range(10_000):  # many files, each under the file-size limit
-        with open(f"/tmp/fill{i}", "wb") as handle:
+        with open(f"{folder}/fill{{i}}", "wb") as handle:
             for _ in range(4):
                 handle.write(b"x" * (1 << 20))
                 written += 1
 except OSError as error:
     print("FULL", errno.errorcode[error.errno], written, flush=True)
-for path in glob.glob("/tmp/fill*"):
+for path in glob.glob("{folder}/fill*"):
     os.unlink(path)
 try:
     with open("/tmp/big", "wb") as handle:  # one file past the file-size limit
@@ -281,8 +283,10 @@ except OSError as error:
     result = attack(backend, code, scratch_mb=16, max_file_mb=8)
     assert "FULL ENOSPC" in result.stdout and "BIG EFBIG" in result.stdout, result
     assert int(result.stdout.split("FULL ENOSPC ")[1].split()[0]) <= 16  # megabytes written before it was full
+    assert not Path(folder).exists()  # nothing landed in the host's /tmp
     after = os.statvfs("/")
-    assert (before.f_bavail - after.f_bavail) * before.f_frsize < 200 << 20  # the host disk did not fill
+    # Others may write to this disk meanwhile, hence the wide margin.
+    assert (before.f_bavail - after.f_bavail) * before.f_frsize < 1 << 30
 
 
 def test_killing_the_parent_does_not_reach_the_host(backend):
