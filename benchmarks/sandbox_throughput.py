@@ -77,6 +77,7 @@ def main() -> None:
     parser.add_argument("--pool-size", type=int, default=4, help="pre-started workers of the pooled backends")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
+    load_at_start = os.getloadavg()  # other work on the machine shares its cores
 
     boxes: dict[str, Sandbox] = {}
     skipped: dict[str, str] = {}
@@ -121,8 +122,8 @@ def main() -> None:
     for (program, mode, name), values in samples.items():
         table.setdefault(program, {}).setdefault(mode, {})[name] = {"runs_per_s": round(statistics.median(values), 1),
                                                                     "rounds": [round(v, 1) for v in values]}
-    for program in table:
-        for mode, entries in table[program].items():
+    for by_mode in table.values():
+        for entries in by_mode.values():
             base = entries["plain python3 -c (baseline)"]["runs_per_s"]
             for entry in entries.values():
                 entry["ratio_vs_baseline"] = round(entry["runs_per_s"] / base, 2)
@@ -138,7 +139,8 @@ def main() -> None:
         "benchmark": "sandbox_throughput",
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                    "load_average_at_end": os.getloadavg(), "user": "root" if os.geteuid() == 0 else "non-root"},
+                    "load_average_at_start": load_at_start, "load_average_at_end": os.getloadavg(),
+                    "user": "root" if os.geteuid() == 0 else "non-root"},
         "settings": {"seconds": args.seconds, "rounds": args.rounds, "threads": args.threads,
                      "pool_size": args.pool_size, "programs": PROGRAMS},
         "skipped_backends": skipped,
