@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -75,6 +77,34 @@ def test_timeout_per_run_overrides_the_default(box):
     assert short.timed_out and short.duration < 0.5 + GRACE_SECONDS + 0.5
     longer = box.run("import time\ntime.sleep(0.2)\nprint('done')", timeout=8)  # past the pooled workers' limits
     assert longer.stdout == "done\n" and not longer.timed_out
+
+
+def test_a_program_that_closes_its_output_still_gets_its_time(box):
+    code = "import os, sys, time\nos.close(1)\nos.close(2)\ntime.sleep(0.5)\nsys.exit(4)"
+    result = box.run(code, timeout=5)
+    assert result.exit_code == 4 and not result.timed_out and result.duration >= 0.5
+
+
+def test_leftover_processes_of_the_run_are_killed(box):
+    name = "ag" + secrets.token_hex(6)
+    child = f"open('/proc/self/comm', 'w').write({name!r}); import time; time.sleep(100)"
+    code = f"import subprocess, sys\nsubprocess.Popen([sys.executable, '-c', {child!r}])\nprint('started')"
+    assert box.run(code).stdout == "started\n"
+    deadline = time.monotonic() + 3
+    while _processes_named(name) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _processes_named(name) == []
+
+
+def _processes_named(name: str) -> list[str]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and (entry / "comm").read_text().strip() == name:
+                found.append(entry.name)
+        except OSError:
+            pass
+    return found
 
 
 def test_memory_limit_reports_oom(box):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import select
 import selectors
 import signal
 import subprocess
@@ -121,14 +122,15 @@ class Worker:
     owner_pid: int = 0
 
     def kill(self) -> None:
-        """Kill the worker's whole process group (bwrap: and with it its PID namespace)."""
+        """Kill the worker's whole process group (bwrap: and with it its PID namespace).
+
+        Only while the worker is not reaped: until then its pid, which is also its group's id, cannot
+        be handed to another process, so the signal cannot reach anyone else's processes."""
+        if self.process.returncode is not None:
+            return
         try:
             os.killpg(self.process.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
-            pass
-        try:
-            self.process.kill()
-        except OSError:
             pass
 
     def close(self) -> None:
@@ -201,14 +203,15 @@ def run_job(worker: Worker, code: str, stdin: str, timeout: float, limits: Limit
     payload = code.encode("utf-8", "replace")
     data = b"%016d" % len(payload) + payload + stdin.encode("utf-8", "replace")
     start = time.monotonic()
+    deadline = start + timeout
     try:
-        out, err, timed_out, truncated = _exchange(worker.process, data, start + timeout, limits.max_output_bytes)
-        if timed_out or truncated:
-            worker.kill()
+        out, err, timed_out, truncated = _exchange(worker.process, data, deadline, limits.max_output_bytes)
+        if not (timed_out or truncated):  # its output is closed; it may still be running
+            timed_out = not _wait_unreaped(worker.process, deadline)
+        worker.kill()  # whatever is left of its process group
         try:
             exit_code = worker.process.wait(timeout=GRACE_SECONDS)
         except subprocess.TimeoutExpired:
-            worker.kill()
             exit_code = -signal.SIGKILL
             timed_out = True
     finally:
@@ -253,7 +256,7 @@ def _exchange(process: subprocess.Popen, data: bytes, deadline: float, cap: int)
             if exited_at is not None and now - exited_at > 0.1:
                 break
             events = selector.select(min(deadline - now, 0.05))
-            if not events and exited_at is None and process.poll() is not None:
+            if not events and exited_at is None and _exited(process):
                 exited_at = time.monotonic()
             for key, _ in events:
                 fd = key.fd
@@ -284,6 +287,37 @@ def _exchange(process: subprocess.Popen, data: bytes, deadline: float, cap: int)
         except OSError:
             pass
     return bytes(buffers[out_fd]), bytes(buffers[err_fd]), timed_out, truncated
+
+
+def _exited(process: subprocess.Popen) -> bool:
+    """Whether the process has ended, without reaping it (its pid stays reserved until ``wait``)."""
+    if process.returncode is not None:
+        return True
+    try:
+        return os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return True
+
+
+def _wait_unreaped(process: subprocess.Popen, deadline: float) -> bool:
+    """Wait until the process ends (without reaping it) or the deadline passes; True if it ended."""
+    try:
+        handle = os.pidfd_open(process.pid)  # readable once the process has ended
+    except (AttributeError, OSError):
+        handle = None
+    try:
+        while not _exited(process):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            if handle is not None:
+                select.select([handle], [], [], left)
+            else:
+                time.sleep(min(left, 0.005))
+        return True
+    finally:
+        if handle is not None:
+            os.close(handle)
 
 
 def python_executable() -> str:
