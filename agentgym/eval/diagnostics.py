@@ -1,0 +1,209 @@
+"""Model diagnostics of a batch of rollouts: MI (template collapse), entropy, control-token spikes.
+
+The entry point for trainers and for ``agentgym eval`` is :func:`score_batch`. It takes the turns of a
+batch of episodes as token ids (each turn's chat-template prompt and the exact sampled response ids) and
+scores them with the policy model:
+
+- **MI**, on (x, z) pairs chosen as RAGEN-2 does: ``first_turn`` (each episode's first turn) and
+  ``trajectory`` (draw an episode uniformly, then one of its turns uniformly; with replacement). x is the
+  prompt plus the reply's tokens up to and including ``<think>``; z is the tokens strictly between
+  ``<think>`` and ``</think>``. Replies without a non-empty think block are left out (their share is
+  ``valid_thinking_rate``). Every z is scored under every distinct x (``agentgym.eval.scoring``, prompt
+  prefixes shared); metrics per token (``mi``...) and per sequence (``mi_seq``...). ``reasoning_entropy``
+  is the token entropy of each z under its own x, from the same pass.
+- **Entropy**: the policy's token-level entropy over the vocabulary on every generated token (the
+  reply under its own prompt, end-of-turn included), averaged over tokens.
+- **Control tokens**: the wrong control mass on the same pass (``agentgym.eval.format_stability``).
+
+Pass an :class:`~agentgym.eval.mi.MutualInformationEMA` per sampling mode (``ema=``) to get the EMA z-score
+across calls. :func:`flatten` turns the nested result into ``{"mi/first_turn/mi": ...}`` for loggers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from agentgym.eval.format_stability import (
+    control_spike_report,
+    control_token_ids,
+    prefix_texts,
+    wrong_control_mass,
+)
+from agentgym.eval.mi import MutualInformationEMA, mutual_information
+from agentgym.eval.scoring import cross_score, score_pairs
+
+MI_MODES = ("first_turn", "trajectory")
+
+
+@dataclass
+class TurnSample:
+    """One assistant turn as the model saw and wrote it."""
+
+    prompt_ids: list[int]  # the chat-template prompt (generation prompt included)
+    response_ids: list[int]  # the exact sampled ids, end-of-turn included
+
+
+def split_reasoning(
+    tokenizer: Any, response_ids: Sequence[int], think_tag: str = "think"
+) -> tuple[list[int], list[int]] | None:
+    """(opener, reasoning): the reply's tokens up to and including ``<think>`` and the tokens strictly
+    between ``<think>`` and ``</think>``; None when the reply has no complete think block. A token that
+    straddles a tag goes with the tag, so the reasoning holds only content tokens."""
+    texts = prefix_texts(tokenizer, response_ids)
+    opening, closing = f"<{think_tag}>", f"</{think_tag}>"
+    start = next((t for t, text in enumerate(texts) if opening in text), None)
+    if start is None:
+        return None
+    content_from = texts[start].index(opening) + len(opening)
+    close_at = next((t for t in range(start, len(texts)) if closing in texts[t][content_from:]), None)
+    if close_at is None:
+        return None
+    close_char = texts[close_at].index(closing, content_from)
+    end = start
+    while end < close_at and len(texts[end + 1]) <= close_char:
+        end += 1
+    return list(response_ids[:start]), list(response_ids[start:end])
+
+
+def sample_turns(
+    turn_counts: Sequence[int], mode: str, num_samples: int | None = None, seed: int = 0
+) -> list[tuple[int, int]]:
+    """(episode, turn) pairs: ``first_turn`` (every episode's first turn), ``turn`` (every turn, or a
+    uniform subset of ``num_samples``) or ``trajectory`` (``num_samples`` draws, default the number of
+    turns: an episode uniformly, then one of its turns uniformly, with replacement)."""
+    rng = np.random.default_rng(seed)
+    alive = [e for e, n in enumerate(turn_counts) if n > 0]
+    if mode == "first_turn":
+        pairs = [(e, 0) for e in alive]
+        if num_samples is not None and num_samples < len(pairs):
+            pairs = [pairs[k] for k in sorted(rng.choice(len(pairs), num_samples, replace=False))]
+        return pairs
+    if mode == "turn":
+        pairs = [(e, t) for e in alive for t in range(turn_counts[e])]
+        if num_samples is not None and num_samples < len(pairs):
+            pairs = [pairs[k] for k in sorted(rng.choice(len(pairs), num_samples, replace=False))]
+        return pairs
+    if mode == "trajectory":
+        if not alive:
+            return []
+        draws = num_samples if num_samples is not None else sum(turn_counts)
+        pairs = []
+        for _ in range(draws):
+            e = alive[int(rng.integers(len(alive)))]
+            pairs.append((e, int(rng.integers(turn_counts[e]))))
+        return pairs
+    raise ValueError(f"mode must be first_turn, turn or trajectory, got {mode!r}")
+
+
+def mi_from_turns(
+    model: Any,
+    tokenizer: Any,
+    turns: Sequence[TurnSample],
+    *,
+    think_tag: str = "think",
+    ema: MutualInformationEMA | None = None,
+    naive: bool = False,
+    **scoring_kwargs: Any,
+) -> dict[str, Any]:
+    """MI metrics of (prompt, reasoning) pairs taken from ``turns`` (each turn is its own sample)."""
+    contexts: list[list[int]] = []
+    column_of: dict[tuple[int, ...], int] = {}
+    reasonings, owner = [], []
+    for turn in turns:
+        split = split_reasoning(tokenizer, turn.response_ids, think_tag)
+        if split is None or not split[1]:
+            continue
+        opener, reasoning = split
+        context = tuple(turn.prompt_ids) + tuple(opener)
+        if context not in column_of:  # identical prompts are one column
+            column_of[context] = len(contexts)
+            contexts.append(list(context))
+        reasonings.append(reasoning)
+        owner.append(column_of[context])
+    result: dict[str, Any] = {
+        "valid_thinking_rate": len(reasonings) / len(turns) if turns else 0.0,
+        "n_samples": len(reasonings),
+        "n_prompts": len(contexts),
+    }
+    if len(contexts) < 2:
+        result["note"] = "MI needs at least two distinct prompts with a think block"
+        return result
+    scoring_kwargs.setdefault("pad_id", tokenizer.pad_token_id or 0)
+    scores = cross_score(model, contexts, reasonings, owner, naive=naive, **scoring_kwargs)
+    per_token = ema.update(scores.logp_mean, owner) if ema is not None else mutual_information(
+        scores.logp_mean, owner)
+    per_sequence = mutual_information(scores.logp_sum, owner)
+    result.update(per_token)
+    for key in ("mi", "conditional_entropy", "marginal_entropy", "retrieval_acc", "mi_zscore"):
+        result[f"{key}_seq"] = per_sequence[key]
+    result["reasoning_entropy"] = float(np.average(scores.own_entropy, weights=scores.lengths))
+    result["mean_reasoning_tokens"] = float(scores.lengths.mean())
+    return result
+
+
+def score_batch(
+    model: Any,
+    tokenizer: Any,
+    episodes: Sequence[Sequence[TurnSample]],
+    *,
+    response_format: Any = "answer",
+    modes: Sequence[str] = MI_MODES,
+    max_samples: int | None = 64,
+    max_scored_turns: int | None = 256,
+    seed: int = 0,
+    ema: Mapping[str, MutualInformationEMA] | None = None,
+    control_tokens: bool = True,
+    **scoring_kwargs: Any,
+) -> dict[str, Any]:
+    """MI (per mode), generated-token entropy and control-token spikes of a batch of episodes.
+
+    ``episodes[e][t]`` is turn t of episode e. ``max_samples`` caps the (x, z) pairs of each MI mode (the
+    cost grows as its square); ``max_scored_turns`` caps the turns scored for entropy and control tokens
+    (a uniform subset, fixed by ``seed``). Returns ``{"mi": {mode: {...}}, "entropy": float,
+    "entropy_tokens": int, "control_tokens": {...}}``.
+    """
+    from agentgym.formats import get_format
+
+    fmt = get_format(response_format)
+    think_tag = getattr(fmt, "think_tag", "think")
+    counts = [len(e) for e in episodes]
+    result: dict[str, Any] = {"mi": {}}
+    for mode in modes:
+        picked = sample_turns(counts, mode, max_samples, seed)
+        result["mi"][mode] = mi_from_turns(
+            model, tokenizer, [episodes[e][t] for e, t in picked], think_tag=think_tag,
+            ema=None if ema is None else ema.get(mode), **scoring_kwargs)
+
+    # Entropy and control-token mass: each reply under its own prompt, in one prefix-shared pass.
+    turns = [episodes[e][t] for e, t in sample_turns(counts, "turn", max_scored_turns, seed)]
+    turns = [t for t in turns if t.response_ids]
+    probes = sorted(control_token_ids(tokenizer, fmt)) if control_tokens else None
+    scoring_kwargs.setdefault("pad_id", tokenizer.pad_token_id or 0)
+    scores = score_pairs(model, [t.prompt_ids for t in turns], [t.response_ids for t in turns],
+                         [(k, k) for k in range(len(turns))], with_entropy=True, probe_ids=probes,
+                         **scoring_kwargs)
+    entropies = [scores[(k, k)].entropy for k in range(len(turns))]
+    total = int(sum(len(h) for h in entropies))
+    result["entropy"] = float(np.concatenate(entropies).mean()) if total else None
+    result["entropy_tokens"] = total
+    if control_tokens:
+        masses = [wrong_control_mass(tokenizer, fmt, turns[k].response_ids, scores[(k, k)].probe_probs, probes)
+                  for k in range(len(turns))]
+        result["control_tokens"] = control_spike_report(masses)
+    return result
+
+
+def flatten(metrics: Mapping[str, Any], prefix: str = "", sep: str = "/") -> dict[str, Any]:
+    """``{"mi": {"first_turn": {"mi": 0.3}}}`` -> ``{"mi/first_turn/mi": 0.3}`` (for metric loggers)."""
+    flat: dict[str, Any] = {}
+    for key, value in metrics.items():
+        name = f"{prefix}{sep}{key}" if prefix else str(key)
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, name, sep))
+        else:
+            flat[name] = value
+    return flat

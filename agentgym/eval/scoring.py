@@ -1,0 +1,290 @@
+"""Teacher-forced scoring of continuations under contexts with a transformers causal LM.
+
+The MI diagnostic scores every sampled reasoning z_i under every prompt x_j. Done naively that is one
+full forward pass of ``[x_j | z_i]`` per pair, so each prompt is re-encoded once per sample. Here each
+context is encoded once: its KV cache is kept and every continuation scored under it reuses it, so a
+pair costs only its continuation tokens. Contexts are processed in groups (left-padded, one batched
+pass); pairs are packed into batches of rows, each row gathering the cache rows of its own context.
+
+Both paths return, per (continuation, context) pair, the log-probability of every continuation token,
+and optionally the policy's entropy over the vocabulary at each of those tokens and the probabilities of
+a few "probe" token ids (format-control tokens, see ``agentgym.eval.format_stability``).
+
+``score_pairs_naive`` is the reference implementation (full passes) that the tests and the benchmark
+compare ``score_pairs`` against.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Collection, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+DEFAULT_TOKEN_BUDGET = 4096  # rows x padded length of one scoring batch
+
+
+@dataclass
+class PairScore:
+    """Scores of one continuation under one context (arrays over the continuation's tokens)."""
+
+    logprobs: np.ndarray  # log p(token_t | context, tokens_<t)
+    entropy: np.ndarray | None = None  # entropy (nats) of the next-token distribution at each token
+    probe_probs: np.ndarray | None = None  # (tokens, len(probe_ids)) probabilities of the probe ids
+
+    @property
+    def total(self) -> float:
+        return float(self.logprobs.sum())
+
+    @property
+    def mean(self) -> float:
+        return float(self.logprobs.mean()) if len(self.logprobs) else 0.0
+
+
+@contextlib.contextmanager
+def _inference(model: Any) -> Iterator[None]:
+    """No gradients and eval mode (dropout off), restoring the training flag afterwards."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        model.train(was_training)
+
+
+def _device(model: Any) -> Any:
+    return next(model.parameters()).device
+
+
+def _chunks(items: list, lengths: Sequence[int], token_budget: int, max_rows: int) -> Iterator[list]:
+    """Consecutive slices of ``items`` whose rows x longest length stays within ``token_budget``."""
+    chunk: list = []
+    longest = 0
+    for item, length in zip(items, lengths, strict=True):
+        grown = max(longest, length)
+        if chunk and (grown * (len(chunk) + 1) > token_budget or len(chunk) >= max_rows):
+            yield chunk
+            chunk, grown = [], length
+        chunk.append(item)
+        longest = grown
+    if chunk:
+        yield chunk
+
+
+def _token_stats(
+    logits: Any, targets: Any, entropy_rows: list[int], probe_ids: Sequence[int] | None
+) -> tuple[Any, dict[int, Any], Any]:
+    """Log-probs of ``targets`` (rows, T) under ``logits`` (rows, T, V), the entropies of ``entropy_rows``
+    (row -> (T,)) and the probabilities of ``probe_ids`` (rows, T, P)."""
+    import torch
+
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    chosen = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    entropy = {}
+    if entropy_rows:
+        picked = logp[entropy_rows]
+        for k, row in enumerate(-(picked.exp() * picked).sum(-1)):
+            entropy[entropy_rows[k]] = row
+    probes = logp[..., list(probe_ids)].exp() if probe_ids else None
+    return chosen, entropy, probes
+
+
+def _wants_entropy(with_entropy: bool | Collection[tuple[int, int]], pair: tuple[int, int]) -> bool:
+    return pair in with_entropy if not isinstance(with_entropy, bool) else with_entropy
+
+
+def _empty_score(with_entropy, pair, probe_ids) -> PairScore:
+    return PairScore(np.zeros(0), np.zeros(0) if _wants_entropy(with_entropy, pair) else None,
+                     np.zeros((0, len(probe_ids))) if probe_ids else None)
+
+
+def _to_numpy(values: Any) -> np.ndarray:
+    return values.cpu().numpy().astype(np.float64)
+
+
+def _check(contexts: Sequence[Sequence[int]], continuations: Sequence[Sequence[int]], pairs) -> None:
+    for i, j in pairs:
+        if not 0 <= j < len(contexts) or not 0 <= i < len(continuations):
+            raise ValueError(f"pair {(i, j)} is out of range")
+        if len(contexts[j]) < 1:
+            raise ValueError(f"context {j} is empty")
+
+
+def score_pairs(
+    model: Any,
+    contexts: Sequence[Sequence[int]],
+    continuations: Sequence[Sequence[int]],
+    pairs: Sequence[tuple[int, int]],
+    *,
+    with_entropy: bool | Collection[tuple[int, int]] = False,
+    probe_ids: Sequence[int] | None = None,
+    pad_id: int = 0,
+    token_budget: int = DEFAULT_TOKEN_BUDGET,
+    max_rows: int = 64,
+    context_group: int = 8,
+) -> dict[tuple[int, int], PairScore]:
+    """Score ``continuations[i]`` after ``contexts[j]`` for every ``(i, j)`` in ``pairs``, encoding each
+    context once (its KV cache is shared by every continuation scored under it).
+
+    Contexts are token id lists (e.g. a chat template's prompt); continuations too (the sampled ids).
+    Returns ``{(i, j): PairScore}``. Empty continuations give empty arrays.
+    """
+    import torch
+    from transformers.cache_utils import DynamicCache
+
+    _check(contexts, continuations, pairs)
+    device = _device(model)
+    by_context: dict[int, list[int]] = {}
+    for i, j in pairs:
+        by_context.setdefault(j, []).append(i)
+    results: dict[tuple[int, int], PairScore] = {}
+    for i, j in pairs:
+        if len(continuations[i]) == 0:
+            results[(i, j)] = _empty_score(with_entropy, (i, j), probe_ids)
+    wanted = sorted(j for j in by_context if any(len(continuations[i]) for i in by_context[j]))
+
+    with _inference(model):
+        for start in range(0, len(wanted), context_group):
+            group = wanted[start:start + context_group]
+            # 1. The contexts of this group minus their last token, left-padded, in one pass: the cache.
+            #    The last token is fed with the continuation, so its logits predict the first token.
+            heads = [list(contexts[j][:-1]) for j in group]
+            width = max(len(h) for h in heads)
+            cache, head_mask = None, torch.zeros((len(group), width), dtype=torch.long, device=device)
+            if width:
+                ids = torch.tensor([[pad_id] * (width - len(h)) + h for h in heads], device=device)
+                head_mask = torch.tensor([[0] * (width - len(h)) + [1] * len(h) for h in heads], device=device)
+                positions = (head_mask.cumsum(-1) - 1).clamp(min=0)
+                out = model(input_ids=ids, attention_mask=head_mask, position_ids=positions, use_cache=True,
+                            logits_to_keep=1)
+                cache = out.past_key_values
+            row_of = {j: r for r, j in enumerate(group)}
+
+            # 2. Every (continuation, context) pair of the group, batched; rows pick their context's cache.
+            todo = [(i, j) for j in group for i in by_context[j] if len(continuations[i])]
+            todo.sort(key=lambda p: len(continuations[p[0]]))
+            lengths = [len(continuations[i]) + 1 for i, _ in todo]
+            for chunk in _chunks(todo, lengths, token_budget, max_rows):
+                rows = torch.tensor([row_of[j] for _, j in chunk], device=device)
+                span = max(len(continuations[i]) for i, _ in chunk) + 1
+                seqs = [[contexts[j][-1], *continuations[i]] for i, j in chunk]
+                ids = torch.tensor([s + [pad_id] * (span - len(s)) for s in seqs], device=device)
+                tail_mask = torch.tensor([[1] * len(s) + [0] * (span - len(s)) for s in seqs], device=device)
+                starts = torch.tensor([len(contexts[j]) - 1 for _, j in chunk], device=device)
+                positions = starts.unsqueeze(1) + torch.arange(span, device=device).unsqueeze(0)
+                mask = torch.cat([head_mask[rows], tail_mask], dim=1)
+                past = None
+                if cache is not None:
+                    past = DynamicCache(
+                        ddp_cache_data=[(layer.keys[rows], layer.values[rows]) for layer in cache.layers],
+                        config=model.config,
+                    )
+                out = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=past,
+                            use_cache=past is not None)
+                targets = torch.cat([ids[:, 1:], ids[:, :1]], dim=1)  # the last column is never read
+                rows_h = [r for r, pair in enumerate(chunk) if _wants_entropy(with_entropy, pair)]
+                chosen, entropy, probes = _token_stats(out.logits, targets, rows_h, probe_ids)
+                for r, (i, j) in enumerate(chunk):
+                    n = len(continuations[i])
+                    results[(i, j)] = PairScore(
+                        _to_numpy(chosen[r, :n]),
+                        _to_numpy(entropy[r][:n]) if r in entropy else None,
+                        None if probes is None else _to_numpy(probes[r, :n]),
+                    )
+    return results
+
+
+def score_pairs_naive(
+    model: Any,
+    contexts: Sequence[Sequence[int]],
+    continuations: Sequence[Sequence[int]],
+    pairs: Sequence[tuple[int, int]],
+    *,
+    with_entropy: bool | Collection[tuple[int, int]] = False,
+    probe_ids: Sequence[int] | None = None,
+    pad_id: int = 0,
+    token_budget: int = DEFAULT_TOKEN_BUDGET,
+    max_rows: int = 64,
+) -> dict[tuple[int, int], PairScore]:
+    """The reference: one full forward pass of ``contexts[j] + continuations[i]`` per pair (batched,
+    left-padded, logits kept only where they are read). Same return value as :func:`score_pairs`."""
+    import torch
+
+    _check(contexts, continuations, pairs)
+    device = _device(model)
+    results: dict[tuple[int, int], PairScore] = {}
+    todo = []
+    for i, j in pairs:
+        if len(continuations[i]):
+            todo.append((i, j))
+        else:
+            results[(i, j)] = _empty_score(with_entropy, (i, j), probe_ids)
+    lengths = [len(contexts[j]) + len(continuations[i]) for i, j in todo]
+    with _inference(model):
+        for chunk in _chunks(todo, lengths, token_budget, max_rows):
+            seqs = [list(contexts[j]) + list(continuations[i]) for i, j in chunk]
+            width = max(len(s) for s in seqs)
+            ids = torch.tensor([[pad_id] * (width - len(s)) + s for s in seqs], device=device)
+            mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in seqs], device=device)
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            keep = max(len(continuations[i]) for i, _ in chunk) + 1
+            out = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep)
+            logits = out.logits[:, -keep:-1]  # position t predicts token t + 1
+            targets = ids[:, width - keep + 1:]
+            rows_h = [r for r, pair in enumerate(chunk) if _wants_entropy(with_entropy, pair)]
+            chosen, entropy, probes = _token_stats(logits, targets, rows_h, probe_ids)
+            for r, (i, _) in enumerate(chunk):
+                first = keep - 1 - len(continuations[i])
+                results[chunk[r]] = PairScore(
+                    _to_numpy(chosen[r, first:]),
+                    _to_numpy(entropy[r][first:]) if r in entropy else None,
+                    None if probes is None else _to_numpy(probes[r, first:]),
+                )
+    return results
+
+
+@dataclass
+class CrossScores:
+    """The cross-scoring matrices of M continuations under N contexts."""
+
+    logp_sum: np.ndarray  # (M, N) per-sequence sums of token log-probs
+    logp_mean: np.ndarray  # (M, N) per-token means
+    lengths: np.ndarray  # (M,) tokens per continuation
+    own_entropy: np.ndarray | None  # (M,) mean token entropy of each continuation under its own context
+
+
+def cross_score(
+    model: Any,
+    contexts: Sequence[Sequence[int]],
+    continuations: Sequence[Sequence[int]],
+    owner: Sequence[int],
+    *,
+    naive: bool = False,
+    with_entropy: bool = True,
+    **kwargs: Any,
+) -> CrossScores:
+    """Score every continuation under every context (the input of ``mutual_information``); the token
+    entropy under each continuation's own context comes from the same pass. ``naive=True`` uses full
+    passes (the reference)."""
+    if len(owner) != len(continuations):
+        raise ValueError("owner needs one entry per continuation")
+    if any(len(c) == 0 for c in continuations):
+        raise ValueError("every continuation needs at least one token")
+    m, n = len(continuations), len(contexts)
+    pairs = [(i, j) for j in range(n) for i in range(m)]
+    scorer = score_pairs_naive if naive else score_pairs
+    own = {(i, owner[i]) for i in range(m)} if with_entropy else False
+    scores = scorer(model, contexts, continuations, pairs, with_entropy=own, **kwargs)
+    logp_sum = np.empty((m, n))
+    for (i, j), s in scores.items():
+        logp_sum[i, j] = s.total
+    lengths = np.array([len(c) for c in continuations], dtype=np.float64)
+    own_entropy = None
+    if with_entropy:
+        own_entropy = np.array([scores[(i, owner[i])].entropy.mean() for i in range(m)])
+    return CrossScores(logp_sum, logp_sum / lengths[:, None], lengths, own_entropy)

@@ -1,0 +1,80 @@
+"""The prefix-sharing scorer equals naive full-pass scoring and plain single-sequence passes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from agentgym.eval.scoring import cross_score, score_pairs, score_pairs_naive
+from agentgym.tiny_models import build_tiny_model
+
+
+def _random_ids(rng, lengths, vocab):
+    return [[int(x) for x in rng.integers(5, vocab, size=n)] for n in lengths]
+
+
+def _single_pass(model, context, continuation):
+    ids = torch.tensor([context + continuation])
+    with torch.no_grad():
+        logp = torch.log_softmax(model(ids).logits[0].float(), -1)
+    rows = logp[len(context) - 1:-1]
+    chosen = rows.gather(-1, torch.tensor(continuation)[:, None])[:, 0]
+    entropy = -(rows.exp() * rows).sum(-1)
+    return chosen.numpy(), entropy.numpy(), rows.exp().numpy()
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_prefix_sharing_equals_naive_and_single_passes(tiny_tokenizer, arch):
+    model = build_tiny_model(tiny_tokenizer, arch=arch, seed=1).eval()
+    rng = np.random.default_rng(0)
+    vocab = len(tiny_tokenizer)
+    contexts = _random_ids(rng, (31, 47, 2, 64, 13), vocab)
+    continuations = _random_ids(rng, (5, 17, 1, 9, 23, 3), vocab) + [[]]
+    pairs = [(i, j) for j in range(len(contexts)) for i in range(len(continuations))]
+    probes = [3, 7, 11]
+    kwargs = {"with_entropy": True, "probe_ids": probes, "pad_id": tiny_tokenizer.pad_token_id}
+    # small budgets force many batches, mixed contexts per batch and several context groups
+    shared = score_pairs(model, contexts, continuations, pairs, token_budget=40, context_group=2, **kwargs)
+    naive = score_pairs_naive(model, contexts, continuations, pairs, token_budget=80, **kwargs)
+    assert set(shared) == set(naive) == set(pairs)
+    for i, j in pairs:
+        a, b = shared[(i, j)], naive[(i, j)]
+        assert len(a.logprobs) == len(continuations[i])
+        if not continuations[i]:
+            continue
+        chosen, entropy, probs = _single_pass(model, contexts[j], continuations[i])
+        np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-5)
+        np.testing.assert_allclose(a.logprobs, chosen, atol=1e-5)
+        np.testing.assert_allclose(a.entropy, entropy, atol=1e-5)
+        np.testing.assert_allclose(b.entropy, entropy, atol=1e-5)
+        np.testing.assert_allclose(a.probe_probs, probs[:, probes], atol=1e-5)
+
+
+def test_cross_score_matrices(tiny_lm):
+    model, tok = tiny_lm
+    rng = np.random.default_rng(2)
+    contexts = _random_ids(rng, (20, 35, 12), len(tok))
+    continuations = _random_ids(rng, (4, 9, 6, 2), len(tok))
+    owner = [0, 1, 2, 0]
+    fast = cross_score(model, contexts, continuations, owner, pad_id=tok.pad_token_id)
+    slow = cross_score(model, contexts, continuations, owner, naive=True, pad_id=tok.pad_token_id)
+    assert fast.logp_sum.shape == (4, 3)
+    np.testing.assert_allclose(fast.logp_sum, slow.logp_sum, atol=1e-5)
+    np.testing.assert_allclose(fast.logp_mean, fast.logp_sum / np.array([[4], [9], [6], [2]]), atol=1e-12)
+    np.testing.assert_allclose(fast.own_entropy, slow.own_entropy, atol=1e-5)
+    for i, j in enumerate(owner):
+        chosen, entropy, _ = _single_pass(model, contexts[j], continuations[i])
+        assert fast.logp_sum[i, j] == pytest.approx(chosen.sum(), abs=1e-4)
+        assert fast.own_entropy[i] == pytest.approx(entropy.mean(), abs=1e-5)
+
+
+def test_scorer_restores_training_mode_and_rejects_bad_pairs(tiny_tokenizer):
+    model = build_tiny_model(tiny_tokenizer, arch="gpt2")
+    model.train()
+    score_pairs(model, [[5, 6, 7]], [[8, 9]], [(0, 0)])
+    assert model.training
+    with pytest.raises(ValueError):
+        score_pairs(model, [[5, 6]], [[8]], [(0, 1)])
+    with pytest.raises(ValueError):
+        cross_score(model, [[5, 6]], [[]], [0])
