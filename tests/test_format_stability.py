@@ -1,0 +1,151 @@
+"""Tool-format stability: schema variants, turn states, the control-marker grammar and wrong control mass."""
+
+from __future__ import annotations
+
+import json
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import agentgym  # noqa: F401 - registers the environments
+from agentgym.cli import main
+from agentgym.eval.format_stability import (
+    EOT,
+    ControlGrammar,
+    control_token_ids,
+    evaluate_format_variants,
+    trained_format_name,
+    turn_state,
+    turn_state_shares,
+    wrong_control_mass,
+)
+from agentgym.formats import FORMATS, VARIANTS
+from agentgym.policies import Generation, Policy
+
+ENV = "agentgym/FrozenLake-v0"
+
+
+class FixedTextPolicy(Policy):
+    """Always sends the same reply: a policy that learned one schema and nothing else."""
+
+    def __init__(self, text: str) -> None:
+        self.text, self.spec = text, "fixed"
+
+    def act(self, chats, envs):
+        return [Generation(self.text) for _ in chats]
+
+
+@pytest.mark.parametrize("env_id", ["agentgym/FrozenLake-v0", "agentgym/Sokoban-v0"])
+@pytest.mark.parametrize("name", sorted(FORMATS))
+def test_every_format_round_trips_the_oracle(env_id, name):
+    env = gym.make(env_id, response_format=name)
+    env.reset(seed=3)
+    done, steps = False, 0
+    while not done:
+        obs, _, terminated, truncated, info = env.step(env.unwrapped.oracle_action())
+        assert info["format_ok"] and info["action_valid"], (name, obs)
+        done, steps = terminated or truncated, steps + 1
+    assert info["success"]
+    env.close()
+
+
+def test_oracle_keeps_its_score_under_every_variant(tmp_path):
+    report = evaluate_format_variants(ENV, "oracle", 4, out=tmp_path, progress=False)
+    assert report["trained_format"] == "answer"
+    assert set(report["variants"]) == set(VARIANTS["answer"])
+    for name, v in report["variants"].items():
+        assert v["success_rate"] == 1.0 and v["format_valid_rate"] == 1.0, name
+        assert v["success_drop"] == 0.0 and v["format_valid_drop"] == 0.0
+        assert (tmp_path / "variants" / name / "summary.json").exists()
+
+
+def test_a_schema_bound_policy_drops_under_foreign_schemas():
+    policy = FixedTextPolicy("<think>go right</think><answer>Right</answer>")
+    report = evaluate_format_variants(ENV, policy, 3, progress=False)
+    assert report["trained"]["format_valid_rate"] == 1.0
+    v = report["variants"]
+    assert v["answer-nothink"]["format_valid_rate"] == 1.0  # think is optional there, still parses
+    for foreign in ("answer-renamed", "tool_call", "python_call"):
+        assert v[foreign]["format_valid_rate"] == 0.0
+        assert v[foreign]["format_valid_drop"] == 1.0
+        assert v[foreign]["success_rate"] == 0.0
+
+
+def test_trained_format_name_reads_kwargs_and_defaults():
+    assert trained_format_name(ENV, {}) == "answer"
+    assert trained_format_name(ENV, {"response_format": "tool_call"}) == "tool_call"
+
+
+@pytest.mark.parametrize(("reply", "ok", "ends", "state"), [
+    ("<think>a</think><answer>Up</answer>", True, False, "healthy_tool_call"),
+    ("<think>a</think><answer>Up</answer>", True, True, "healthy_answer"),
+    ("Sure! <think>a</think><answer>Up</answer>", False, False, "text_pollution"),
+    ("<think>a</think>I would go up", False, False, "text_pollution"),
+    ("I would go up, it looks safe.", False, False, "full_collapse"),
+    ("", False, False, "full_collapse"),
+    ("</answer></answer>\n</answer>", False, False, "full_collapse"),
+])
+def test_turn_states(reply, ok, ends, state):
+    assert turn_state(reply, ok, ends, "answer") == state
+
+
+def test_turn_state_shares_over_records():
+    records = [{
+        "messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "u"},
+                     {"role": "assistant", "content": "<think>x</think><answer>Up</answer>"},
+                     {"role": "user", "content": "u"},
+                     {"role": "assistant", "content": "hello"},
+                     {"role": "user", "content": "u"},
+                     {"role": "assistant", "content": "<think>x</think><answer>Up</answer>"}],
+        "format_ok": [True, False, True], "terminated": True,
+    }]
+    shares = turn_state_shares(records, "answer")
+    assert shares["turns"] == 3
+    assert shares["healthy_tool_call"] == pytest.approx(1 / 3)
+    assert shares["healthy_answer"] == pytest.approx(1 / 3)
+    assert shares["full_collapse"] == pytest.approx(1 / 3)
+
+
+def test_control_grammar_of_each_format():
+    g = ControlGrammar("answer")
+    assert g.legal(g.state_after([])) == {"<think>"}
+    assert g.legal(g.state_after(["<think>"])) == {"</think>"}
+    assert g.legal(g.state_after(["<think>", "</think>", "<answer>", "</answer>"])) == {EOT}
+    assert g.state_after(["<answer>"]) is None
+    t = ControlGrammar("tool_call")
+    after_call = t.state_after(["<tool_call>", "</tool_call>"])
+    assert t.legal(after_call) == {"<tool_call>", EOT}
+    r = ControlGrammar("tool_call-renamed")
+    assert r.legal(r.state_after(["<think>", "</think>"])) == {"<function_call>"}
+    assert ControlGrammar("answer-nothink").legal(0) == {"<think>", "<answer>"}
+    assert g.inside_marker("<think>abc</ans") and not g.inside_marker("<think>abc")
+
+
+def test_wrong_control_mass_on_hand_made_probabilities(tiny_tokenizer):
+    tok = tiny_tokenizer
+    ids_of = control_token_ids(tok, "answer")
+    assert tok.eos_token_id in ids_of and EOT in ids_of[tok.eos_token_id]
+    closing = tok.encode("</answer>")[0]  # "</" begins both closing tags in this tokenizer
+    assert ids_of[closing] >= {"</answer>"}
+    reply = tok.encode("<think>go</think><answer>Up</answer>") + [tok.eos_token_id]
+    probes = sorted(ids_of)
+    probs = np.zeros((len(reply), len(probes)))
+    eos_col = probes.index(tok.eos_token_id)
+    probs[:, eos_col] = 0.3  # end-of-turn is wrong everywhere but at the very end
+    masses = wrong_control_mass(tok, "answer", reply, probs, probes)
+    assert len(masses) >= 3
+    assert masses[:-1] == pytest.approx(np.full(len(masses) - 1, 0.3))
+    assert masses[-1] == pytest.approx(0.0)  # after </answer> end-of-turn is the legal move
+
+
+def test_cli_format_variants_write_into_the_summary(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["eval", "--env", ENV, "--policy", "oracle", "--episodes", "2", "--out", str(out),
+                 "--format-variants", "--no-progress"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    variants = summary["format_variants"]
+    assert variants["trained_format"] == "answer"
+    assert set(variants["variants"]) == set(VARIANTS["answer"])
+    assert all(v["success_drop"] == 0.0 for v in variants["variants"].values())
+    assert "format_variants" in capsys.readouterr().out
