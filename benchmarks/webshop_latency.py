@@ -3,7 +3,8 @@
 Targets (issue 4): median step under 100 ms with a warm browser, search under 5 ms on the 1000-product
 set. Steps are the oracle's (search, result pages, product, options, buy), timed around ``env.step``,
 so they include parsing, the browser's page load and the text extraction. Memory per env is what each
-extra env adds: its browser context's processes (unique set size) plus the Python process's growth.
+extra env adds: the browser processes' proportional set size (shared pages split among the processes that
+share them) plus the Python process's growth.
 
     python benchmarks/webshop_latency.py [--episodes 30] [--data-dir ../shared/data/webshop]
 
@@ -25,6 +26,7 @@ import gymnasium as gym
 import psutil
 
 import agentgym  # noqa: F401  (registers the envs)
+from agentgym.envs.webshop.chromium import find_chromium
 from agentgym.envs.webshop.data import load_catalogue
 from agentgym.envs.webshop.search import SearchEngine
 
@@ -132,7 +134,7 @@ def _browser_memory_mb() -> float:
     for child in psutil.Process().children(recursive=True):
         try:
             if "chrom" in (child.cmdline() or [""])[0].lower():
-                total += child.memory_full_info().uss
+                total += child.memory_full_info().pss  # shared pages split among their users
         except psutil.Error:
             continue
     return total / 2**20
@@ -172,6 +174,7 @@ def main() -> None:
 
     results: dict = {
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+                    "browser": find_chromium(),
                     "load_average_at_start": [round(x, 2) for x in load_before]},
         "targets": {"median_step_ms": TARGET_STEP_MS, "search_ms": TARGET_SEARCH_MS},
     }
@@ -198,6 +201,7 @@ def main() -> None:
               f"CPU ms per step, all processes: {results[f'steps_{name}']['cpu_ms_per_call']}")
     print(f"episodes/s, {args.threads} envs in threads: {results[f'threads_{args.threads}_generated']['episodes_per_s']}")
     print(f"memory per env: {results['memory_generated']['total_mb_per_env']} MB")
+    print(f"browser: {results['machine']['browser']}")
     print(f"load average start/end: {results['machine']['load_average_at_start']} / "
           f"{results['machine']['load_average_at_end']} on {os.cpu_count()} CPUs")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

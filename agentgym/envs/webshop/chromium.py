@@ -1,5 +1,10 @@
 """Where the Chromium for WebShop is (DESIGN.md): ``$AGENTGYM_CHROMIUM``, then Playwright's own
-downloaded Chromium, then ``/usr/bin/chromium`` (or ``chromium`` / ``chromium-browser`` on the PATH).
+downloaded Chromium, then the system's: ``/usr/bin/chromium`` (or ``chromium`` / ``chromium-browser``
+on the PATH).
+
+Where Debian's ``chromium-headless-shell`` package is installed, its binary comes before
+``/usr/bin/chromium``: it is the same engine without the browser's UI layer (what Playwright itself runs
+for headless pages), and uses about half the CPU time per page load (measured: 30 against 55 ms).
 
 No heavy imports here, so tests can ask whether a browser exists before anything starts one.
 """
@@ -36,8 +41,9 @@ def find_chromium() -> str | None:
     chosen = os.environ.get(CHROMIUM_ENV_VAR)
     if chosen:
         return chosen if _executable(chosen) else None
-    for candidate in (_playwright_chromium(), "/usr/bin/chromium", shutil.which("chromium"),
-                      shutil.which("chromium-browser")):
+    system = ("/usr/lib/chromium/chromium-headless-shell", "/usr/bin/chromium", shutil.which("chromium"),
+              shutil.which("chromium-browser"))
+    for candidate in (_playwright_chromium(), *system):
         if candidate and _executable(candidate):
             return candidate
     return None
@@ -50,7 +56,8 @@ def require_chromium() -> str:
         if chosen:
             raise BrowserNotFound(f"${CHROMIUM_ENV_VAR}={chosen} is not an executable file")
         raise BrowserNotFound(
-            "no Chromium found for WebShop. Install one (Debian/Ubuntu: `apt-get install chromium`; or "
+            "no Chromium found for WebShop. Install one (Debian: `apt-get install chromium`, and "
+            "chromium-headless-shell for faster pages; or "
             "`playwright install chromium`), or set $AGENTGYM_CHROMIUM to a Chromium/Chrome executable."
         )
     return path
