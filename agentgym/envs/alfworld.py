@@ -31,10 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from agentgym.env import AgentEnv, Applied
-from agentgym.formats import Tool
+from agentgym.env import Applied
+from agentgym.envs.textworld import AdmissibleCommandEnv, command_tool
 
 # ALFWorld's task types, in the order of its ids 1 to 6.
 TASK_TYPES = (
@@ -145,10 +143,6 @@ def _global_random(rng: random.Random) -> Iterator[None]:
         random.setstate(saved)
 
 
-def normalize(command: str) -> str:
-    return " ".join(command.lower().split())
-
-
 @dataclass
 class _LoadedGame:
     tw_env: Any  # TextWorld's PddlEnv, wrapped
@@ -156,17 +150,10 @@ class _LoadedGame:
     start: Any = None  # the state right after reset, reused until a command is played (a reset costs ~0.5 s)
 
 
-class ALFWorldEnv(AgentEnv):
+class ALFWorldEnv(AdmissibleCommandEnv):
     """Carry out an ALFRED household task (find, take, heat, cool, clean, put...) by text commands."""
 
-    tools = (
-        Tool(
-            name="command",
-            description="send one command to the game; it must be one of the admissible commands",
-            params={"command": "an admissible command, e.g. go to fridge 1 or take apple 1 from countertop 2"},
-            template="{command}",
-        ),
-    )
+    tools = (command_tool("go to fridge 1 or take apple 1 from countertop 2"),)
 
     def __init__(
         self,
@@ -274,10 +261,9 @@ class ALFWorldEnv(AgentEnv):
         self._expert_observe_reset()
 
     def _apply(self, command: str) -> Applied:
-        admissible = {normalize(c): c for c in self._state["admissible_commands"]}
-        chosen = admissible.get(normalize(command))
+        chosen = self._admissible(command)
         if chosen is None:
-            return Applied(valid=False, message=f"'{command}' is not an admissible command now; nothing happened.")
+            return self._rejected(command)
         was_won = bool(self._state["won"])
         self._game.start = None  # the game leaves its start state
         self._state, _, _ = self._game.tw_env.step(chosen)
@@ -286,9 +272,7 @@ class ALFWorldEnv(AgentEnv):
         return Applied(reward=float(bool(self._state["won"]) and not was_won))
 
     def _render_state(self) -> str:
-        parts = [self._feedback, self._goal]
-        if not self.terminal:
-            parts.append("Admissible commands: " + ", ".join(self._state["admissible_commands"]))
+        parts = [self._feedback, self._goal, self._admissible_line()]
         return "\n\n".join(p for p in parts if p)
 
     def _task_instructions(self) -> str:
@@ -305,18 +289,6 @@ class ALFWorldEnv(AgentEnv):
         if self._game.handcoded:
             return [self._expert_next or "look"]
         return list(self._state["policy_commands"] or []) or ["look"]
-
-    def _random_command(self, rng: np.random.Generator) -> str:
-        commands = self._state["admissible_commands"]
-        return commands[int(rng.integers(len(commands)))]
-
-    @property
-    def success(self) -> bool:
-        return bool(self._state is not None and self._state["won"])
-
-    @property
-    def terminal(self) -> bool:
-        return bool(self._state is not None and (self._state["won"] or self._state["lost"]))
 
     def close(self) -> None:
         for loaded in self._loaded.values():

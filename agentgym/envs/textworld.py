@@ -130,17 +130,50 @@ def normalize(command: str) -> str:
     return " ".join(command.lower().split())
 
 
-class TextWorldEnv(AgentEnv):
+def command_tool(example: str) -> Tool:
+    return Tool(
+        name="command",
+        description="send one command to the game; it must be one of the admissible commands",
+        params={"command": f"an admissible command, e.g. {example}"},
+        template="{command}",
+    )
+
+
+class AdmissibleCommandEnv(AgentEnv):
+    """What TextWorld and ALFWorld share: a TextWorld game state ``self._state`` whose admissible
+    commands are the only actions. Any other command is rejected before it reaches the game."""
+
+    _state: Any = None
+
+    def _admissible(self, command: str) -> str | None:
+        """The admissible command ``command`` names (ignoring case and spacing), or None."""
+        admissible = {normalize(c): c for c in self._state["admissible_commands"]}
+        return admissible.get(normalize(command))
+
+    @staticmethod
+    def _rejected(command: str) -> Applied:
+        return Applied(valid=False, message=f"'{command}' is not an admissible command now; nothing happened.")
+
+    def _admissible_line(self) -> str:
+        return "" if self.terminal else "Admissible commands: " + ", ".join(self._state["admissible_commands"])
+
+    def _random_command(self, rng: np.random.Generator) -> str:
+        commands = self._state["admissible_commands"]
+        return commands[int(rng.integers(len(commands)))]
+
+    @property
+    def success(self) -> bool:
+        return bool(self._state is not None and self._state["won"])
+
+    @property
+    def terminal(self) -> bool:
+        return bool(self._state is not None and (self._state["won"] or self._state["lost"]))
+
+
+class TextWorldEnv(AdmissibleCommandEnv):
     """Play a TextWorld text adventure: read the text, send admissible commands, reach the goal."""
 
-    tools = (
-        Tool(
-            name="command",
-            description="send one command to the game; it must be one of the admissible commands",
-            params={"command": "an admissible command, e.g. open door or go north"},
-            template="{command}",
-        ),
-    )
+    tools = (command_tool("open door or go north"),)
 
     def __init__(
         self,
@@ -223,10 +256,9 @@ class TextWorldEnv(AgentEnv):
         self._feedback = feedback
 
     def _apply(self, command: str) -> Applied:
-        admissible = {normalize(c): c for c in self._state["admissible_commands"]}
-        chosen = admissible.get(normalize(command))
+        chosen = self._admissible(command)
         if chosen is None:
-            return Applied(valid=False, message=f"'{command}' is not an admissible command now; nothing happened.")
+            return self._rejected(command)
         before = self._state["score"] or 0
         self._state, _, _ = self._tw_env.step(chosen)
         self._feedback = clean_text(self._state.feedback)
@@ -238,8 +270,7 @@ class TextWorldEnv(AgentEnv):
             parts.append(f"Goal: {self._objective}")
         parts.append(self._feedback)
         parts.append(f"Score: {self._state['score'] or 0}/{self._state['max_score']}.")
-        if not self.terminal:
-            parts.append("Admissible commands: " + ", ".join(self._state["admissible_commands"]))
+        parts.append(self._admissible_line())
         return "\n\n".join(p for p in parts if p)
 
     def _task_instructions(self) -> str:
@@ -255,18 +286,6 @@ class TextWorldEnv(AgentEnv):
     def _oracle_commands(self) -> list[str]:
         # No policy left means the game can no longer be won (e.g. a quest item was eaten): just look.
         return list(self._state["policy_commands"] or []) or ["look"]
-
-    def _random_command(self, rng: np.random.Generator) -> str:
-        commands = self._state["admissible_commands"]
-        return commands[int(rng.integers(len(commands)))]
-
-    @property
-    def success(self) -> bool:
-        return bool(self._state is not None and self._state["won"])
-
-    @property
-    def terminal(self) -> bool:
-        return bool(self._state is not None and (self._state["won"] or self._state["lost"]))
 
     def close(self) -> None:
         if self._tw_env is not None:
