@@ -133,3 +133,13 @@ def test_mi_from_turns_on_a_model(tiny_lm):
         assert key in m
     too_few = mi_from_turns(model, tok, turns[:1])
     assert "mi" not in too_few and too_few["n_prompts"] == 1
+
+
+def test_turns_from_token_transcript():
+    from agentgym.eval.diagnostics import turns_from_token_transcript
+
+    ids = [1, 2, 3, 10, 11, 4, 5, 12, 13, 14]
+    mask = [0, 0, 0, 1, 1, 0, 0, 1, 1, 1]
+    turns = turns_from_token_transcript(ids, mask, [4, 9])
+    assert [t.prompt_ids for t in turns] == [[1, 2, 3], [1, 2, 3, 10, 11, 4, 5]]
+    assert [t.response_ids for t in turns] == [[10, 11], [12, 13, 14]]

@@ -47,6 +47,21 @@ class TurnSample:
     response_ids: list[int]  # the exact sampled ids, end-of-turn included
 
 
+def turns_from_token_transcript(
+    ids: Sequence[int], mask: Sequence[int], turn_ends: Sequence[int]
+) -> list[TurnSample]:
+    """The turns of a token-exact transcript (one id list for the whole episode, ``mask`` 1 on generated
+    tokens, ``turn_ends[t]`` the index of turn t's last generated token): turn t's prompt is every id
+    before its first generated token, its response the generated run ending at ``turn_ends[t]``."""
+    turns = []
+    for end in turn_ends:
+        start = end
+        while start > 0 and mask[start - 1]:
+            start -= 1
+        turns.append(TurnSample(list(ids[:start]), list(ids[start:end + 1])))
+    return turns
+
+
 def split_reasoning(
     tokenizer: Any, response_ids: Sequence[int], think_tag: str = "think"
 ) -> tuple[list[int], list[int]] | None:

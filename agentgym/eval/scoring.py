@@ -80,17 +80,19 @@ def _token_stats(
     logits: Any, targets: Any, entropy_rows: list[int], probe_ids: Sequence[int] | None
 ) -> tuple[Any, dict[int, Any], Any]:
     """Log-probs of ``targets`` (rows, T) under ``logits`` (rows, T, V), the entropies of ``entropy_rows``
-    (row -> (T,)) and the probabilities of ``probe_ids`` (rows, T, P)."""
+    (row -> (T,)) and the probabilities of ``probe_ids`` (rows, T, P). Only the rows that need the whole
+    distribution (entropy) get it; the others need just logsumexp and one gathered logit."""
     import torch
 
-    logp = torch.log_softmax(logits.float(), dim=-1)
-    chosen = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    logits = logits.float()
+    log_z = torch.logsumexp(logits, dim=-1)
+    chosen = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - log_z
     entropy = {}
     if entropy_rows:
-        picked = logp[entropy_rows]
+        picked = torch.log_softmax(logits[entropy_rows], dim=-1)
         for k, row in enumerate(-(picked.exp() * picked).sum(-1)):
             entropy[entropy_rows[k]] = row
-    probes = logp[..., list(probe_ids)].exp() if probe_ids else None
+    probes = (logits[..., list(probe_ids)] - log_z.unsqueeze(-1)).exp() if probe_ids else None
     return chosen, entropy, probes
 
 
