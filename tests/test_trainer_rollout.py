@@ -215,16 +215,18 @@ def test_first_epoch_has_ratio_one_and_nothing_clipped(trainer, rollouts):
 
 
 def test_group_with_equal_rewards_is_filtered_and_has_zero_advantage(trainer, rollouts):
-    import numpy as np
-
     from agentgym.trainers import snr_filter
 
-    for t in rollouts:
-        t.rewards = [1.0] if t.group == 0 else [float(id(t) % 2)]
-    rollouts[3].rewards, rollouts[4].rewards = [0.0], [1.0]
+    for t in rollouts:  # group 0: every episode wins; group 1: a win and two losses
+        t.rewards = [1.0]
+    group1 = [t for t in rollouts if t.group == 1]
+    group1[0].rewards, group1[1].rewards = [0.0], [0.0]
     returns = _returns_table(rollouts, 2, 3)
     assert snr_filter(returns, "top_p", 0.9) == [1]
     group0 = [t for t in rollouts if t.group == 0]
-    adv = trainer._group_advantage(torch.tensor([t.episode_return for t in group0]),
-                                   torch.tensor([0] * len(group0)), returns)
-    assert np.all(adv.numpy() == 0)
+    advantages = trainer._group_advantage(torch.tensor([t.episode_return for t in group0]),
+                                          torch.zeros(len(group0), dtype=torch.long), returns)
+    assert torch.all(advantages == 0)
+    others = trainer._group_advantage(torch.tensor([t.episode_return for t in group1]),
+                                      torch.ones(len(group1), dtype=torch.long), returns)
+    assert others[2] > 0 > others[0]

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 
 @dataclass
@@ -161,15 +162,19 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
                 base: dict[str, Any] | None = None) -> DictConfig:
     """Defaults, then the YAML file ``path``, then ``base`` (a dict), then ``key=value`` overrides."""
     config = OmegaConf.structured(TrainConfig)
-    if path is not None:
-        path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"no config file {path}")
-        config = OmegaConf.merge(config, OmegaConf.load(path))
-    if base:
-        config = OmegaConf.merge(config, OmegaConf.create(base))
-    if overrides:
-        config = OmegaConf.merge(config, OmegaConf.from_dotlist(list(overrides)))
+    if path is not None and not Path(path).exists():
+        raise FileNotFoundError(f"no config file {path}")
+    try:
+        if path is not None:
+            config = OmegaConf.merge(config, OmegaConf.load(path))
+        if base:
+            config = OmegaConf.merge(config, OmegaConf.create(base))
+        if overrides:
+            config = OmegaConf.merge(config, OmegaConf.from_dotlist(list(overrides)))
+        if OmegaConf.is_missing(config.trainer, "output_dir"):
+            raise ValueError("set trainer.output_dir (the run directory), e.g. trainer.output_dir=runs/my-run")
+    except OmegaConfBaseException as exc:
+        raise ValueError(f"bad config: {exc}".splitlines()[0]) from None
     validate(config)
     return config
 
