@@ -143,3 +143,28 @@ def test_turns_from_token_transcript():
     turns = turns_from_token_transcript(ids, mask, [4, 9])
     assert [t.prompt_ids for t in turns] == [[1, 2, 3], [1, 2, 3, 10, 11, 4, 5]]
     assert [t.response_ids for t in turns] == [[10, 11], [12, 13, 14]]
+
+
+def test_token_exact_episodes_are_scored_in_one_pass_with_the_same_numbers(tiny_lm):
+    from agentgym.eval.diagnostics import own_prompt_scores
+    from agentgym.eval.scoring import score_pairs
+
+    model, tok = tiny_lm
+    rng = np.random.default_rng(5)
+
+    def ids(n):
+        return [int(x) for x in rng.integers(5, len(tok) - 1, size=n)]
+
+    p0, r0, obs, r1 = ids(30), ids(6), ids(9), ids(4)
+    exact = [TurnSample(p0, r0), TurnSample(p0 + r0 + obs, r1)]
+    retokenized = [TurnSample(p0, r0), TurnSample(p0 + r0[:-1] + obs, r1)]  # not a prefix: per turn
+    got = own_prompt_scores(model, [exact, retokenized], None, 0, [3, 4], pad_id=tok.pad_token_id)
+    assert len(got) == 4
+    for turn, score in got:
+        ref = score_pairs(model, [turn.prompt_ids], [turn.response_ids], [(0, 0)], with_entropy=True,
+                          probe_ids=[3, 4], pad_id=tok.pad_token_id)[(0, 0)]
+        np.testing.assert_allclose(score.logprobs, ref.logprobs, atol=1e-5)
+        np.testing.assert_allclose(score.entropy, ref.entropy, atol=1e-5)
+        np.testing.assert_allclose(score.probe_probs, ref.probe_probs, atol=1e-5)
+    few = own_prompt_scores(model, [exact, retokenized], 2, 0, None, pad_id=tok.pad_token_id)
+    assert len(few) == 2  # whole episodes within the turn budget

