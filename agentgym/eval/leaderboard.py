@@ -244,7 +244,8 @@ def _svg_chart(title: str, series: Sequence[tuple[str, Sequence[float]]], y_labe
         parts.append(f'<line x1="{left}" x2="{width - right}" y1="{y(tick):.1f}" y2="{y(tick):.1f}" '
                      f'stroke="#ddd"/><text x="{left - 4}" y="{y(tick) + 4:.1f}" text-anchor="end" '
                      f'font-size="10">{tick:.2f}</text>')
-    for t in range(longest):
+    every = max(1, -(-longest // 10))  # at most about ten tick labels
+    for t in range(0, longest, every):
         parts.append(f'<text x="{x(t):.1f}" y="{height - bottom + 14}" text-anchor="middle" font-size="10">'
                      f'{t + 1}</text>')
     parts.append(f'<text x="{width / 2}" y="{height - 2}" text-anchor="middle" font-size="10">turn</text>')
@@ -256,7 +257,8 @@ def _svg_chart(title: str, series: Sequence[tuple[str, Sequence[float]]], y_labe
         if len(values) == 1:
             parts.append(f'<circle cx="{x(0):.1f}" cy="{y(values[0]):.1f}" r="3" fill="{color}"/>')
         elif values:
-            parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="2" points="{points}">'
+            dash = "" if k == 0 else f' stroke-dasharray="{3 + 2 * k} 3"'  # overlapping runs stay visible
+            parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="2"{dash} points="{points}">'
                          f'<title>{html.escape(name)}</title></polyline>')
     parts.append("</svg>")
     return "".join(parts)
