@@ -86,7 +86,7 @@ def test_masked_tokens_get_zero_gradient():
     logits = torch.randn(2, 6, 13, requires_grad=True)
     targets = torch.randint(0, 13, (2, 6))
     mask = torch.tensor([[0, 0, 1, 1, 0, 1], [0, 1, 1, 0, 0, 0.0]])
-    logp, entropy = alg.token_logprobs(logits, targets, temperature=0.7, with_entropy=True)
+    logp, entropy = alg.token_logprobs(logits, targets, temperature=0.7, with_entropy=True, entropy_grad=True)
     per_token, _, _ = alg.clipped_policy_loss(logp, logp.detach(), torch.ones_like(logp))
     per_token = per_token + 0.1 * alg.kl_estimate(logp, logp.detach() - 0.3) - 0.01 * entropy
     (per_token * mask).sum().backward()

@@ -114,9 +114,12 @@ def test_end_of_turn_is_trained_when_pad_is_eos(gpt2_pad_eos):
     long.extend([tokenizer.eos_token_id] * 5, trained=False)  # a longer row makes `short` left-padded
     batch = make_batch([short, long], tokenizer.pad_token_id)
     pad_width = len(long.ids) - len(short.ids)
-    eos_targets = [pad_width + e - 1 for e in short.turn_ends]  # targets are shifted by one
-    assert all(batch.loss_mask[0, t] == 1 for t in eos_targets)
-    assert batch.loss_mask[0, :pad_width].sum() == 0  # the pad (== eos) tokens are not trained
+    # loss-mask column j is about the token at padded position batch.start + j + 1
+    eos_columns = [pad_width + e - 1 - batch.start for e in short.turn_ends]
+    assert all(batch.loss_mask[0, j] == 1 for j in eos_columns)
+    assert batch.targets[0, eos_columns[-1]] == tokenizer.eos_token_id
+    trained = batch.loss_mask[0].nonzero().flatten() + batch.start + 1
+    assert trained.min() >= pad_width  # the pad (== eos) tokens before the transcript are not trained
     assert batch.attention_mask[0, :pad_width].sum() == 0
 
 

@@ -12,8 +12,10 @@ import torch
 
 
 def token_logprobs(logits: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0,
-                   with_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """log p(target) under softmax(logits / temperature), and optionally the entropy of that distribution.
+                   with_entropy: bool = False,
+                   entropy_grad: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """log p(target) under softmax(logits / temperature), and optionally the entropy of that distribution
+    (differentiable only with ``entropy_grad``: as a metric it costs no autograd memory).
 
     ``logits[:, t]`` must be the prediction for ``targets[:, t]`` (shift before calling).
     """
@@ -24,7 +26,9 @@ def token_logprobs(logits: torch.Tensor, targets: torch.Tensor, temperature: flo
     logp = logp_all.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     entropy = None
     if with_entropy:
-        entropy = -(logp_all.exp() * logp_all).sum(-1)
+        with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
+            source = logp_all if entropy_grad else logp_all.detach()
+            entropy = -(source.exp() * source).sum(-1)
     return logp, entropy
 
 

@@ -197,8 +197,10 @@ def play(
 
 @dataclass
 class TokenBatch:
-    """Left-padded transcripts. Per-token tensors are (batch, time - 1), aligned with the targets
-    ``input_ids[:, 1:]``: entry t is about predicting token t + 1 from the tokens up to t."""
+    """Left-padded transcripts. Per-token tensors are (batch, time - 1 - start), aligned with the targets
+    ``input_ids[:, 1 + start:]``: column j is about predicting token ``start + j + 1``. ``start`` skips the
+    leading columns where no row has a trainable target (the shared prompt part), so the output layer and
+    the softmax run only where a loss can be (rows end aligned, thanks to left padding)."""
 
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
@@ -206,13 +208,15 @@ class TokenBatch:
     loss_mask: torch.Tensor
     sampler_logprobs: torch.Tensor
     rewards: torch.Tensor  # rewards placed on trainable target tokens (for GAE)
+    start: int = 0
 
     @property
     def targets(self) -> torch.Tensor:
-        return self.input_ids[:, 1:]
+        return self.input_ids[:, 1 + self.start:]
 
     def to(self, device: str | torch.device) -> TokenBatch:
-        return TokenBatch(*(getattr(self, f).to(device) for f in self.__dataclass_fields__))
+        tensors = {f: getattr(self, f).to(device) for f in self.__dataclass_fields__ if f != "start"}
+        return TokenBatch(**tensors, start=self.start)
 
 
 def make_batch(transcripts: Sequence[Transcript], pad_id: int, reward_placement: str = "last") -> TokenBatch:
@@ -243,11 +247,28 @@ def make_batch(transcripts: Sequence[Transcript], pad_id: int, reward_placement:
         else:
             raise ValueError(f"reward_placement must be 'last' or 'turn', got {reward_placement!r}")
     position_ids = (attention.cumsum(-1) - 1).clamp(min=0)
-    return TokenBatch(input_ids, attention, position_ids, mask[:, 1:], sampler[:, 1:], rewards[:, 1:])
+    trainable = mask[:, 1:].any(dim=0).nonzero()
+    start = int(trainable[0]) if len(trainable) else 0
+    return TokenBatch(input_ids, attention, position_ids, mask[:, 1 + start:], sampler[:, 1 + start:],
+                      rewards[:, 1 + start:], start)
 
 
 def model_logits(model: Any, batch: TokenBatch) -> torch.Tensor:
-    """The model's output at every position but the last: (batch, time - 1, vocab or 1)."""
+    """The model's output at positions ``start .. time - 2`` (those that predict ``batch.targets``):
+    (batch, time - 1 - start, vocab or 1). Causal LMs compute only those rows of the output layer."""
+    width = batch.input_ids.shape[1]
+    extra = {"logits_to_keep": width - batch.start} if batch.start and _keeps_logits(model) else {}
     out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                position_ids=batch.position_ids, use_cache=False)
-    return out.logits[:, :-1]
+                position_ids=batch.position_ids, use_cache=False, **extra)
+    logits = out.logits
+    return logits[:, -(width - batch.start):-1] if not extra else logits[:, :-1]
+
+
+def _keeps_logits(model: Any) -> bool:
+    import inspect
+
+    forward = getattr(model, "forward", None)
+    try:
+        return "logits_to_keep" in inspect.signature(forward).parameters
+    except (TypeError, ValueError):
+        return False

@@ -478,9 +478,7 @@ class Trainer:
         with rt.autocast():
             logits = model_logits(self.model, p.batch)
         logp, entropy = alg.token_logprobs(logits, p.batch.targets, self.cfg.rollout.temperature,
-                                           with_entropy=True)
-        if not entropy_grad:
-            entropy = entropy.detach()
+                                           with_entropy=True, entropy_grad=entropy_grad)
         old = p.old_logp if p.old_logp is not None else logp.detach()
         weights = None
         if self.sampler.engine is not None and self.cfg.rollout.importance_cap:
