@@ -105,12 +105,16 @@ def gathered_for_generation(model: torch.nn.Module, runtime: Runtime):
     if not runtime.distributed:
         yield
         return
-    model.set_reshard_after_forward(False)
+    from torch.distributed.fsdp import FSDPModule
+
+    model.set_reshard_after_forward(False)  # recurses into every sharded block
     try:
         yield
     finally:
         model.set_reshard_after_forward(True)
-        model.reshard()
+        for module in model.modules():
+            if isinstance(module, FSDPModule):
+                module.reshard()
 
 
 def full_state_dict(model: torch.nn.Module, runtime: Runtime) -> dict[str, torch.Tensor]:
