@@ -191,3 +191,30 @@ def test_quickstart_learns(tmp_path):
                                 [f"trainer.output_dir={tmp_path / 'run'}", "trainer.progress=false"]))
     assert summary["final"]["success_rate"] > summary["before_rl"]["success_rate"] + 0.1
     assert (tmp_path / "run" / "plots" / "overview.png").exists()
+
+
+@pytest.mark.slow
+def test_torchrun_fsdp_two_processes_on_cpu(tmp_path):
+    """The multi-GPU path (torchrun, FSDP2, cross-rank filtering and token counts, rank-0 checkpoints),
+    run here on two CPU processes with the gloo backend."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    run = tmp_path / "run"
+    config = tiny_config(run, algorithm={"name": "ppo", "kl_coef": 0.01}, sft={"episodes": 4, "batch_size": 4},
+                         trainer={"steps": 2, "device": "cpu", "eval_episodes": 2, "eval_batch_size": 2})
+    config_file = tmp_path / "config.yaml"
+    OmegaConf.save(config, config_file)
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                           "--master_port", str(port), "-m", "agentgym.cli", "train", "--config", str(config_file)],
+                          cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    rl = [r for r in records if r["phase"] == "rl"]
+    assert [r["step"] for r in rl] == [1, 2]
+    assert all(r["train_episodes"] == 6 for r in rl)  # both ranks' episodes, counted once
+    assert (run / "checkpoint-2" / "critic" / "model.safetensors").exists()
+    assert json.loads((run / "summary.json").read_text())["final"]["episodes"] == 2

@@ -12,7 +12,8 @@ One RL step:
 The run directory holds ``config.yaml`` (resolved), ``checkpoint-N`` folders (Hugging Face format plus
 ``trainer_state.pt``), ``metrics.jsonl`` (one line per step), ``plots/*.png`` and ``eval/checkpoint-N``
 (written by ``agentgym.eval.runner.evaluate``). Running again on the same directory resumes from the last
-checkpoint: model, optimizers, step counter, sampler seed and the interleaving schedule.
+checkpoint: model, optimizers, step counter, RNG states and the interleaving schedule (rollout sampling
+seeds derive from the run seed, the step and the rank, so a resumed run samples what the killed one would).
 """
 
 from __future__ import annotations
@@ -89,8 +90,7 @@ class Trainer:
         if config.rollout.prompts_per_step % self.runtime.world:
             raise ValueError("rollout.prompts_per_step must be a multiple of the number of processes")
         self.algo = config.algorithm
-        self.state: dict[str, Any] = {"step": 0, "sampler_seed": config.trainer.seed, "interleave_rounds": 0,
-                                      "failures": [], "rl_started": False}
+        self.state: dict[str, Any] = {"step": 0, "interleave_rounds": 0, "failures": [], "rl_started": False}
         self.run_dir.mkdir(parents=True, exist_ok=True)
         resume = self._resumable_checkpoint()
         self._seed_everything(config.trainer.seed)
@@ -194,10 +194,10 @@ class Trainer:
         if r.engine == "vllm":
             from agentgym.trainers.vllm_engine import VLLMEngine
 
-            engine = VLLMEngine(self._initial_model_dir(), self.tokenizer, r, seed=self.state["sampler_seed"])
+            engine = VLLMEngine(self._initial_model_dir(), self.tokenizer, r,
+                                seed=self.cfg.trainer.seed * 1024 + self.runtime.rank)
         return TokenExactPolicy(self.model, self.tokenizer, temperature=r.temperature,
-                                max_new_tokens=r.max_new_tokens, device=str(self.runtime.device),
-                                seed=self.state["sampler_seed"], engine=engine)
+                                max_new_tokens=r.max_new_tokens, device=str(self.runtime.device), engine=engine)
 
     def _load_reference(self) -> None:
         """A frozen copy of the policy as RL starts (checkpoint-0), only when the KL term is on."""
@@ -251,6 +251,8 @@ class Trainer:
 
                 plot_metrics(self.run_dir / "metrics.jsonl", self.run_dir / "plots")
             results = summary
+        else:
+            results = {}  # rank 0 reports
         rt.barrier()
         return results
 
@@ -305,13 +307,13 @@ class Trainer:
         seeds = [cfg.env.train_seed + step * r.prompts_per_step + i for i in range(r.prompts_per_step)]
         mine = seeds[rt.rank::rt.world]
         self.model.eval()
-        self.sampler._seed = self.state["sampler_seed"]
+        # sampling seeds depend only on (run seed, step, rank): ranks draw differently, a resumed run the same
+        self.sampler._seed = ((cfg.trainer.seed * 1_000_003 + step) * 1024 + rt.rank) * 1000
         if self.sampler.engine is not None:
             self.sampler.engine.sync_weights(self.model, rt)
         with torch.no_grad(), rt.autocast(), gathered_for_generation(self.model, rt):
             local = play(cfg.env.id, mine, r.group_size, self.sampler, env_kwargs=dict(cfg.env.kwargs),
                          batch_size=r.batch_size)
-        self.state["sampler_seed"] = self.sampler._seed
         for t in local:  # global group index: the position of its seed in this step's seed list
             t.group = seeds.index(mine[t.group])
         table = np.zeros((len(seeds), r.group_size))
@@ -605,7 +607,6 @@ class Trainer:
         random.setstate(saved["rng"]["python"])
         np.random.set_state(saved["rng"]["numpy"])
         torch.set_rng_state(saved["rng"]["torch"])
-        self.sampler._seed = self.state["sampler_seed"]
 
     def _truncate_metrics(self, step: int | None) -> None:
         """A fresh run starts a fresh log; a resumed one drops what a killed run logged after the
