@@ -12,10 +12,10 @@ already batched and keeps logits only where they are read, so the speed-up is th
 Times are process CPU seconds with one torch thread (the machine is shared, so wall-clock time measures
 the neighbours as much as the code); wall-clock times are recorded beside them.
 
-Trainer part: ``agentgym train``'s ``Trainer`` with the quickstart tiny model at RAGEN-2's rollout setting
-(8 prompts x 16 rollouts), a short SFT warm start so replies carry think blocks, then one RL step; the
-diagnostics (``score_batch``: first-turn and trajectory MI, entropy, control tokens) are timed on that
-step's transcripts.
+Trainer part: ``agentgym train``'s ``Trainer`` with the quickstart config (tiny model, its SFT warm start so
+replies carry think blocks) at RAGEN-2's rollout setting (8 prompts x 16 rollouts), one RL step; then the
+diagnostics are timed on that step's transcripts, part by part: first-turn MI (8 prompts x 128 samples),
+trajectory MI (64 draws, each its own prompt) and the entropy / control-token pass (256 turns).
 
 Results go to ``benchmarks/results/mi_scorer.json``.
 """
@@ -61,8 +61,9 @@ def prompts_and_samples(tokenizer, n: int, per_prompt: int = 1) -> tuple[list[li
     return prompts, samples, owner
 
 
-def time_scorer(model, tokenizer, n: int, per_prompt: int, repeats: int) -> dict:
+def time_scorer(model, tokenizer, n: int, per_prompt: int, repeats: int, max_tokens: int | None = None) -> dict:
     prompts, samples, owner = prompts_and_samples(tokenizer, n, per_prompt)
+    samples = [s[:max_tokens] for s in samples] if max_tokens else samples
     kwargs = {"pad_id": tokenizer.pad_token_id or 0}
     timings, cpu, outputs = {}, {}, {}
     for name, naive in (("prefix_shared", False), ("naive", True)):
@@ -103,8 +104,14 @@ def smollm2(path: str, gguf: str):
 
 
 def trainer_step(steps_dir: Path) -> dict:
-    """One RL step of the quickstart model at RAGEN's 8 x 16 setting, and the diagnostics on its rollouts."""
-    from agentgym.eval.diagnostics import score_batch, turns_from_token_transcript
+    """One RL step of the quickstart model at RAGEN's 8 x 16 setting, and the diagnostics on its rollouts
+    (CPU seconds of this process, one thread)."""
+    from agentgym.eval.diagnostics import (
+        mi_from_turns,
+        sample_turns,
+        score_batch,
+        turns_from_token_transcript,
+    )
     from agentgym.trainers.config import load_config
     from agentgym.trainers.trainer import Trainer
 
@@ -112,7 +119,7 @@ def trainer_step(steps_dir: Path) -> dict:
     config = load_config(repo / "configs" / "quickstart.yaml", [
         f"trainer.output_dir={steps_dir}", "trainer.steps=1", "trainer.eval_episodes=0", "trainer.plots=false",
         "trainer.progress=false", "trainer.threads=1", "rollout.prompts_per_step=8", "rollout.group_size=16",
-        "sft.episodes=64", "sft.epochs=2"])
+        "filter.include_zero=true"])  # keep every group, so the step does a full update
     captured = {}
 
     class Timed(Trainer):
@@ -121,35 +128,58 @@ def trainer_step(steps_dir: Path) -> dict:
             captured["transcripts"] = local
             return local, table, seeds
 
+        def rl_step(self):
+            used = time.process_time()
+            metrics = super().rl_step()
+            captured["step_cpu_s"] = time.process_time() - used
+            captured["metrics"] = metrics
+            return metrics
+
     trainer = Timed(config)
     trainer.run()
-    metrics = [json.loads(line) for line in (steps_dir / "metrics.jsonl").read_text().splitlines()]
-    step = [m for m in metrics if m.get("phase") == "rl"][-1]
     episodes = [turns_from_token_transcript(t.ids, t.mask, t.turn_ends) for t in captured["transcripts"]]
-    started = time.perf_counter()
-    report = score_batch(trainer.model, trainer.tokenizer, episodes, max_samples=64, max_scored_turns=256)
-    diag_s = time.perf_counter() - started
+    model, tokenizer = trainer.model, trainer.tokenizer
+    counts = [len(e) for e in episodes]
+    parts = {}
+    for mode, cap in (("first_turn", None), ("trajectory", 64)):
+        used = time.process_time()
+        turns = [episodes[e][t] for e, t in sample_turns(counts, mode, cap)]
+        parts[mode] = mi_from_turns(model, tokenizer, turns)
+        parts[f"{mode}_cpu_s"] = time.process_time() - used
+    used = time.process_time()
+    score_batch(model, tokenizer, episodes, modes=(), max_scored_turns=256)
+    parts["entropy_control_cpu_s"] = time.process_time() - used
     trainer.close()
-    first = report["mi"]["first_turn"]
+    step_cpu = captured["step_cpu_s"]
+    m = captured["metrics"]
+    first = parts["first_turn"]
     return {
-        "setting": "quickstart tiny model (128 hidden, 4 layers), FrozenLake, 8 prompts x 16 rollouts, "
-                   "64-episode SFT warm start",
-        "rl_step_s": round(step["step_time_s"], 3), "rollout_s": round(step["rollout_time_s"], 3),
-        "update_s": round(step["update_time_s"], 3), "diagnostics_s": round(diag_s, 3),
-        "diagnostics_over_step": round(diag_s / step["step_time_s"], 4),
-        "episodes": len(episodes), "turns": sum(len(e) for e in episodes),
-        "first_turn_mi": first.get("mi"), "first_turn_prompts": first.get("n_prompts"),
-        "first_turn_samples": first.get("n_samples"), "valid_thinking_rate": first.get("valid_thinking_rate"),
-        "trajectory_samples": report["mi"]["trajectory"].get("n_samples"),
+        "setting": "quickstart tiny model (128 hidden, 4 layers) after its SFT warm start, FrozenLake, "
+                   "8 prompts x 16 rollouts, no groups filtered",
+        "rl_step_cpu_s": round(step_cpu, 2), "rl_step_wall_s": round(m["step_time_s"], 2),
+        "rollout_wall_s": round(m["rollout_time_s"], 2), "update_wall_s": round(m["update_time_s"], 2),
+        "episodes": len(episodes), "turns": sum(counts),
+        "mi_first_turn_cpu_s": round(parts["first_turn_cpu_s"], 2),
+        "mi_trajectory_cpu_s": round(parts["trajectory_cpu_s"], 2),
+        "entropy_control_cpu_s": round(parts["entropy_control_cpu_s"], 2),
+        "mi_first_turn_over_step": round(parts["first_turn_cpu_s"] / step_cpu, 4),
+        "all_diagnostics_over_step": round((parts["first_turn_cpu_s"] + parts["trajectory_cpu_s"]
+                                            + parts["entropy_control_cpu_s"]) / step_cpu, 4),
+        "first_turn": {k: first.get(k) for k in ("mi", "retrieval_acc", "n_prompts", "n_samples",
+                                                  "valid_thinking_rate", "mean_reasoning_tokens")},
+        "trajectory": {k: parts["trajectory"].get(k) for k in ("mi", "n_prompts", "n_samples",
+                                                                "valid_thinking_rate")},
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[8, 32])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[8, 32], help="N values (none: skip the scorer)")
     parser.add_argument("--per-prompt", type=int, nargs="+", default=[1, 4],
                         help="K: sampled reasonings per prompt (RAGEN samples a group of 16 per prompt)")
     parser.add_argument("--repeats", type=int, default=2, help="best of this many runs (small sizes)")
+    parser.add_argument("--short", type=int, nargs="*", default=[12],
+                        help="also time reasonings cut to this many tokens (the quickstart model's are ~12)")
     parser.add_argument("--smollm2", default=None, help="folder holding SmolLM2-135M-Instruct.Q4_1.gguf")
     parser.add_argument("--gguf", default="SmolLM2-135M-Instruct.Q4_1.gguf")
     parser.add_argument("--trainer", action="store_true", help="also time one RL step vs its diagnostics")
@@ -157,28 +187,27 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     result = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    result.pop("scorer", None) if not args.smollm2 else None
     result["machine"] = {"platform": platform.platform(), "python": sys.version.split()[0], "torch": torch.__version__,
                          "threads": args.threads}
-    models = {"tiny-llama-128x4": tiny_model}
+    models = {"tiny-llama-128x4": tiny_model} if args.sizes else {}
     if args.smollm2:
         models["SmolLM2-135M-Instruct-Q4_1"] = lambda: smollm2(args.smollm2, args.gguf)
     scorer = result.setdefault("scorer", {})
     for name, load in models.items():
         model, tokenizer = load()
-        for n in args.sizes:
-            for k in args.per_prompt:
-                row = time_scorer(model, tokenizer, n, k, args.repeats if n * n * k <= 256 else 1)
-                scorer[f"{name}/N={n}/K={k}"] = row
-                print(f"{name:28s} N={n:3d} K={k}: prefix-shared {row['prefix_shared_cpu_s']:8.2f}s  naive "
-                      f"{row['naive_cpu_s']:8.2f}s (CPU time)  speed-up {row['speedup']:5.2f}x  "
-                      f"(max |diff| {row['max_abs_diff_logp_sum']:.1e})", flush=True)
+        for n, k, cut in [(n, k, cut) for cut in (None, *args.short) for n in args.sizes for k in args.per_prompt]:
+            row = time_scorer(model, tokenizer, n, k, args.repeats if n * n * k <= 256 else 1, cut)
+            scorer[f"{name}/N={n}/K={k}" + (f"/S<={cut}" if cut else "")] = row
+            print(f"{name:22s} S<={cut or '-':>3} N={n:3d} K={k}: prefix-shared {row['prefix_shared_cpu_s']:8.2f}s  naive "
+                  f"{row['naive_cpu_s']:8.2f}s (CPU time)  speed-up {row['speedup']:5.2f}x  "
+                  f"(max |diff| {row['max_abs_diff_logp_sum']:.1e})", flush=True)
     if args.trainer:
         with tempfile.TemporaryDirectory() as tmp:
             row = trainer_step(Path(tmp) / "run")
         result["vs_training_step"] = row
-        print(f"RL step {row['rl_step_s']:.1f}s (rollout {row['rollout_s']:.1f}s, update {row['update_s']:.1f}s); "
-              f"diagnostics {row['diagnostics_s']:.1f}s = {100 * row['diagnostics_over_step']:.1f}% of the step")
+        print(f"RL step {row['rl_step_cpu_s']:.1f} CPU s; first-turn MI {row['mi_first_turn_cpu_s']:.1f}s "
+              f"({100 * row['mi_first_turn_over_step']:.1f}% of the step), all diagnostics "
+              f"{100 * row['all_diagnostics_over_step']:.1f}% of the step", flush=True)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {RESULTS}")

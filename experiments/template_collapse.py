@@ -21,7 +21,8 @@ once with SNR-aware filtering (linear top-p 0.9, zero-spread groups dropped) and
 entropy of every rollout batch (before filtering) every ``--trainer-every`` steps. The trainer is driven
 through its public ``Trainer`` class; the diagnostics are computed here from its token-exact transcripts.
 
-Outputs: ``experiments/results/template_collapse.{json,png}`` (and ``template_collapse_rl.{json,png}``).
+Outputs: ``experiments/results/template_collapse.{json,png}`` (and ``template_collapse_rl.{json,png}``; the RL
+run folders, checkpoints included, go to ``runs/``).
 """
 
 from __future__ import annotations
@@ -198,7 +199,7 @@ def rl_run(name: str, overrides: list[str], args: argparse.Namespace) -> list[di
     from agentgym.trainers.trainer import Trainer
 
     repo = Path(__file__).resolve().parents[1]
-    run_dir = args.out / f"rl-{name}"
+    run_dir = args.runs_dir / f"template-collapse-rl-{name}"
     config = load_config(repo / "configs" / "quickstart.yaml", [
         f"trainer.output_dir={run_dir}", f"trainer.steps={args.trainer_steps}", "trainer.eval_episodes=0",
         "trainer.progress=false", f"trainer.threads={args.threads}", f"trainer.seed={args.seed}",
@@ -296,6 +297,7 @@ def main() -> None:
     parser.add_argument("--trainer", action="store_true", help="part 2: real GRPO runs with / without filtering")
     parser.add_argument("--skip-constructed", action="store_true", help="run only part 2")
     parser.add_argument("--replot", action="store_true", help="redraw the plots from the stored JSON")
+    parser.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where the RL run folders go")
     parser.add_argument("--trainer-steps", type=int, default=20)
     parser.add_argument("--trainer-every", type=int, default=4, help="diagnostics every this many RL steps")
     parser.add_argument("--trainer-prompts", type=int, default=8)

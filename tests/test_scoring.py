@@ -35,8 +35,9 @@ def _single_pass(model, context, continuation):
     return chosen.numpy(), entropy.numpy(), rows.exp().numpy()
 
 
+@pytest.mark.parametrize("strategy", ["packed", "cache"])
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
-def test_prefix_sharing_equals_naive_and_single_passes(tiny_tokenizer, arch):
+def test_prefix_sharing_equals_naive_and_single_passes(tiny_tokenizer, arch, strategy):
     model = build_tiny_model(tiny_tokenizer, arch=arch, seed=1).eval()
     rng = np.random.default_rng(0)
     vocab = len(tiny_tokenizer)
@@ -46,7 +47,8 @@ def test_prefix_sharing_equals_naive_and_single_passes(tiny_tokenizer, arch):
     probes = [3, 7, 11]
     kwargs = {"with_entropy": True, "probe_ids": probes, "pad_id": tiny_tokenizer.pad_token_id}
     # small budgets force many batches, mixed contexts per batch and several context groups
-    shared = score_pairs(model, contexts, continuations, pairs, token_budget=40, context_group=2, **kwargs)
+    shared = score_pairs(model, contexts, continuations, pairs, token_budget=90, context_group=2, strategy=strategy,
+                         **kwargs)
     naive = score_pairs_naive(model, contexts, continuations, pairs, token_budget=80, **kwargs)
     assert set(shared) == set(naive) == set(pairs)
     for i, j in pairs:
@@ -89,6 +91,8 @@ def test_scorer_restores_training_mode_and_rejects_bad_pairs(tiny_tokenizer):
         score_pairs(model, [[5, 6]], [[8]], [(0, 1)])
     with pytest.raises(ValueError):
         cross_score(model, [[5, 6]], [[]], [0])
+    with pytest.raises(ValueError):
+        score_pairs(model, [[5, 6]], [[8]], [(0, 0)], strategy="fast")
 
 
 def _smollm2_dir(tmp_path_factory) -> tuple[str, str] | None:

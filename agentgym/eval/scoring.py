@@ -2,9 +2,9 @@
 
 The MI diagnostic scores every sampled reasoning z_i under every prompt x_j. Done naively that is one
 full forward pass of ``[x_j | z_i]`` per pair, so each prompt is re-encoded once per sample. Here each
-context is encoded once: its KV cache is kept and every continuation scored under it reuses it, so a
-pair costs only its continuation tokens. Contexts are processed in groups (left-padded, one batched
-pass); pairs are packed into batches of rows, each row gathering the cache rows of its own context.
+context is encoded once for all the continuations scored under it, so a pair costs only its
+continuation tokens: either packed into one sequence behind the context with a block-causal mask
+(``packed``), or fed in batches that reuse the context's KV cache (``cache``); see ``score_pairs``.
 
 Both paths return, per (continuation, context) pair, the log-probability of every continuation token,
 and optionally the policy's entropy over the vocabulary at each of those tokens and the probabilities of
@@ -129,76 +129,176 @@ def score_pairs(
     token_budget: int = DEFAULT_TOKEN_BUDGET,
     max_rows: int = 64,
     context_group: int = 8,
+    strategy: str = "auto",
 ) -> dict[tuple[int, int], PairScore]:
     """Score ``continuations[i]`` after ``contexts[j]`` for every ``(i, j)`` in ``pairs``, encoding each
-    context once (its KV cache is shared by every continuation scored under it).
+    context once for all the continuations scored under it.
 
     Contexts are token id lists (e.g. a chat template's prompt); continuations too (the sampled ids).
     Returns ``{(i, j): PairScore}``. Empty continuations give empty arrays.
+
+    Strategies: ``packed`` puts a context and many of its continuations in one sequence, with a
+    block-causal attention mask (each continuation sees the context and itself) and per-continuation
+    positions, so nothing is copied; ``cache`` encodes the contexts once, keeps their KV cache, and feeds
+    continuations in batches whose rows gather their context's cache rows. ``auto`` picks ``packed`` for
+    continuations much shorter than their contexts (where copying cache rows costs more than re-encoding
+    a context per row; measured about 20% faster there, and about 40% slower for continuations a quarter
+    the context's length), when the model's attention takes a 4-D mask (sdpa, eager); else ``cache``.
     """
+    _check(contexts, continuations, pairs)
+    if strategy == "auto":
+        strategy = _pick_strategy(model, contexts, continuations, pairs)
+    if strategy not in ("packed", "cache"):
+        raise ValueError(f"strategy must be auto, packed or cache, got {strategy!r}")
+    by_context: dict[int, list[int]] = {}
+    results: dict[tuple[int, int], PairScore] = {}
+    for i, j in pairs:
+        if len(continuations[i]):
+            by_context.setdefault(j, []).append(i)
+        else:
+            results[(i, j)] = _empty_score(with_entropy, (i, j), probe_ids)
+    with _inference(model):
+        if strategy == "packed":
+            _score_packed(model, contexts, continuations, by_context, results, with_entropy, probe_ids, pad_id,
+                          token_budget, max_rows)
+        else:
+            _score_cached(model, contexts, continuations, by_context, results, with_entropy, probe_ids, pad_id,
+                          token_budget, max_rows, context_group)
+    return results
+
+
+def _pick_strategy(model: Any, contexts, continuations, pairs) -> str:
+    implementation = getattr(model.config, "_attn_implementation", None) or "eager"
+    if implementation not in ("sdpa", "eager") or not pairs:
+        return "cache"
+    context_tokens = np.mean([len(contexts[j]) for _, j in pairs])
+    continuation_tokens = np.mean([len(continuations[i]) for i, _ in pairs])
+    return "packed" if 16 * continuation_tokens <= context_tokens else "cache"
+
+
+def _score_packed(model, contexts, continuations, by_context, results, with_entropy, probe_ids, pad_id,
+                  token_budget, max_rows) -> None:
+    import torch
+
+    device = _device(model)
+    # 1. Rows: a context followed by as many of its continuations as fit in the budget.
+    rows: list[tuple[int, list[int]]] = []
+    for j, items in by_context.items():
+        # about as many continuation tokens as context tokens per row: re-encoding the context for the
+        # next row costs little, while the dense attention of a longer row grows with its square
+        room = max(min(token_budget - len(contexts[j]), max(len(contexts[j]), 256)), 1)
+        current, used = [], 0
+        for i in sorted(items, key=lambda i: len(continuations[i])):
+            if current and used + len(continuations[i]) > room:
+                rows.append((j, current))
+                current, used = [], 0
+            current.append(i)
+            used += len(continuations[i])
+        rows.append((j, current))
+    lengths = [len(contexts[j]) + sum(len(continuations[i]) for i in items) for j, items in rows]
+    order = sorted(range(len(rows)), key=lambda r: lengths[r])
+    # 2. Batches of rows (rows x length within the budget; the 4-D mask is rows x length^2).
+    for batch in _chunks(order, [lengths[r] for r in order], token_budget, max_rows):
+        width = max(lengths[r] for r in batch)
+        ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+        segment = torch.full((len(batch), width), -1, dtype=torch.long)  # 0 context, k continuation k, -1 pad
+        positions = torch.zeros((len(batch), width), dtype=torch.long)
+        reads = []  # (row in batch, i, j, positions whose logits predict continuation i)
+        for b, r in enumerate(batch):
+            j, items = rows[r]
+            context = list(contexts[j])
+            n_ctx = len(context)
+            ids[b, :n_ctx] = torch.tensor(context)
+            segment[b, :n_ctx] = 0
+            positions[b, :n_ctx] = torch.arange(n_ctx)
+            at = n_ctx
+            for k, i in enumerate(items, start=1):
+                n = len(continuations[i])
+                ids[b, at:at + n] = torch.tensor(list(continuations[i]))
+                segment[b, at:at + n] = k
+                positions[b, at:at + n] = torch.arange(n_ctx, n_ctx + n)
+                reads.append((b, i, j, [n_ctx - 1, *range(at, at + n - 1)]))
+                at += n
+        seg_q, seg_k = segment.unsqueeze(2), segment.unsqueeze(1)
+        causal = torch.ones((width, width), dtype=torch.bool).tril()
+        allowed = causal & (seg_q >= 0) & ((seg_k == 0) | (seg_k == seg_q))
+        allowed |= torch.eye(width, dtype=torch.bool) & (seg_q < 0)  # pads see themselves: no empty rows
+        dtype = next(model.parameters()).dtype
+        mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
+        out = model(input_ids=ids.to(device), attention_mask=mask.unsqueeze(1).to(device),
+                    position_ids=positions.to(device), use_cache=False)
+        # 3. The logits that predict each continuation, flattened into one (1, tokens, V) batch.
+        flat = [(b, p) for b, _, _, where in reads for p in where]
+        logits = out.logits[torch.tensor([b for b, _ in flat], device=device),
+                            torch.tensor([p for _, p in flat], device=device)].unsqueeze(0)
+        targets = torch.tensor([t for _, i, _, _ in reads for t in continuations[i]], device=device).unsqueeze(0)
+        need = [k for k, (_, i, j, where) in enumerate(reads) if _wants_entropy(with_entropy, (i, j))]
+        chosen, entropy, probes = _token_stats(logits, targets, [0] if need else [], probe_ids)
+        offset = 0
+        for k, (_, i, j, where) in enumerate(reads):
+            span = slice(offset, offset + len(where))
+            offset += len(where)
+            results[(i, j)] = PairScore(
+                _to_numpy(chosen[0, span]),
+                _to_numpy(entropy[0][span]) if k in need else None,
+                None if probes is None else _to_numpy(probes[0, span]),
+            )
+
+
+def _score_cached(model, contexts, continuations, by_context, results, with_entropy, probe_ids, pad_id,
+                  token_budget, max_rows, context_group) -> None:
     import torch
     from transformers.cache_utils import DynamicCache
 
-    _check(contexts, continuations, pairs)
     device = _device(model)
-    by_context: dict[int, list[int]] = {}
-    for i, j in pairs:
-        by_context.setdefault(j, []).append(i)
-    results: dict[tuple[int, int], PairScore] = {}
-    for i, j in pairs:
-        if len(continuations[i]) == 0:
-            results[(i, j)] = _empty_score(with_entropy, (i, j), probe_ids)
-    wanted = sorted(j for j in by_context if any(len(continuations[i]) for i in by_context[j]))
+    wanted = sorted(by_context)
+    for start in range(0, len(wanted), context_group):
+        group = wanted[start:start + context_group]
+        # 1. The contexts of this group minus their last token, left-padded, in one pass: the cache.
+        #    The last token is fed with the continuation, so its logits predict the first token.
+        heads = [list(contexts[j][:-1]) for j in group]
+        width = max(len(h) for h in heads)
+        cache, head_mask = None, torch.zeros((len(group), width), dtype=torch.long, device=device)
+        if width:
+            ids = torch.tensor([[pad_id] * (width - len(h)) + h for h in heads], device=device)
+            head_mask = torch.tensor([[0] * (width - len(h)) + [1] * len(h) for h in heads], device=device)
+            positions = (head_mask.cumsum(-1) - 1).clamp(min=0)
+            out = model(input_ids=ids, attention_mask=head_mask, position_ids=positions, use_cache=True,
+                        logits_to_keep=1)
+            cache = out.past_key_values
+        row_of = {j: r for r, j in enumerate(group)}
 
-    with _inference(model):
-        for start in range(0, len(wanted), context_group):
-            group = wanted[start:start + context_group]
-            # 1. The contexts of this group minus their last token, left-padded, in one pass: the cache.
-            #    The last token is fed with the continuation, so its logits predict the first token.
-            heads = [list(contexts[j][:-1]) for j in group]
-            width = max(len(h) for h in heads)
-            cache, head_mask = None, torch.zeros((len(group), width), dtype=torch.long, device=device)
-            if width:
-                ids = torch.tensor([[pad_id] * (width - len(h)) + h for h in heads], device=device)
-                head_mask = torch.tensor([[0] * (width - len(h)) + [1] * len(h) for h in heads], device=device)
-                positions = (head_mask.cumsum(-1) - 1).clamp(min=0)
-                out = model(input_ids=ids, attention_mask=head_mask, position_ids=positions, use_cache=True,
-                            logits_to_keep=1)
-                cache = out.past_key_values
-            row_of = {j: r for r, j in enumerate(group)}
-
-            # 2. Every (continuation, context) pair of the group, batched; rows pick their context's cache.
-            todo = [(i, j) for j in group for i in by_context[j] if len(continuations[i])]
-            todo.sort(key=lambda p: len(continuations[p[0]]))
-            lengths = [len(continuations[i]) + 1 for i, _ in todo]
-            for chunk in _chunks(todo, lengths, token_budget, max_rows):
-                rows = torch.tensor([row_of[j] for _, j in chunk], device=device)
-                span = max(len(continuations[i]) for i, _ in chunk) + 1
-                seqs = [[contexts[j][-1], *continuations[i]] for i, j in chunk]
-                ids = torch.tensor([s + [pad_id] * (span - len(s)) for s in seqs], device=device)
-                tail_mask = torch.tensor([[1] * len(s) + [0] * (span - len(s)) for s in seqs], device=device)
-                starts = torch.tensor([len(contexts[j]) - 1 for _, j in chunk], device=device)
-                positions = starts.unsqueeze(1) + torch.arange(span, device=device).unsqueeze(0)
-                mask = torch.cat([head_mask[rows], tail_mask], dim=1)
-                past = None
-                if cache is not None:
-                    past = DynamicCache(
-                        ddp_cache_data=[(layer.keys[rows], layer.values[rows]) for layer in cache.layers],
-                        config=model.config,
-                    )
-                out = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=past,
-                            use_cache=past is not None)
-                targets = torch.cat([ids[:, 1:], ids[:, :1]], dim=1)  # the last column is never read
-                rows_h = [r for r, pair in enumerate(chunk) if _wants_entropy(with_entropy, pair)]
-                chosen, entropy, probes = _token_stats(out.logits, targets, rows_h, probe_ids)
-                for r, (i, j) in enumerate(chunk):
-                    n = len(continuations[i])
-                    results[(i, j)] = PairScore(
-                        _to_numpy(chosen[r, :n]),
-                        _to_numpy(entropy[r][:n]) if r in entropy else None,
-                        None if probes is None else _to_numpy(probes[r, :n]),
-                    )
-    return results
+        # 2. Every (continuation, context) pair of the group, batched; rows pick their context's cache.
+        todo = [(i, j) for j in group for i in by_context[j]]
+        todo.sort(key=lambda p: len(continuations[p[0]]))
+        lengths = [len(continuations[i]) + 1 for i, _ in todo]
+        for chunk in _chunks(todo, lengths, token_budget, max_rows):
+            rows = torch.tensor([row_of[j] for _, j in chunk], device=device)
+            span = max(len(continuations[i]) for i, _ in chunk) + 1
+            seqs = [[contexts[j][-1], *continuations[i]] for i, j in chunk]
+            ids = torch.tensor([s + [pad_id] * (span - len(s)) for s in seqs], device=device)
+            tail_mask = torch.tensor([[1] * len(s) + [0] * (span - len(s)) for s in seqs], device=device)
+            starts = torch.tensor([len(contexts[j]) - 1 for _, j in chunk], device=device)
+            positions = starts.unsqueeze(1) + torch.arange(span, device=device).unsqueeze(0)
+            mask = torch.cat([head_mask[rows], tail_mask], dim=1)
+            past = None
+            if cache is not None:
+                past = DynamicCache(
+                    ddp_cache_data=[(layer.keys[rows], layer.values[rows]) for layer in cache.layers],
+                    config=model.config,
+                )
+            out = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=past,
+                        use_cache=past is not None)
+            targets = torch.cat([ids[:, 1:], ids[:, :1]], dim=1)  # the last column is never read
+            rows_h = [r for r, pair in enumerate(chunk) if _wants_entropy(with_entropy, pair)]
+            chosen, entropy, probes = _token_stats(out.logits, targets, rows_h, probe_ids)
+            for r, (i, j) in enumerate(chunk):
+                n = len(continuations[i])
+                results[(i, j)] = PairScore(
+                    _to_numpy(chosen[r, :n]),
+                    _to_numpy(entropy[r][:n]) if r in entropy else None,
+                    None if probes is None else _to_numpy(probes[r, :n]),
+                )
 
 
 def score_pairs_naive(
