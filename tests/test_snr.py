@@ -94,3 +94,13 @@ def test_filter_stats():
     assert stats["in_group_reward_std"] == pytest.approx(np.mean([0.5, 0, 1.0, 0.25, 0]))
     assert stats["kept_in_group_reward_std"] == pytest.approx(0.75)
     assert stats["zero_spread_ratio"] == pytest.approx(0.4)
+
+
+def test_advantage_scaling_by_kept_ratio():
+    from agentgym.trainers.snr import kept_ratio_scale
+
+    assert kept_ratio_scale(0.25, "none") == 1.0
+    assert kept_ratio_scale(0.25, "linear") == 0.25
+    assert kept_ratio_scale(0.25, "sqrt") == pytest.approx(0.5)
+    with pytest.raises(ValueError):
+        kept_ratio_scale(0.25, "cube")

@@ -42,6 +42,7 @@ def test_generation_logprobs_equal_recomputed_ones_on_left_padded_batches(any_lm
     model, tokenizer = any_lm
     policy = TokenExactPolicy(copy.deepcopy(model), tokenizer, temperature=0.8, max_new_tokens=10, seed=3)
     transcripts = play(FROZENLAKE, [5, 6, 7], 2, policy, batch_size=6)
+    assert [(t.group, t.seed) for t in transcripts] == [(0, 5), (0, 5), (1, 6), (1, 6), (2, 7), (2, 7)]
     lengths = {len(t.ids) for t in transcripts}
     batch = make_batch(transcripts, tokenizer.pad_token_id)
     assert batch.attention_mask.shape[1] == max(lengths)
