@@ -203,7 +203,10 @@ def test_torchrun_fsdp_two_processes_on_cpu(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     run = tmp_path / "run"
-    config = tiny_config(run, algorithm={"name": "ppo", "kl_coef": 0.01}, sft={"episodes": 4, "batch_size": 4},
+    # uneven work on purpose: 3 SFT episodes in batches of one per rank (2 steps on rank 0, 1 on rank 1),
+    # and a filter that keeps only group 0, which rank 0 played: rank 1 must still join every collective
+    config = tiny_config(run, algorithm={"name": "ppo", "kl_coef": 0.01}, sft={"episodes": 3, "batch_size": 2},
+                         filter={"strategy": "top_k_abs", "value": 1, "include_zero": True},
                          trainer={"steps": 2, "device": "cpu", "eval_episodes": 2, "eval_batch_size": 2})
     config_file = tmp_path / "config.yaml"
     OmegaConf.save(config, config_file)
@@ -215,6 +218,7 @@ def test_torchrun_fsdp_two_processes_on_cpu(tmp_path):
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     rl = [r for r in records if r["phase"] == "rl"]
     assert [r["step"] for r in rl] == [1, 2]
-    assert all(r["train_episodes"] == 6 for r in rl)  # both ranks' episodes, counted once
+    assert all(r["kept_groups"] == 1 and r["train_episodes"] == 3 for r in rl)  # group 0 only, counted once
+    assert len([r for r in records if r["phase"] == "sft_warmup"]) == 2
     assert (run / "checkpoint-2" / "critic" / "model.safetensors").exists()
     assert json.loads((run / "summary.json").read_text())["final"]["episodes"] == 2

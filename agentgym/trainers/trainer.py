@@ -274,7 +274,7 @@ class Trainer:
         update_started = time.perf_counter()
         update = {"skipped": 1.0}
         if kept:
-            update = self._update(train_on, returns, kept, stats["kept_ratio"])
+            update = self._update(train_on, returns, kept, stats["kept_ratio"], filler=transcripts[0])
         update_time = time.perf_counter() - update_started
         all_transcripts = [t for part in rt.all_gather_objects(_outcomes(transcripts)) for t in part]
         self.state["step"] = step + 1
@@ -355,12 +355,16 @@ class Trainer:
         cfg, rt = self.cfg, self.runtime
         mine = seeds[rt.rank::rt.world]
         transcripts = expert_transcripts(cfg.env.id, mine, self.tokenizer, dict(cfg.env.kwargs))
+        filler = None
+        if rt.distributed:  # pads the ranks that have fewer SFT batches than others (never trained on)
+            filler = expert_transcripts(cfg.env.id, [cfg.env.sft_seed], self.tokenizer, dict(cfg.env.kwargs))[0]
         params = [p for p in self.model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=self.algo.weight_decay)
         started = time.perf_counter()
         logs = sft_epochs(self.model, optimizer, transcripts, epochs, max(1, cfg.sft.batch_size // rt.world),
                           self.tokenizer.pad_token_id, rt, seed=cfg.trainer.seed + self.state["step"],
-                          micro_batch_size=self.algo.micro_batch_size, max_grad_norm=self.algo.max_grad_norm)
+                          micro_batch_size=self.algo.micro_batch_size, max_grad_norm=self.algo.max_grad_norm,
+                          filler=filler)
         elapsed = time.perf_counter() - started
         for i, log in enumerate(logs):
             self._log({"step": self.state["step"], "phase": phase, "sft_step": i + 1, "tasks": len(seeds), **log,
@@ -372,9 +376,9 @@ class Trainer:
         return self.algo.lr * min(1.0, (step + 1) / warmup) if warmup else self.algo.lr
 
     def _update(self, transcripts: list[Transcript], returns: np.ndarray, kept: list[int],
-                kept_ratio: float) -> dict[str, float]:
+                kept_ratio: float, filler: Transcript | None = None) -> dict[str, float]:
         cfg, rt, algo = self.cfg, self.runtime, self.algo
-        prepared = self._prepare(transcripts, returns, kept_ratio)
+        prepared = self._prepare(transcripts, returns, kept_ratio, filler)
         for group in self.optimizer.param_groups:
             group["lr"] = self._lr(self.state["step"])
         needs_entropy_grad = algo.entropy_coef != 0
@@ -420,15 +424,15 @@ class Trainer:
                                                                           or 1.0)
         return out
 
-    def _prepare(self, transcripts: list[Transcript], returns: np.ndarray,
-                 kept_ratio: float) -> list[Prepared]:
+    def _prepare(self, transcripts: list[Transcript], returns: np.ndarray, kept_ratio: float,
+                 filler: Transcript | None = None) -> list[Prepared]:
         """Micro-batches with advantages, old log-probs (when the policy moves before they are used), the
         reference log-probs (KL) and the critic's values (PPO), all computed once before the update."""
         cfg, rt, algo = self.cfg, self.runtime, self.algo
         pad = self.tokenizer.pad_token_id
         recompute_old = algo.ppo_epochs > 1 or algo.mini_batches > 1
         prepared = []
-        for chunk in micro_batches(transcripts, algo.micro_batch_size):
+        for chunk in micro_batches(transcripts, algo.micro_batch_size, rt, filler):
             batch = make_batch(chunk, pad, algo.reward_placement).to(rt.device)
             old_logp = ref_logp = old_values = value_targets = None
             with torch.no_grad(), rt.autocast():
