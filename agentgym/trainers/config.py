@@ -195,5 +195,7 @@ def validate(config: DictConfig) -> None:
         raise ValueError("filter.scale_advantages must be none, linear or sqrt")
     if a.mini_batches < 1 or a.ppo_epochs < 1 or a.micro_batch_size < 1:
         raise ValueError("algorithm.mini_batches, ppo_epochs and micro_batch_size must be at least 1")
+    if config.model.lora.enabled and r.engine == "vllm":
+        raise ValueError("rollout.engine=vllm loads full weights into the engine; it does not take LoRA adapters")
     if config.model.dtype not in ("auto", "float32", "bfloat16", "float16"):
         raise ValueError(f"model.dtype must be auto, float32, bfloat16 or float16, got {config.model.dtype!r}")

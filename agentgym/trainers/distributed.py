@@ -117,13 +117,15 @@ def gathered_for_generation(model: torch.nn.Module, runtime: Runtime):
                 module.reshard()
 
 
-def full_state_dict(model: torch.nn.Module, runtime: Runtime) -> dict[str, torch.Tensor]:
-    """The full (unsharded) state dict on the CPU; every rank must call it, rank 0 gets the tensors."""
+def full_state_dict(model: torch.nn.Module, runtime: Runtime, every_rank: bool = False) -> dict[str, torch.Tensor]:
+    """The full (unsharded) state dict; every rank must call it. By default rank 0 gets it on the CPU (for
+    checkpoints); ``every_rank`` gives each rank the full tensors on its device (to refresh a per-rank
+    rollout engine)."""
     if not runtime.distributed:
         return model.state_dict()
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=not every_rank))
 
 
 def optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, runtime: Runtime) -> dict:

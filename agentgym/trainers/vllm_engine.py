@@ -58,6 +58,6 @@ class VLLMEngine:
         """Load the trainer's current weights into the engine (rank-local full state dict)."""
         from agentgym.trainers.distributed import full_state_dict
 
-        weights = full_state_dict(model, runtime)
+        weights = full_state_dict(model, runtime, every_rank=True)
         self.llm.apply_model(lambda engine_model: engine_model.load_weights(weights.items()))
         self.llm.reset_prefix_cache()
