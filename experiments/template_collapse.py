@@ -193,8 +193,6 @@ def plot_constructed(result: dict, path: Path) -> None:
 def rl_run(name: str, overrides: list[str], args: argparse.Namespace) -> list[dict]:
     """One ``agentgym train`` run (quickstart config + ``overrides``), with MI / entropy / control-token
     diagnostics of every ``trainer_every``-th rollout batch (before filtering) logged into metrics.jsonl."""
-    from agentgym.eval.diagnostics import flatten, turns_from_token_transcript
-    from agentgym.eval.mi import MutualInformationEMA
     from agentgym.trainers.config import load_config
     from agentgym.trainers.trainer import Trainer
 
@@ -204,32 +202,9 @@ def rl_run(name: str, overrides: list[str], args: argparse.Namespace) -> list[di
         f"trainer.output_dir={run_dir}", f"trainer.steps={args.trainer_steps}", "trainer.eval_episodes=0",
         "trainer.progress=false", f"trainer.threads={args.threads}", f"trainer.seed={args.seed}",
         f"rollout.prompts_per_step={args.trainer_prompts}", f"rollout.group_size={args.trainer_group}",
-        f"trainer.save_every={args.trainer_steps}", *(["sft.episodes=16", "sft.epochs=1"] if args.quick else []),
+        f"trainer.save_every={args.trainer_steps}", f"trainer.diagnostics_every={args.trainer_every}", *(["sft.episodes=16", "sft.epochs=1"] if args.quick else []),
         *overrides])
-    every = args.trainer_every
-    emas = {"first_turn": MutualInformationEMA(), "trajectory": MutualInformationEMA()}
-
-    class DiagnosedTrainer(Trainer):
-        pending: dict = {}
-
-        def _rollouts(self, step):
-            local, table, seeds = super()._rollouts(step)
-            if step % every == 0 or step == self.cfg.trainer.steps - 1:
-                started = time.process_time()
-                episodes = [turns_from_token_transcript(t.ids, t.mask, t.turn_ends) for t in local]
-                report = score_batch(self.model, self.tokenizer, episodes, max_samples=64,
-                                     max_scored_turns=128, seed=step, ema=emas)
-                self.pending = flatten(report, "diag")
-                self.pending["diag/cpu_s"] = time.process_time() - started
-            return local, table, seeds
-
-        def _log(self, record):
-            if record.get("phase") == "rl" and self.pending:
-                record = {**record, **self.pending}
-                self.pending = {}
-            super()._log(record)
-
-    trainer = DiagnosedTrainer(config)
+    trainer = Trainer(config)
     try:
         trainer.run()
     finally:

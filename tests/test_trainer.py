@@ -222,3 +222,17 @@ def test_torchrun_fsdp_two_processes_on_cpu(tmp_path):
     assert len([r for r in records if r["phase"] == "sft_warmup"]) == 2
     assert (run / "checkpoint-2" / "critic" / "model.safetensors").exists()
     assert json.loads((run / "summary.json").read_text())["final"]["episodes"] == 2
+
+
+def test_diagnostics_are_logged_every_k_steps_before_filtering(tmp_path):
+    from agentgym.trainers.trainer import train
+
+    config = tiny_config(tmp_path / "diag", trainer={"steps": 3, "diagnostics_every": 2, "diagnostics_samples": 8},
+                         sft={"episodes": 8, "epochs": 2, "lr": 3e-3})
+    train(config)
+    records = [json.loads(line) for line in (tmp_path / "diag" / "metrics.jsonl").read_text().splitlines()]
+    rl = {r["step"]: r for r in records if r.get("phase") == "rl"}
+    assert sorted(rl) == [1, 2, 3]
+    assert "diag/cpu_s" in rl[1] and "diag/cpu_s" not in rl[2] and "diag/cpu_s" in rl[3]  # steps 0, 2 (last)
+    assert any(k.startswith("diag/mi/first_turn/") for k in rl[1])
+    assert rl[1]["diag/cpu_s"] > 0 and rl[1]["diag/entropy"] > 0 and rl[1]["diag/entropy_tokens"] > 0

@@ -141,6 +141,8 @@ class TrainerConfig:
     progress: bool = True
     plots: bool = True
     threads: int | None = None  # torch CPU threads; None leaves torch's default
+    diagnostics_every: int = 0  # MI, entropy and control-token diagnostics of every k-th rollout batch; 0: off
+    diagnostics_samples: int = 64  # (prompt, reasoning) pairs per MI estimate
 
 
 @dataclass

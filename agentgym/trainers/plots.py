@@ -18,6 +18,9 @@ CURVES = [
     ("grad_norm", "grad norm"),
     ("value_loss", "value loss"),
     ("rollout_tokens_per_s", "rollout tokens/s"),
+    ("diag/mi/first_turn/mi", "MI, first turn (nats)"),
+    ("diag/mi/trajectory/mi", "MI, trajectory (nats)"),
+    ("diag/entropy", "token entropy, scored (nats)"),
 ]
 
 

@@ -24,6 +24,7 @@ import os
 import random
 import shutil
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -262,6 +263,7 @@ class Trainer:
         started = time.perf_counter()
         transcripts, returns, seeds = self._rollouts(step)
         rollout_time = time.perf_counter() - started
+        diagnostics = self._diagnostics(step, transcripts)  # before filtering, as RAGEN-2 measures
         generated = rt.all_sum(sum(t.generated_tokens for t in transcripts))
 
         f = cfg.filter
@@ -295,6 +297,7 @@ class Trainer:
             "step_time_s": time.perf_counter() - started,
             "lr": self._lr(step),
             **update,
+            **diagnostics,
         }
         metrics["train_tokens_per_s"] = metrics.get("train_tokens", 0.0) / max(update_time, 1e-9)
         self._log(metrics)
@@ -323,6 +326,27 @@ class Trainer:
                 table[group, filled[group]] = ret
                 filled[group] += 1
         return local, table, seeds
+
+    def _diagnostics(self, step: int, transcripts: list[Transcript]) -> dict[str, Any]:
+        """MI (first turn and trajectory), entropy and control-token diagnostics of this rollout batch,
+        every ``trainer.diagnostics_every`` steps (and at the last step); keys ``diag/...``."""
+        every = self.cfg.trainer.diagnostics_every
+        if not every or not (step % every == 0 or step == self.cfg.trainer.steps - 1):
+            return {}
+        if self.runtime.world > 1:  # scoring is per process; under FSDP the ranks would diverge
+            if step == 0:
+                warnings.warn("trainer.diagnostics_every is ignored with several processes", stacklevel=2)
+            return {}
+        from agentgym.eval.diagnostics import flatten, score_batch, turns_from_token_transcript
+        from agentgym.eval.mi import MutualInformationEMA
+
+        if not hasattr(self, "_mi_emas"):
+            self._mi_emas = {"first_turn": MutualInformationEMA(), "trajectory": MutualInformationEMA()}
+        started = time.process_time()
+        episodes = [turns_from_token_transcript(t.ids, t.mask, t.turn_ends) for t in transcripts]
+        report = score_batch(self.model, self.tokenizer, episodes, max_samples=self.cfg.trainer.diagnostics_samples,
+                             seed=step, ema=self._mi_emas)
+        return {**flatten(report, "diag"), "diag/cpu_s": time.process_time() - started}
 
     def _remember_failures(self, step: int, seeds: list[int], returns: np.ndarray,
                            transcripts: Sequence[Transcript]) -> None:
