@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+# xdist runs one worker per core: torch's own thread pool per worker would oversubscribe the cores.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 REPO = Path(__file__).resolve().parents[1]
 
 
