@@ -19,6 +19,19 @@ def shared_data_dir() -> Path | None:
     return path if path.is_dir() else None
 
 
+def play_oracle(env, **reset_kwargs) -> tuple[bool, float, int, dict]:
+    """Reset ``env`` and play the oracle to the end, checking that every turn is well formed and valid.
+
+    Returns (success, return, turns, last info)."""
+    env.reset(**reset_kwargs)
+    done, total, turns, info = False, 0.0, 0, {}
+    while not done:
+        _, reward, terminated, truncated, info = env.step(env.unwrapped.oracle_action())
+        assert info["format_ok"] and info["action_valid"], info
+        total, turns, done = total + reward, turns + 1, terminated or truncated
+    return bool(info["success"]), total, turns, info
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     path = shared_data_dir()

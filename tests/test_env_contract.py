@@ -13,7 +13,7 @@ from pathlib import Path
 
 import gymnasium as gym
 import pytest
-from conftest import shared_data_dir
+from conftest import play_oracle, shared_data_dir
 from gymnasium.utils.env_checker import check_env
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -96,15 +96,9 @@ def test_oracle_wins(env_id, kwargs):
     env = gym.make(env_id, **kwargs)
     try:
         for seed in range(10):
-            env.reset(seed=seed)
-            done, total, info = False, 0.0, {}
-            while not done:
-                _, reward, terminated, truncated, info = env.step(env.unwrapped.oracle_action())
-                assert info["format_ok"] and info["action_valid"]
-                total += reward
-                done = terminated or truncated
-            assert info["success"], f"oracle lost seed {seed}"
-            assert terminated
+            won, *_ = play_oracle(env, seed=seed)
+            assert won, f"oracle lost seed {seed}"
+            assert env.unwrapped.terminal, "a win must end the episode (terminated, not truncated)"
     finally:
         env.close()
 

@@ -7,6 +7,7 @@ import json
 import gymnasium as gym
 import numpy as np
 import pytest
+from conftest import play_oracle
 
 import agentgym  # noqa: F401 - registers the environments
 from agentgym.cli import main
@@ -40,13 +41,7 @@ class FixedTextPolicy(Policy):
 @pytest.mark.parametrize("name", sorted(FORMATS))
 def test_every_format_round_trips_the_oracle(env_id, name):
     env = gym.make(env_id, response_format=name)
-    env.reset(seed=3)
-    done, steps = False, 0
-    while not done:
-        obs, _, terminated, truncated, info = env.step(env.unwrapped.oracle_action())
-        assert info["format_ok"] and info["action_valid"], (name, obs)
-        done, steps = terminated or truncated, steps + 1
-    assert info["success"]
+    assert play_oracle(env, seed=3)[0], name
     env.close()
 
 

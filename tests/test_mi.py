@@ -11,17 +11,6 @@ from agentgym.eval import MutualInformationEMA, mutual_information
 from agentgym.eval.diagnostics import TurnSample, mi_from_turns, sample_turns, split_reasoning
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Two shared cores and xdist workers: extra torch threads only spin against each other."""
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def test_perfectly_input_dependent_gives_log_n_and_full_retrieval():
     n = 6
     logp = np.full((n, n), -np.inf)

@@ -10,17 +10,6 @@ from agentgym.eval.scoring import cross_score, score_pairs, score_pairs_naive
 from agentgym.tiny_models import build_tiny_model
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Two shared cores and xdist workers: extra torch threads only spin against each other."""
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _random_ids(rng, lengths, vocab):
     return [[int(x) for x in rng.integers(5, vocab, size=n)] for n in lengths]
 

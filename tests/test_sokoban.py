@@ -8,6 +8,7 @@ import re
 import gymnasium as gym
 import numpy as np
 import pytest
+from conftest import play_oracle
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -292,14 +293,8 @@ def test_render_ansi_and_instructions():
 
 # ----- oracle -----------------------------------------------------------------------------------------------
 def oracle_episode(env: gym.Env, seed: int) -> tuple[bool, float, int]:
-    env.reset(seed=seed)
-    done, total, info = False, 0.0, {}
-    while not done:
-        _, reward, terminated, truncated, info = env.step(env.unwrapped.oracle_action())
-        assert info["format_ok"] and info["action_valid"]
-        total += reward
-        done = terminated or truncated
-    return info["success"], total, env.unwrapped.actions_taken
+    won, total, _, _ = play_oracle(env, seed=seed)
+    return won, total, env.unwrapped.actions_taken
 
 
 def test_oracle_wins_every_default_room():
