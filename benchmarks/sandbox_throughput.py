@@ -4,6 +4,8 @@ Two programs (a trivial one and a CPU-bound one of roughly 20-40 ms) go through 
 backend, and through the baseline in the same process, in interleaved rounds (so that load from other
 work on the machine hits all of them alike); each figure is the median over rounds. Two ways of
 calling: one caller after another ("sequential"), and ``--threads`` callers at once ("concurrent").
+bwrap is measured in its default mode (a fork server) and in its one-sandbox-per-run mode, with and
+without a pool of pre-started sandboxes.
 
     python benchmarks/sandbox_throughput.py [--seconds 2] [--rounds 3] [--threads 4]
 
@@ -16,6 +18,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -74,7 +77,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=2.0, help="length of one measurement")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the median is kept")
     parser.add_argument("--threads", type=int, default=4, help="callers in the concurrent mode")
-    parser.add_argument("--pool-size", type=int, default=4, help="pre-started workers of the pooled backends")
+    parser.add_argument("--pool-size", type=int, default=4, help="pre-started workers of the pooled modes")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     load_at_start = os.getloadavg()  # other work on the machine shares its cores
@@ -84,8 +87,10 @@ def main() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the subprocess backend's "not isolation" warning
         if (reason := unavailable_reason("bwrap")) is None:
-            boxes["bwrap"] = Sandbox("bwrap", timeout=30, pool_size=0)
-            boxes["bwrap+pool"] = Sandbox("bwrap", timeout=30, pool_size=args.pool_size)
+            boxes["bwrap (fork server, the default)"] = Sandbox("bwrap", timeout=30)
+            boxes["bwrap, one sandbox per run"] = Sandbox("bwrap", timeout=30, pool_size=0, fork_server=False)
+            boxes["bwrap, one per run, pre-started pool"] = Sandbox("bwrap", timeout=30, pool_size=args.pool_size,
+                                                                   fork_server=False)
         else:
             skipped["bwrap"] = reason
         if (reason := unavailable_reason("docker")) is None:
@@ -97,6 +102,8 @@ def main() -> None:
 
     runners: dict[str, Callable[[str], Callable[[], None]]] = {
         "plain python3 -c (baseline)": lambda code: plain(["python3", "-c"], code),
+        # `python3` may be a wrapper (a pyenv shim here); the interpreter it ends in, started directly:
+        "plain python3 -c, the interpreter itself": lambda code: plain([os.path.realpath(sys.executable), "-c"], code),
         "plain python -I -S -c (no isolation, reference)": lambda code: plain(
             [os.path.realpath(sys.executable), "-I", "-S", "-c"], code),
     }
@@ -141,6 +148,7 @@ def main() -> None:
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
                     "load_average_at_start": load_at_start, "load_average_at_end": os.getloadavg(),
                     "user": "root" if os.geteuid() == 0 else "non-root"},
+        "baseline_python3": shutil.which("python3"),
         "settings": {"seconds": args.seconds, "rounds": args.rounds, "threads": args.threads,
                      "pool_size": args.pool_size, "programs": PROGRAMS},
         "skipped_backends": skipped,

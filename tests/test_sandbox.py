@@ -26,10 +26,13 @@ BWRAP_MISSING = unavailable_reason("bwrap")
 needs_bwrap = pytest.mark.skipif(BWRAP_MISSING is not None, reason=f"bwrap: {BWRAP_MISSING}")
 
 
-@pytest.fixture(params=[pytest.param("bwrap", marks=needs_bwrap), "subprocess"])
+@pytest.fixture(params=[pytest.param("bwrap", marks=needs_bwrap), pytest.param("bwrap-per-run", marks=needs_bwrap),
+                        "subprocess"])
 def box(request):
-    with pytest.warns(RuntimeWarning) if request.param == "subprocess" else _no_warning_check():
-        sandbox = Sandbox(request.param, timeout=5, pool_size=1)
+    backend, _, per_run = request.param.partition("-")
+    options = {"fork_server": False} if per_run else {}
+    with pytest.warns(RuntimeWarning) if backend == "subprocess" else _no_warning_check():
+        sandbox = Sandbox(backend, timeout=5, pool_size=1, **options)
     yield sandbox
     sandbox.close()
 
@@ -134,7 +137,7 @@ def test_thread_safe_under_concurrent_callers(box):
 
 @needs_bwrap
 def test_close_kills_the_idle_workers():
-    box = Sandbox("bwrap", timeout=5, pool_size=3)
+    box = Sandbox("bwrap", timeout=5, pool_size=3, fork_server=False)
     box.run("pass")
     pool = box._backend._pool
     for _ in range(100):  # let the pool fill up

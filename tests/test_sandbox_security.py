@@ -25,23 +25,32 @@ REPO = Path(__file__).resolve().parents[1]
 TIMEOUT = 3.0
 
 
-def _isolating_backends():
-    for backend in ("bwrap", "docker"):
+# Each isolating way of running code: bwrap's fork server (its default), one bwrap per run, docker.
+MODES = {"bwrap": ("bwrap", {}), "bwrap-per-run": ("bwrap", {"fork_server": False}), "docker": ("docker", {})}
+
+
+def _isolating_modes():
+    for mode, (backend, _) in MODES.items():
         reason = unavailable_reason(backend)
         marks = [pytest.mark.skip(reason=f"{backend}: {reason}")] if reason else []
-        yield pytest.param(backend, marks=marks, id=backend)
+        yield pytest.param(mode, marks=marks, id=mode)
 
 
-@pytest.fixture(params=list(_isolating_backends()))
+@pytest.fixture(params=list(_isolating_modes()))
 def backend(request) -> str:
     return request.param
+
+
+def sandbox(mode: str, **settings) -> Sandbox:
+    backend, options = MODES[mode]
+    return Sandbox(backend, **options, **settings)
 
 
 def attack(backend: str, code: str, stdin: str = "", **limits):
     """Run ``code`` in a fresh sandbox with tight limits; the run must end in time whatever it does."""
     settings = {"timeout": TIMEOUT, "memory_mb": 256, "max_processes": 16, "max_output_bytes": 100_000,
                 "scratch_mb": 16, "pool_size": 0, **limits}
-    with Sandbox(backend, **settings) as box:
+    with sandbox(backend, **settings) as box:
         result = box.run(code, stdin=stdin)
     assert result.duration < settings["timeout"] + GRACE_SECONDS + 1.5, result
     return result
@@ -339,7 +348,7 @@ print("uid", os.getuid())
 
 
 def test_nothing_of_one_run_reaches_the_next(backend):
-    with Sandbox(backend, timeout=TIMEOUT, pool_size=2) as box:
+    with sandbox(backend, timeout=TIMEOUT, pool_size=2) as box:
         first = box.run("import json, sys\nopen('/tmp/mark', 'w').write('x')\nsecret = 42\nprint('json' in sys.modules)")
         second = box.run("import os, sys\nprint(os.path.exists('/tmp/mark'), 'json' in sys.modules, 'secret' in dir())")
     assert first.stdout.strip() == "True"

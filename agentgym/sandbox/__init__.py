@@ -15,8 +15,10 @@ Backends (``backend=``):
 
 Every run ends within its timeout plus about a second, with its whole process tree killed; a run
 never raises for anything the code does (only for a broken sandbox: ``SandboxError``). A Sandbox is
-safe to share between threads. bwrap and subprocess keep ``pool_size`` pre-started single-use workers
-(``pool.py``), so the interpreter's start-up is mostly off the critical path.
+safe to share between threads. bwrap runs every job from a fork server (``forkserver.py``): one
+sandboxed interpreter, booted once, forks each job into namespaces and a user of its own, so a run
+costs a few milliseconds. With ``fork_server=False`` bwrap starts one sandbox per run instead, and,
+like subprocess, keeps ``pool_size`` of them pre-started (``pool.py``).
 """
 
 from __future__ import annotations
@@ -83,6 +85,7 @@ class Sandbox:
         max_output_bytes: int = 1_000_000,
         scratch_mb: int = 64,
         pool_size: int = DEFAULT_POOL_SIZE,
+        fork_server: bool = True,
         image: str | None = None,
     ) -> None:
         self.limits = Limits(timeout=timeout, memory_mb=memory_mb, cpu_seconds=cpu_seconds,
@@ -92,6 +95,7 @@ class Sandbox:
         if self.backend_name not in BACKENDS:
             raise ValueError(f"unknown sandbox backend {backend!r}; choose from auto, {', '.join(BACKENDS)}")
         self.pool_size = pool_size
+        self.fork_server = fork_server
         self.image = image
         self._pid = os.getpid()
         self._lock = threading.Lock()
@@ -103,7 +107,7 @@ class Sandbox:
         if self.backend_name == "bwrap":
             from agentgym.sandbox.bwrap import BwrapBackend
 
-            return BwrapBackend(self.limits, pool_size=self.pool_size)
+            return BwrapBackend(self.limits, pool_size=self.pool_size, fork_server=self.fork_server)
         if self.backend_name == "docker":
             from agentgym.sandbox.docker_backend import DEFAULT_IMAGE, DockerBackend
 
@@ -127,7 +131,7 @@ class Sandbox:
         return self._backend.run(code, stdin, timeout)
 
     def close(self) -> None:
-        """Kill the pre-started workers. The sandbox must not be used afterwards."""
+        """Stop the fork server or kill the pre-started workers. The sandbox must not be used afterwards."""
         self._finalizer()
 
     def __enter__(self) -> Sandbox:

@@ -216,9 +216,15 @@ def run_job(worker: Worker, code: str, stdin: str, timeout: float, limits: Limit
             timed_out = True
     finally:
         worker.close()
-    duration = time.monotonic() - start
     if signal_exit_offset and 128 < exit_code <= 128 + 64:
         exit_code = -(exit_code - 128)
+    return make_result(out, err, exit_code, timed_out, truncated, time.monotonic() - start, backend)
+
+
+def make_result(out: bytes, err: bytes, exit_code: int, timed_out: bool, truncated: bool, duration: float,
+                backend: str) -> ExecResult:
+    """An ExecResult from a run's raw outcome: a CPU-time kill counts as timed out, and a MemoryError
+    that ended the program as out of memory."""
     if exit_code == -signal.SIGXCPU:
         timed_out = True
     stderr = err.decode("utf-8", "replace")

@@ -7,9 +7,9 @@ the code, collects the result and kills the worker's whole process tree; a backg
 starts a replacement. Nothing of one run (files, processes, imported modules, variables) can reach the
 next, because no worker ever serves two jobs.
 
-The safer-looking alternative, one long-lived sandbox that forks a fresh child per job, was rejected:
-its children would share one /tmp, one PID namespace and one user id, so a process left behind by one
-job could read or tamper with the next.
+bwrap's default, a fork server (``forkserver.py``), avoids the start-up altogether by giving each
+forked job namespaces, mounts and a user of its own; this pool serves the modes that start a whole
+interpreter per run (subprocess, and bwrap with ``fork_server=False``).
 
 Workers are started only by the pool's own long-lived thread: bwrap's ``--die-with-parent`` ties a
 worker's life to the *thread* that started it, so a worker started by a short-lived caller thread
