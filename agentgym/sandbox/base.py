@@ -58,10 +58,11 @@ class Limits:
     def cpu_limit(self, timeout: float) -> int:
         return self.cpu_seconds if self.cpu_seconds is not None else max(1, math.ceil(timeout))
 
-    def runner_args(self, timeout: float, uid: int = -1, gid: int = -1) -> list[str]:
-        """The integer arguments of ``_runner.py`` (see its docstring)."""
-        values = (uid, gid, self.memory_mb << 20, self.max_processes, self.max_file_mb << 20, self.open_files,
-                  self.cpu_limit(timeout))
+    def runner_args(self, timeout: float, uid: int = -1, gid: int = -1, processes: int | None = None) -> list[str]:
+        """The integer arguments of ``_runner.py`` (see its docstring); ``processes`` overrides the
+        RLIMIT_NPROC value (which counts every process of the user, not only the run's)."""
+        values = (uid, gid, self.memory_mb << 20, self.max_processes if processes is None else processes,
+                  self.max_file_mb << 20, self.open_files, self.cpu_limit(timeout))
         return [str(v) for v in values]
 
 

@@ -38,9 +38,25 @@ class SubprocessBackend(PooledBackend):
         scratch = Path(tempfile.mkdtemp(prefix="agentgym-sandbox-"))
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(scratch), "TMPDIR": str(scratch),
                "LANG": "C.UTF-8"}
-        argv = [self.python, *PYTHON_FLAGS, "-c", RUNNER_SOURCE, *self.limits.runner_args(timeout)]
+        # RLIMIT_NPROC counts all of this user's processes and threads: without the ones it already
+        # has, a user with a desktop session could not start a single process in a run.
+        processes = self.limits.max_processes + (_tasks_of_user(os.getuid()) if os.geteuid() != 0 else 0)
+        argv = [self.python, *PYTHON_FLAGS, "-c", RUNNER_SOURCE, *self.limits.runner_args(timeout, processes=processes)]
         try:
             return start_worker(argv, cwd=str(scratch), env=env, cleanup=scratch)
         except OSError:
             shutil.rmtree(scratch, ignore_errors=True)
             raise
+
+
+def _tasks_of_user(uid: int) -> int:
+    """How many processes and threads ``uid`` runs now (what RLIMIT_NPROC compares against)."""
+    count = 0
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                if entry.stat().st_uid == uid:
+                    count += len(os.listdir(f"/proc/{entry.name}/task"))
+            except OSError:
+                pass  # it ended meanwhile
+    return count
