@@ -9,7 +9,8 @@ without a pool of pre-started sandboxes.
 
     python benchmarks/sandbox_throughput.py [--seconds 2] [--rounds 3] [--threads 4]
 
-Writes benchmarks/results/sandbox_throughput.json.
+Writes benchmarks/results/sandbox_throughput.json (``--out`` elsewhere); sandbox_throughput_nonroot.json
+there is the same run by an unprivileged user (bwrap then works in user namespaces).
 """
 
 from __future__ import annotations
