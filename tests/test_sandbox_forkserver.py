@@ -12,12 +12,13 @@ import time
 
 import pytest
 
-from agentgym.sandbox import Sandbox, SandboxError, unavailable_reason
+from agentgym.sandbox import Sandbox, SandboxError
 from agentgym.sandbox.base import GRACE_SECONDS
+from agentgym.sandbox.bwrap import fork_server_problem
 from agentgym.sandbox.forkserver import HOST_SLACK_SECONDS
 
-BWRAP_MISSING = unavailable_reason("bwrap")
-pytestmark = pytest.mark.skipif(BWRAP_MISSING is not None, reason=f"bwrap: {BWRAP_MISSING}")
+FORK_SERVER_PROBLEM = fork_server_problem()
+pytestmark = pytest.mark.skipif(FORK_SERVER_PROBLEM is not None, reason=f"bwrap fork server: {FORK_SERVER_PROBLEM}")
 
 
 @pytest.fixture

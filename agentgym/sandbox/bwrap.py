@@ -221,24 +221,40 @@ class BwrapBackend(PooledBackend):
 _probe_lock = threading.Lock()
 
 
-@functools.lru_cache(maxsize=1)
-def _probe() -> str | None:
+@functools.lru_cache(maxsize=2)
+def _probe(fork_server: bool) -> str | None:
+    """Run a test program in one of the two modes; why it failed, or None."""
+    backend = None
     try:
-        backend = BwrapBackend(Limits(timeout=20), pool_size=0)
-        result = backend.run("print(6 * 7)")
+        backend = BwrapBackend(Limits(timeout=20), pool_size=0, fork_server=fork_server)
+        if backend.fork_server is not None:  # directly, without run()'s fallback to the other mode
+            result = backend.fork_server.run("print(6 * 7)", "", 20, backend.limits)
+        else:
+            result = backend.run("print(6 * 7)")
     except (SandboxError, OSError) as error:
         return str(error)
+    finally:
+        if backend is not None:
+            backend.close()
     if result.stdout.strip() != "42" or result.exit_code != 0:
         return f"a test program failed in the sandbox: exit {result.exit_code}, stderr {result.stderr[-500:]!r}"
     return None
 
 
 def unavailable_reason() -> str | None:
-    """Why bwrap cannot be used here (checked once per process by running a program), or None."""
+    """Why bwrap cannot be used here in either mode (checked once per process by running a program), or None."""
     if bwrap_binary() is None:
         return "bwrap is not installed (Debian/Ubuntu: apt-get install bubblewrap)"
     with _probe_lock:
-        return _probe()
+        return None if _probe(True) is None else _probe(False)
+
+
+def fork_server_problem() -> str | None:
+    """Why bwrap's fork server cannot run jobs here (then bwrap starts one sandbox per run), or None."""
+    if bwrap_binary() is None:
+        return "bwrap is not installed (Debian/Ubuntu: apt-get install bubblewrap)"
+    with _probe_lock:
+        return _probe(True)
 
 
 def describe() -> str:
@@ -246,6 +262,8 @@ def describe() -> str:
     version = subprocess.run([bwrap_binary() or "bwrap", "--version"], capture_output=True, text=True).stdout.strip()
     user = ("run as root: no user namespace, the program drops to a random unprivileged uid"
             if os.geteuid() == 0 else "user namespace, sandbox uid 65534")
-    user += "; jobs forked by a fork server into namespaces of their own"
+    problem = fork_server_problem()
+    user += ("; jobs forked by a fork server into namespaces of their own" if problem is None
+             else f"; one sandbox per run (the fork server does not work here: {problem})")
     filt = "seccomp filter on" if seccomp.filter_program() is not None else "no seccomp filter on this architecture"
     return f"{version}; {user}; {filt}"
