@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,22 @@ import pytest
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 REPO = Path(__file__).resolve().parents[1]
+RUN_SCRATCH = "AGENTGYM_TEST_RUN_SCRATCH"  # a folder shared by all xdist workers of one test run
+
+
+def pytest_configure(config) -> None:
+    if not hasattr(config, "workerinput"):  # the controller (or a run without xdist); workers inherit it
+        os.environ[RUN_SCRATCH] = tempfile.mkdtemp(prefix="agentgym-test-run-")
+
+
+def pytest_unconfigure(config) -> None:
+    if not hasattr(config, "workerinput"):  # after every worker has finished
+        shutil.rmtree(os.environ.pop(RUN_SCRATCH, ""), ignore_errors=True)
+
+
+def run_scratch_dir() -> Path:
+    """A folder for the whole test run, shared by its xdist workers and removed when the run ends."""
+    return Path(os.environ.get(RUN_SCRATCH) or tempfile.gettempdir())
 
 
 def shared_data_dir() -> Path | None:

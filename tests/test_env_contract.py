@@ -7,13 +7,9 @@ marks it needs (a browser, the shared data). A registered environment without a 
 
 from __future__ import annotations
 
-import os
-import tempfile
-from pathlib import Path
-
 import gymnasium as gym
 import pytest
-from conftest import play_oracle, shared_data_dir
+from conftest import play_oracle, run_scratch_dir, shared_data_dir
 from gymnasium.utils.env_checker import check_env
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -28,9 +24,8 @@ def _gsm8k_kwargs() -> dict:
 
 
 def _textworld_kwargs() -> dict:
-    # A pool of four small generated games, cached for this test run only (xdist workers share the run id).
-    run = os.environ.get("PYTEST_XDIST_TESTRUNUID", str(os.getpid()))
-    cache = Path(tempfile.gettempdir()) / f"agentgym-textworld-test-{run}"
+    # A pool of four small generated games, cached for this test run only (its xdist workers share it).
+    cache = run_scratch_dir() / "textworld-cache"
     return {"world_size": 2, "nb_objects": 4, "quest_length": 3, "game_seeds": [1, 2, 3, 4], "cache_dir": str(cache)}
 
 
