@@ -2,8 +2,9 @@
 process tree for every job (the sandbox side, and why nothing of one job reaches the next, is in
 ``_runner.py``).
 
-A job costs a few forks, a handful of namespaces and three small mounts, about 2 ms, instead of a
-whole interpreter start-up, so runs per second are bounded by the programs themselves. Jobs from many
+A job costs a few forks, a handful of namespaces and three small mounts (about 6 ms of wall time for
+a trivial program on a 2-core machine, see benchmarks/sandbox_throughput.py) instead of a whole
+interpreter start-up, so runs per second are bounded by the programs themselves. Jobs from many
 threads run at once: each has its own socket pair, whose sandbox end travels to the server over the
 control socket (SCM_RIGHTS); the server forks a supervisor for it and goes back to waiting.
 
