@@ -34,36 +34,62 @@ def _cmd_envs(args: argparse.Namespace) -> int:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from agentgym.eval.runner import evaluate, write_summary
 
-    common = {"seed": args.seed, "workers": args.workers, "env_kwargs": args.env_kwargs,
-              "policy_kwargs": args.policy_kwargs, "batch_size": args.batch_size,
-              "progress": not args.no_progress}
+    common = {
+        "seed": args.seed,
+        "workers": args.workers,
+        "env_kwargs": args.env_kwargs,
+        "policy_kwargs": args.policy_kwargs,
+        "batch_size": args.batch_size,
+        "progress": not args.no_progress,
+    }
     policy = args.policy
     if args.format_variants and args.workers == 1:
         from agentgym.policies import make_policy
 
         policy = make_policy(args.policy, **args.policy_kwargs)  # load a model once for every schema
     try:
-        summary = evaluate(args.env, policy, args.episodes, out=args.out, diagnostics=not args.no_diagnostics,
-                           diagnostics_samples=args.diagnostics_samples, **common)
+        summary = evaluate(
+            args.env,
+            policy,
+            args.episodes,
+            out=args.out,
+            diagnostics=not args.no_diagnostics,
+            diagnostics_samples=args.diagnostics_samples,
+            **common,
+        )
         if args.format_variants:
             from agentgym.eval.format_stability import evaluate_format_variants
 
             summary["format_variants"] = evaluate_format_variants(
-                args.env, policy, args.episodes, trained=summary, out=args.out, **common)
+                args.env, policy, args.episodes, trained=summary, out=args.out, **common
+            )
             if args.out:
                 write_summary(args.out, summary)
     finally:
         if not isinstance(policy, str):
             policy.close()
-    shown = {k: summary[k] for k in ("env", "policy", "episodes", "success_rate", "success_ci95", "mean_return",
-                                     "format_valid_rate", "mean_turns")}
+    shown = {
+        k: summary[k]
+        for k in (
+            "env",
+            "policy",
+            "episodes",
+            "success_rate",
+            "success_ci95",
+            "mean_return",
+            "format_valid_rate",
+            "mean_turns",
+        )
+    }
     if "diagnostics" in summary:
         d = summary["diagnostics"]
         shown["mi_first_turn"] = d["mi"]["first_turn"].get("mi")
         shown["entropy"] = d["entropy"]
     if "format_variants" in summary:
-        shown["format_variants"] = {name: {"success_drop": v["success_drop"], "format_valid_drop": v[
-            "format_valid_drop"]} for name, v in summary["format_variants"]["variants"].items()}
+        shown["format_variants"] = {
+            name: {"success_drop": v["success_drop"], "format_valid_drop": v["format_valid_drop"]}
+            for name, v in summary["format_variants"]["variants"].items()
+        }
     print(json.dumps(shown, indent=2))
     if args.out:
         print(f"wrote {args.out}/trajectories.jsonl and {args.out}/summary.json")
@@ -86,23 +112,42 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("eval", help="evaluate a policy on an environment")
     ev.add_argument("--env", required=True, help="environment id, e.g. agentgym/Sokoban-v0")
-    ev.add_argument("--policy", required=True,
-                    help="random | oracle | hf:<name or path> | openai:<model>@<base_url> | checkpoint:<run dir>")
+    ev.add_argument(
+        "--policy",
+        required=True,
+        help="random | oracle | hf:<name or path> | openai:<model>@<base_url> | checkpoint:<run dir>",
+    )
     ev.add_argument("--episodes", type=int, default=100)
     ev.add_argument("--seed", type=int, default=0, help="episode i uses seed SEED + i")
     ev.add_argument("--workers", type=int, default=1, help="worker processes")
     ev.add_argument("--out", default=None, help="output directory (rerun with the same one to resume)")
-    ev.add_argument("--env-kwargs", type=_json_object, default={}, help="JSON keyword arguments of gymnasium.make")
-    ev.add_argument("--policy-kwargs", type=_json_object, default={},
-                    help='JSON keyword arguments of the policy, e.g. \'{"temperature": 0.7}\'')
+    ev.add_argument(
+        "--env-kwargs", type=_json_object, default={}, help="JSON keyword arguments of gymnasium.make"
+    )
+    ev.add_argument(
+        "--policy-kwargs",
+        type=_json_object,
+        default={},
+        help="JSON keyword arguments of the policy, e.g. '{\"temperature\": 0.7}'",
+    )
     ev.add_argument("--batch-size", type=int, default=None, help="episodes played at once per worker")
     ev.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    ev.add_argument("--no-diagnostics", action="store_true",
-                    help="skip MI, entropy and control-token diagnostics of hf:/checkpoint: policies")
-    ev.add_argument("--diagnostics-samples", type=int, default=64,
-                    help="(prompt, reasoning) pairs per MI estimate (the cost grows as its square)")
-    ev.add_argument("--format-variants", action="store_true",
-                    help="also evaluate under the schema variants of the active format; report the drops")
+    ev.add_argument(
+        "--no-diagnostics",
+        action="store_true",
+        help="skip MI, entropy and control-token diagnostics of hf:/checkpoint: policies",
+    )
+    ev.add_argument(
+        "--diagnostics-samples",
+        type=int,
+        default=64,
+        help="(prompt, reasoning) pairs per MI estimate (the cost grows as its square)",
+    )
+    ev.add_argument(
+        "--format-variants",
+        action="store_true",
+        help="also evaluate under the schema variants of the active format; report the drops",
+    )
     ev.add_argument("--submit", action="store_true", help="add this run to the leaderboard and re-render it")
     ev.add_argument("--leaderboard-dir", default="leaderboards", help="where --submit stores runs")
     ev.set_defaults(func=_cmd_eval)

@@ -90,7 +90,9 @@ class AgentEnv(gym.Env[str, str]):
         if max_turns < 1 or max_actions_per_turn < 1 or (max_actions is not None and max_actions < 1):
             raise ValueError("max_turns, max_actions_per_turn and max_actions must be at least 1")
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}, got {render_mode!r}")
+            raise ValueError(
+                f"render_mode must be one of {self.metadata['render_modes']}, got {render_mode!r}"
+            )
         self.format = get_format(response_format)
         self.max_turns = max_turns
         self.max_actions_per_turn = max_actions_per_turn

@@ -101,7 +101,10 @@ def _single_block(response: str, tag: str) -> tuple[str | None, str]:
     if opens == 0 and closes == 0:
         return None, f"missing <{tag}>...</{tag}>"
     if opens != 1 or closes != 1:
-        return None, f"expected exactly one <{tag}>...</{tag}> block, found {opens} opening and {closes} closing tags"
+        return (
+            None,
+            f"expected exactly one <{tag}>...</{tag}> block, found {opens} opening and {closes} closing tags",
+        )
     start, end = response.index(f"<{tag}>") + len(tag) + 2, response.index(f"</{tag}>")
     if end < start:
         return None, f"</{tag}> comes before <{tag}>"
@@ -169,7 +172,9 @@ class AnswerFormat(ResponseFormat):
             form = tool.template.format(**{p: p.upper() for p in tool.params})
             lines.append(f"- {form}: {tool.description} ({params})")
         if max_actions > 1 and self.separator:
-            lines.append(f"You may give up to {max_actions} actions in one answer, separated by `{self.separator}`.")
+            lines.append(
+                f"You may give up to {max_actions} actions in one answer, separated by `{self.separator}`."
+            )
         return "\n".join(lines)
 
     @property
@@ -264,7 +269,9 @@ class ToolCallFormat(ResponseFormat):
         return json.dumps(dict(reversed(pairs) if self.arguments_first else pairs), ensure_ascii=False)
 
     def render(self, commands: Sequence[str], tools: Sequence[Tool], think: str = "") -> str:
-        calls = "".join(f"<{self.tag}>{self._call_json(*_command_to_call(c, tools))}</{self.tag}>" for c in commands)
+        calls = "".join(
+            f"<{self.tag}>{self._call_json(*_command_to_call(c, tools))}</{self.tag}>" for c in commands
+        )
         return f"<{self.think_tag}>{think}</{self.think_tag}>{calls}" if think else calls
 
     def describe(self, tools: Sequence[Tool], max_actions: int = 1) -> str:
@@ -282,7 +289,8 @@ class ToolCallFormat(ResponseFormat):
 
     @property
     def reminder(self) -> str:
-        return f"Always output an optional <{self.think_tag}>...</{self.think_tag}> then <{self.tag}>...</{self.tag}> blocks."
+        think, tag = self.think_tag, self.tag
+        return f"Always output an optional <{think}>...</{think}> then <{tag}>...</{tag}> blocks."
 
 
 class PythonCallFormat(ResponseFormat):
@@ -298,7 +306,7 @@ class PythonCallFormat(ResponseFormat):
         try:
             tree = ast.parse(rest.strip(), mode="eval").body
         except (SyntaxError, ValueError, RecursionError, MemoryError):
-            return _fail("the reply is not a Python list of calls such as [tool(arg=\"value\")]")
+            return _fail('the reply is not a Python list of calls such as [tool(arg="value")]')
         calls = tree.elts if isinstance(tree, ast.List) else [tree]
         if not calls:
             return _fail("empty call list")
@@ -306,7 +314,7 @@ class PythonCallFormat(ResponseFormat):
         commands = []
         for call in calls:
             if not isinstance(call, ast.Call) or not isinstance(call.func, ast.Name):
-                return _fail("each element must be a call such as tool(arg=\"value\")")
+                return _fail('each element must be a call such as tool(arg="value")')
             tool = by_name.get(call.func.id)
             arguments: dict[str, object] = {}
             try:
@@ -336,7 +344,8 @@ class PythonCallFormat(ResponseFormat):
 
     def describe(self, tools: Sequence[Tool], max_actions: int = 1) -> str:
         lines = [
-            f"You may think inside <{self.think_tag}>...</{self.think_tag}> first. Then reply with a Python list "
+            f"You may think inside <{self.think_tag}>...</{self.think_tag}> first. Then reply with a "
+            "Python list "
             'of calls such as [tool(arg="value")] and no other text.',
             "Tools:",
         ]
@@ -349,7 +358,9 @@ class PythonCallFormat(ResponseFormat):
 
     @property
     def reminder(self) -> str:
-        return f"Always output an optional <{self.think_tag}>...</{self.think_tag}> then a Python list of calls."
+        return (
+            f"Always output an optional <{self.think_tag}>...</{self.think_tag}> then a Python list of calls."
+        )
 
 
 FORMATS: dict[str, ResponseFormat] = {
@@ -358,8 +369,9 @@ FORMATS: dict[str, ResponseFormat] = {
     "answer-renamed": AnswerFormat(think_tag="reasoning", answer_tag="action", name="answer-renamed"),
     "tool_call": ToolCallFormat(),
     "tool_call-reordered": ToolCallFormat(arguments_first=True, name="tool_call-reordered"),
-    "tool_call-renamed": ToolCallFormat(tag="function_call", name_key="function", arguments_key="args",
-                                        name="tool_call-renamed"),
+    "tool_call-renamed": ToolCallFormat(
+        tag="function_call", name_key="function", arguments_key="args", name="tool_call-renamed"
+    ),
     "python_call": PythonCallFormat(),
 }
 

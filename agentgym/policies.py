@@ -114,7 +114,9 @@ class HFPolicy(Policy):
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         if isinstance(model, (str, os.PathLike)):
             self.spec = f"hf:{model}"
-            torch_dtype = getattr(torch, dtype) if dtype else (torch.bfloat16 if self.device == "cuda" else None)
+            torch_dtype = (
+                getattr(torch, dtype) if dtype else (torch.bfloat16 if self.device == "cuda" else None)
+            )
             extra = {"gguf_file": gguf_file} if gguf_file else {}
             tokenizer = tokenizer or AutoTokenizer.from_pretrained(model, **extra)
             model = AutoModelForCausalLM.from_pretrained(model, dtype=torch_dtype, **extra)
@@ -127,7 +129,9 @@ class HFPolicy(Policy):
 
     def encode_chats(self, chats: Sequence[Chat]) -> list[list[int]]:
         return [
-            self.tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=True, return_dict=False)
+            self.tokenizer.apply_chat_template(
+                chat, add_generation_prompt=True, tokenize=True, return_dict=False
+            )
             for chat in chats
         ]
 
@@ -141,10 +145,15 @@ class HFPolicy(Policy):
         pad_id = self.tokenizer.pad_token_id
         width = max(len(p) for p in prompts)
         input_ids = torch.tensor([[pad_id] * (width - len(p)) + list(p) for p in prompts], device=self.device)
-        attention_mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
+        attention_mask = torch.tensor(
+            [[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device
+        )
         sample = self.temperature > 0
-        options = {"do_sample": True, "temperature": self.temperature, "top_k": 0, "top_p": 1.0} if sample else {
-            "do_sample": False}
+        options = (
+            {"do_sample": True, "temperature": self.temperature, "top_k": 0, "top_p": 1.0}
+            if sample
+            else {"do_sample": False}
+        )
         torch.manual_seed(self._seed)
         self._seed += 1
         with torch.no_grad():

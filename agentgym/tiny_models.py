@@ -34,7 +34,9 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 1024, separate_pad: 
     )
     tokenizer.train_from_iterator(texts, trainer=trainer)
     wrapped = PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, eos_token=EOS, pad_token=PAD if separate_pad else EOS,
+        tokenizer_object=tokenizer,
+        eos_token=EOS,
+        pad_token=PAD if separate_pad else EOS,
         additional_special_tokens=ROLE_TOKENS,
     )
     wrapped.chat_template = DEFAULT_CHAT_TEMPLATE
@@ -42,7 +44,9 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 1024, separate_pad: 
     return wrapped
 
 
-def env_corpus(env_ids: Sequence[str], seeds: int = 50, env_kwargs: dict[str, dict] | None = None) -> list[str]:
+def env_corpus(
+    env_ids: Sequence[str], seeds: int = 50, env_kwargs: dict[str, dict] | None = None
+) -> list[str]:
     """Instructions, observations and oracle answers of ``seeds`` episodes of each environment."""
     import gymnasium as gym
 
@@ -76,14 +80,27 @@ def build_tiny_model(
     from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig
 
     torch.manual_seed(seed)
-    common = {"vocab_size": len(tokenizer), "bos_token_id": tokenizer.eos_token_id,
-              "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id}
+    common = {
+        "vocab_size": len(tokenizer),
+        "bos_token_id": tokenizer.eos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
     if arch == "llama":
-        config = LlamaConfig(hidden_size=hidden_size, intermediate_size=hidden_size * 2, num_hidden_layers=layers,
-                             num_attention_heads=heads, num_key_value_heads=max(1, heads // 2),
-                             max_position_embeddings=max_positions, tie_word_embeddings=True, **common)
+        config = LlamaConfig(
+            hidden_size=hidden_size,
+            intermediate_size=hidden_size * 2,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            num_key_value_heads=max(1, heads // 2),
+            max_position_embeddings=max_positions,
+            tie_word_embeddings=True,
+            **common,
+        )
     elif arch == "gpt2":
-        config = GPT2Config(n_embd=hidden_size, n_layer=layers, n_head=heads, n_positions=max_positions, **common)
+        config = GPT2Config(
+            n_embd=hidden_size, n_layer=layers, n_head=heads, n_positions=max_positions, **common
+        )
     else:
         raise ValueError(f"arch must be 'llama' or 'gpt2', got {arch!r}")
     return AutoModelForCausalLM.from_config(config)

@@ -43,34 +43,86 @@ def run_workload(tmp: Path, env_id: str, policy: str, episodes: int, policy_kwar
     tag = policy.split(":")[0]
     for workers in (1, 2):
         out = tmp / f"{tag}-pytest-n{workers}"
-        seconds = timed([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp / "evals"),
-                         "--agentgym-env", env_id, "--agentgym-policy", policy, "--agentgym-episodes", str(episodes),
-                         "--agentgym-policy-kwargs", kw, "--agentgym-no-diagnostics", "--agentgym-out", str(out),
-                         "-n", str(workers)], tmp)
+        seconds = timed(
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                str(tmp / "evals"),
+                "--agentgym-env",
+                env_id,
+                "--agentgym-policy",
+                policy,
+                "--agentgym-episodes",
+                str(episodes),
+                "--agentgym-policy-kwargs",
+                kw,
+                "--agentgym-no-diagnostics",
+                "--agentgym-out",
+                str(out),
+                "-n",
+                str(workers),
+            ],
+            tmp,
+        )
         rows[f"pytest -n {workers}"] = seconds
         summaries[f"pytest -n {workers}"] = json.loads((out / "summary.json").read_text())
         out = tmp / f"{tag}-eval-w{workers}"
-        seconds = timed([sys.executable, "-m", "agentgym.cli", "eval", "--env", env_id, "--policy", policy,
-                         "--episodes", str(episodes), "--workers", str(workers), "--out", str(out),
-                         "--policy-kwargs", kw, "--no-diagnostics", "--no-progress"], tmp)
+        seconds = timed(
+            [
+                sys.executable,
+                "-m",
+                "agentgym.cli",
+                "eval",
+                "--env",
+                env_id,
+                "--policy",
+                policy,
+                "--episodes",
+                str(episodes),
+                "--workers",
+                str(workers),
+                "--out",
+                str(out),
+                "--policy-kwargs",
+                kw,
+                "--no-diagnostics",
+                "--no-progress",
+            ],
+            tmp,
+        )
         rows[f"agentgym eval --workers {workers}"] = seconds
         summaries[f"agentgym eval --workers {workers}"] = json.loads((out / "summary.json").read_text())
     reference = {k: summaries["agentgym eval --workers 1"][k] for k in MEASURED}
     agree = all({k: s[k] for k in MEASURED} == reference for s in summaries.values())
     result = {
-        "env": env_id, "policy": policy if tag != "hf" else "hf:<tiny model dir>", "policy_kwargs": policy_kwargs,
+        "env": env_id,
+        "policy": policy if tag != "hf" else "hf:<tiny model dir>",
+        "policy_kwargs": policy_kwargs,
         "episodes": episodes,
-        "routes": {name: {"wall_s": round(s, 2), "episodes_per_s": round(episodes / s, 2)}
-                   for name, s in rows.items()},
+        "routes": {
+            name: {"wall_s": round(s, 2), "episodes_per_s": round(episodes / s, 2)}
+            for name, s in rows.items()
+        },
         "speedup_pytest_n2_over_n1": round(rows["pytest -n 1"] / rows["pytest -n 2"], 2),
-        "speedup_eval_w2_over_w1": round(rows["agentgym eval --workers 1"] / rows["agentgym eval --workers 2"], 2),
-        "summaries_agree": agree, "summary": reference, "load_average_after": os.getloadavg(),
+        "speedup_eval_w2_over_w1": round(
+            rows["agentgym eval --workers 1"] / rows["agentgym eval --workers 2"], 2
+        ),
+        "summaries_agree": agree,
+        "summary": reference,
+        "load_average_after": os.getloadavg(),
     }
     print(f"{env_id} {result['policy']} x {episodes}")
     for name, row in result["routes"].items():
         print(f"  {name:28s} {row['wall_s']:7.1f}s  {row['episodes_per_s']:6.2f} episodes/s")
-    print(f"  pytest -n 2 / -n 1: {result['speedup_pytest_n2_over_n1']}x; eval --workers 2 / 1: "
-          f"{result['speedup_eval_w2_over_w1']}x; summaries agree: {agree}; load {os.getloadavg()}", flush=True)
+    print(
+        f"  pytest -n 2 / -n 1: {result['speedup_pytest_n2_over_n1']}x; eval --workers 2 / 1: "
+        f"{result['speedup_eval_w2_over_w1']}x; summaries agree: {agree}; load {os.getloadavg()}",
+        flush=True,
+    )
     return result
 
 
@@ -87,13 +139,20 @@ def main() -> None:
     parser.add_argument("--scripted-episodes", type=int, default=200)
     parser.add_argument("--model-episodes", type=int, default=32)
     args = parser.parse_args()
-    result = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": sys.version.split()[0]}}
+    result = {
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": sys.version.split()[0]}
+    }
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         result["scripted"] = run_workload(tmp, "agentgym/Sokoban-v0", "oracle", args.scripted_episodes, {})
         save_tiny_model(tmp / "tiny")
-        result["model"] = run_workload(tmp, "agentgym/FrozenLake-v0", f"hf:{tmp / 'tiny'}", args.model_episodes,
-                                       {"max_new_tokens": 32, "device": "cpu"})
+        result["model"] = run_workload(
+            tmp,
+            "agentgym/FrozenLake-v0",
+            f"hf:{tmp / 'tiny'}",
+            args.model_episodes,
+            {"max_new_tokens": 32, "device": "cpu"},
+        )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {RESULTS}")

@@ -90,8 +90,9 @@ def main() -> None:
         if (reason := unavailable_reason("bwrap")) is None:
             boxes["bwrap (fork server, the default)"] = Sandbox("bwrap", timeout=30)
             boxes["bwrap, one sandbox per run"] = Sandbox("bwrap", timeout=30, pool_size=0, fork_server=False)
-            boxes["bwrap, one per run, pre-started pool"] = Sandbox("bwrap", timeout=30, pool_size=args.pool_size,
-                                                                   fork_server=False)
+            boxes["bwrap, one per run, pre-started pool"] = Sandbox(
+                "bwrap", timeout=30, pool_size=args.pool_size, fork_server=False
+            )
         else:
             skipped["bwrap"] = reason
         if (reason := unavailable_reason("docker")) is None:
@@ -104,9 +105,12 @@ def main() -> None:
     runners: dict[str, Callable[[str], Callable[[], None]]] = {
         "plain python3 -c (baseline)": lambda code: plain(["python3", "-c"], code),
         # `python3` may be a wrapper (a pyenv shim here); the interpreter it ends in, started directly:
-        "plain python3 -c, the interpreter itself": lambda code: plain([os.path.realpath(sys.executable), "-c"], code),
+        "plain python3 -c, the interpreter itself": lambda code: plain(
+            [os.path.realpath(sys.executable), "-c"], code
+        ),
         "plain python -I -S -c (no isolation, reference)": lambda code: plain(
-            [os.path.realpath(sys.executable), "-I", "-S", "-c"], code),
+            [os.path.realpath(sys.executable), "-I", "-S", "-c"], code
+        ),
     }
     for name, box in boxes.items():
         runners[name] = lambda code, box=box: sandboxed(box, code)
@@ -122,14 +126,19 @@ def main() -> None:
                     time.sleep(0.2)
                     value = rate(call, args.seconds, threads)
                     samples.setdefault((program, mode, name), []).append(value)
-                    print(f"round {round_index + 1} {program:9} {mode:10} {name:48} {value:7.1f} runs/s", flush=True)
+                    print(
+                        f"round {round_index + 1} {program:9} {mode:10} {name:48} {value:7.1f} runs/s",
+                        flush=True,
+                    )
     for box in boxes.values():
         box.close()
 
     table: dict = {}
     for (program, mode, name), values in samples.items():
-        table.setdefault(program, {}).setdefault(mode, {})[name] = {"runs_per_s": round(statistics.median(values), 1),
-                                                                    "rounds": [round(v, 1) for v in values]}
+        table.setdefault(program, {}).setdefault(mode, {})[name] = {
+            "runs_per_s": round(statistics.median(values), 1),
+            "rounds": [round(v, 1) for v in values],
+        }
     for by_mode in table.values():
         for entries in by_mode.values():
             base = entries["plain python3 -c (baseline)"]["runs_per_s"]
@@ -146,12 +155,22 @@ def main() -> None:
     report = {
         "benchmark": "sandbox_throughput",
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                    "load_average_at_start": load_at_start, "load_average_at_end": os.getloadavg(),
-                    "user": "root" if os.geteuid() == 0 else "non-root"},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "load_average_at_start": load_at_start,
+            "load_average_at_end": os.getloadavg(),
+            "user": "root" if os.geteuid() == 0 else "non-root",
+        },
         "baseline_python3": shutil.which("python3"),
-        "settings": {"seconds": args.seconds, "rounds": args.rounds, "threads": args.threads,
-                     "pool_size": args.pool_size, "programs": PROGRAMS},
+        "settings": {
+            "seconds": args.seconds,
+            "rounds": args.rounds,
+            "threads": args.threads,
+            "pool_size": args.pool_size,
+            "programs": PROGRAMS,
+        },
         "skipped_backends": skipped,
         "results": table,
     }

@@ -112,7 +112,8 @@ def time_gym_sokoban(python: str, dim: tuple[int, int], num_boxes: int, rooms: i
 
 
 def _optimal_length(structure: list[list[int]], state: list[list[int]]) -> int | None:
-    """Optimal solution length of a gym-sokoban room (structure: 0 wall, 2 target; state: 3/4 box, 5 player)."""
+    """Optimal solution length of a gym-sokoban room (structure: 0 wall, 2 target; state: 3/4 box,
+    5 player)."""
     lines = []
     for fixed_row, state_row in zip(structure, state, strict=True):
         line = ""
@@ -148,11 +149,19 @@ def gym_sokoban_available(python: str) -> bool:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--gym-sokoban-python", default=DEFAULT_VENV_PYTHON,
-                        help="python of the virtual environment holding gym-sokoban (env GYM_SOKOBAN_PYTHON)")
+    parser.add_argument(
+        "--gym-sokoban-python",
+        default=DEFAULT_VENV_PYTHON,
+        help="python of the virtual environment holding gym-sokoban (env GYM_SOKOBAN_PYTHON)",
+    )
     parser.add_argument("--rooms", type=int, default=200, help="rooms per configuration for our generator")
-    parser.add_argument("--gym-rooms", type=int, nargs=3, default=(200, 40, 15),
-                        help="rooms per configuration for gym-sokoban (6x6/1, 8x8/2, 10x10/3)")
+    parser.add_argument(
+        "--gym-rooms",
+        type=int,
+        nargs=3,
+        default=(200, 40, 15),
+        help="rooms per configuration for gym-sokoban (6x6/1, 8x8/2, 10x10/3)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
@@ -164,17 +173,26 @@ def main() -> None:
         print("--gym-sokoban-python /tmp/gymsok-venv/bin/python or set GYM_SOKOBAN_PYTHON.\n")
 
     rows = []
-    header = f"{'room':>10} | {'gym-sokoban':>12} | " + " | ".join(
-        f"{f'ours @{b}':>10} {'ratio':>7}" for b in BUDGETS
-    ) + " | gym <=10"
+    header = (
+        f"{'room':>10} | {'gym-sokoban':>12} | "
+        + " | ".join(f"{f'ours @{b}':>10} {'ratio':>7}" for b in BUDGETS)
+        + " | gym <=10"
+    )
     print("CPU ms per room (mean); ratio = gym-sokoban / ours; 'ours @B': budget of B actions;")
     print("'gym <=10': share of gym-sokoban's rooms whose optimal solution fits 10 actions (ours: all)")
     print(header)
     print("-" * len(header))
     for (dim, num_boxes), gym_rooms in zip(CONFIGS, args.gym_rooms, strict=True):
-        row = {"dim_room": list(dim), "num_boxes": num_boxes, "num_gen_steps": int(1.7 * sum(dim)), "ours": {}}
+        row = {
+            "dim_room": list(dim),
+            "num_boxes": num_boxes,
+            "num_gen_steps": int(1.7 * sum(dim)),
+            "ours": {},
+        }
         if have_gym:
-            row["gym_sokoban"] = time_gym_sokoban(args.gym_sokoban_python, dim, num_boxes, gym_rooms, args.seed)
+            row["gym_sokoban"] = time_gym_sokoban(
+                args.gym_sokoban_python, dim, num_boxes, gym_rooms, args.seed
+            )
         cells = []
         for budget in BUDGETS:
             ours = time_ours(dim, num_boxes, budget, args.rooms, args.seed)
@@ -185,7 +203,9 @@ def main() -> None:
             ratio = f"{ours['speedup_cpu']:6.0f}x" if have_gym else f"{'-':>7}"
             cells.append(f"{ours['cpu_ms_mean']:10.2f} {ratio}")
         theirs = f"{row['gym_sokoban']['cpu_ms_mean']:12.1f}" if have_gym else f"{'n/a':>12}"
-        within = f"{100 * row['gym_sokoban']['solvable_within_10_actions']:>8.0f}%" if have_gym else f"{'n/a':>9}"
+        within = (
+            f"{100 * row['gym_sokoban']['solvable_within_10_actions']:>8.0f}%" if have_gym else f"{'n/a':>9}"
+        )
         print(f"{f'{dim[0]}x{dim[1]}/{num_boxes}':>10} | {theirs} | " + " | ".join(cells) + f" | {within}")
         rows.append(row)
 
@@ -193,18 +213,29 @@ def main() -> None:
     for row in rows:
         dim, num_boxes = row["dim_room"], row["num_boxes"]
         theirs = row.get("gym_sokoban")
-        cells = [f"gym-sokoban {theirs['optimal_length_mean']:5.2f} ({theirs['optimal_length_max']})"] if theirs else []
-        cells += [f"ours @{b} {row['ours'][f'budget_{b}']['optimal_length_mean']:5.2f} "
-                  f"({row['ours'][f'budget_{b}']['optimal_length_max']})" for b in BUDGETS]
+        cells = (
+            [f"gym-sokoban {theirs['optimal_length_mean']:5.2f} ({theirs['optimal_length_max']})"]
+            if theirs
+            else []
+        )
+        cells += [
+            f"ours @{b} {row['ours'][f'budget_{b}']['optimal_length_mean']:5.2f} "
+            f"({row['ours'][f'budget_{b}']['optimal_length_max']})"
+            for b in BUDGETS
+        ]
         print(f"{f'{dim[0]}x{dim[1]}/{num_boxes}':>10} | " + " | ".join(cells))
 
     result = {
         "benchmark": "sokoban_generation",
         "unit": "ms per room",
-        "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count()},
+        "machine": {
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+        },
         "gym_sokoban_available": have_gym,
         "note": "gym-sokoban does not bound the solution length; ours guarantees an optimal solution "
-                "within the budget (checked for every room by the forward solver)",
+        "within the budget (checked for every room by the forward solver)",
         "results": rows,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

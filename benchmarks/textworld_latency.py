@@ -62,18 +62,22 @@ def bench_textworld(games: int, steps: int) -> dict:
             cold = [timed(lambda a=a: generate_game(*a)) for a in settings]
             cached = [timed(lambda a=a: generate_game(*a)) for a in settings]
             results[f"generate_w{world_size}_o{nb_objects}_q{quest_length}"] = {
-                "cold_ms": median_ms(cold), "cached_ms": median_ms(cached),
+                "cold_ms": median_ms(cold),
+                "cached_ms": median_ms(cached),
             }
         env = TextWorldEnv(cache_dir=cache, max_turns=50)
         seeds = [{"options": {"game_seed": s}} for s in range(1, games + 1)]
         for options in seeds:
-            generate_game(env.world_size, env.nb_objects, env.quest_length, options["options"]["game_seed"], cache)
+            generate_game(
+                env.world_size, env.nb_objects, env.quest_length, options["options"]["game_seed"], cache
+            )
         new_game = [timed(lambda o=o: env.reset(**o)) for o in seeds]  # each reset loads another game
         same_game = [timed(lambda: env.reset(**seeds[-1])) for _ in range(games)]
         step = play_steps(env, steps, seeds * 100)
         env.close()
         results["default_game_w5_o10_q5"] = {
-            "reset_new_game_ms": median_ms(new_game), "reset_same_game_ms": median_ms(same_game),
+            "reset_new_game_ms": median_ms(new_game),
+            "reset_same_game_ms": median_ms(same_game),
             "step_ms": median_ms(step),
         }
     return results
@@ -95,8 +99,10 @@ def bench_alfworld(steps: int) -> dict:
     env.close()
     return {
         "real_trial": {
-            "reset_first_load_ms": round(first * 1000, 3), "reset_after_play_ms": median_ms(after_play),
-            "reset_untouched_ms": median_ms(untouched), "step_ms": median_ms(step),
+            "reset_first_load_ms": round(first * 1000, 3),
+            "reset_after_play_ms": median_ms(after_play),
+            "reset_untouched_ms": median_ms(untouched),
+            "step_ms": median_ms(step),
         }
     }
 
@@ -113,8 +119,13 @@ def main() -> None:
     textworld_results = bench_textworld(args.games, args.steps)
     alfworld_results = bench_alfworld(args.steps)
     results = {
-        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform(),
-                    "load_average": [round(x, 2) for x in os.getloadavg()], "textworld": textworld.__version__},
+        "machine": {
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "load_average": [round(x, 2) for x in os.getloadavg()],
+            "textworld": textworld.__version__,
+        },
         "settings": {"games": args.games, "steps": args.steps},
         "textworld": textworld_results,
         "alfworld": alfworld_results,
@@ -134,7 +145,8 @@ def main() -> None:
             continue
         for name, value in row.items():
             print(f"ALFWorld {name:33s} {value:12.2f}")
-        print(f"{'ALFWorld reset after play / step':42s} {'':12s} {row['reset_after_play_ms'] / row['step_ms']:9.1f}x")
+        ratio = row["reset_after_play_ms"] / row["step_ms"]
+        print(f"{'ALFWorld reset after play / step':42s} {'':12s} {ratio:9.1f}x")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.out}")

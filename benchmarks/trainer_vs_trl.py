@@ -4,7 +4,8 @@ Both trainers start from the same tiny Llama-style model (built here, tokenizer 
 SFT warm start on FrozenLake oracle trajectories so rollouts get different rewards), use the same prompts
 (the env's first turn through the same chat template), the same batch (P prompts x G generations), the
 same micro-batch (16 sequences per forward/backward, gradient accumulation over the batch), the same
-completion length limit and sampling temperature (0.5, the quickstart's), no KL, one update per batch, token-level loss normalization
+completion length limit and sampling temperature (0.5, the quickstart's), no KL, one update per batch,
+token-level loss normalization
 (TRL ``loss_type="dapo"``), clip 0.2 / 0.28, no gradient checkpointing, one CPU thread each.
 The task is single-turn FrozenLake (``max_turns=1``) because ``GRPOTrainer`` is a single-turn trainer;
 the reward is the env's reward for the completion.
@@ -55,24 +56,55 @@ def build_start_model(folder: Path, sft_steps: int) -> Path:
     return folder
 
 
-def run_agentgym(model_dir: Path, out: Path, steps: int, prompts: int, group: int, max_new_tokens: int,
-                 temperature: float, env_kwargs: dict, snr: bool) -> dict:
+def run_agentgym(
+    model_dir: Path,
+    out: Path,
+    steps: int,
+    prompts: int,
+    group: int,
+    max_new_tokens: int,
+    temperature: float,
+    env_kwargs: dict,
+    snr: bool,
+) -> dict:
     from agentgym.trainers.config import load_config
     from agentgym.trainers.trainer import train
 
-    filt = {"strategy": "top_p", "value": 0.9, "include_zero": False} if snr else {"value": 1.0,
-                                                                                  "include_zero": True}
-    config = load_config(base={
-        "model": {"path": str(model_dir)},
-        "env": {"id": ENV, "kwargs": env_kwargs},
-        "rollout": {"prompts_per_step": prompts, "group_size": group, "max_new_tokens": max_new_tokens,
-                    "temperature": temperature},
-        "algorithm": {"name": "grpo", "lr": 2e-4, "micro_batch_size": MICRO_BATCH, "clip_low": 0.2,
-                      "clip_high": 0.28},
-        "filter": filt,
-        "trainer": {"output_dir": str(out), "steps": steps, "save_every": 10_000, "eval_episodes": 0,
-                    "eval_before_rl": False, "progress": False, "plots": False, "threads": 1},
-    })
+    filt = (
+        {"strategy": "top_p", "value": 0.9, "include_zero": False}
+        if snr
+        else {"value": 1.0, "include_zero": True}
+    )
+    config = load_config(
+        base={
+            "model": {"path": str(model_dir)},
+            "env": {"id": ENV, "kwargs": env_kwargs},
+            "rollout": {
+                "prompts_per_step": prompts,
+                "group_size": group,
+                "max_new_tokens": max_new_tokens,
+                "temperature": temperature,
+            },
+            "algorithm": {
+                "name": "grpo",
+                "lr": 2e-4,
+                "micro_batch_size": MICRO_BATCH,
+                "clip_low": 0.2,
+                "clip_high": 0.28,
+            },
+            "filter": filt,
+            "trainer": {
+                "output_dir": str(out),
+                "steps": steps,
+                "save_every": 10_000,
+                "eval_episodes": 0,
+                "eval_before_rl": False,
+                "progress": False,
+                "plots": False,
+                "threads": 1,
+            },
+        }
+    )
     train(config)
     rl = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     rl = [r for r in rl if r["phase"] == "rl"][1:]  # the first step warms up
@@ -87,8 +119,9 @@ def run_agentgym(model_dir: Path, out: Path, steps: int, prompts: int, group: in
     }
 
 
-def run_trl(model_dir: Path, out: Path, steps: int, prompts: int, group: int, max_new_tokens: int,
-            temperature: float) -> dict:
+def run_trl(
+    model_dir: Path, out: Path, steps: int, prompts: int, group: int, max_new_tokens: int, temperature: float
+) -> dict:
     import gymnasium as gym
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
@@ -103,7 +136,10 @@ def run_trl(model_dir: Path, out: Path, steps: int, prompts: int, group: int, ma
     rows = []
     for seed in range(prompts * (steps + 2)):
         obs, info = env.reset(seed=seed)
-        chat = [{"role": "system", "content": info["instructions"]}, turn_message(1, obs, env.unwrapped.format)]
+        chat = [
+            {"role": "system", "content": info["instructions"]},
+            turn_message(1, obs, env.unwrapped.format),
+        ]
         rows.append({"prompt": chat, "seed": seed})
 
     def env_reward(prompts, completions, seed, **_):
@@ -124,7 +160,9 @@ def run_trl(model_dir: Path, out: Path, steps: int, prompts: int, group: int, ma
         sequences = result if torch.is_tensor(result) else result.sequences
         prompt_len = kwargs["input_ids"].shape[1] if "input_ids" in kwargs else args[0].shape[1]
         for row in sequences[:, prompt_len:].tolist():
-            timing["tokens"] += row.index(tokenizer.eos_token_id) + 1 if tokenizer.eos_token_id in row else len(row)
+            timing["tokens"] += (
+                row.index(tokenizer.eos_token_id) + 1 if tokenizer.eos_token_id in row else len(row)
+            )
         return result
 
     model.generate = timed_generate
@@ -143,20 +181,48 @@ def run_trl(model_dir: Path, out: Path, steps: int, prompts: int, group: int, ma
 
     timer = StepTimer()
     config = GRPOConfig(
-        output_dir=str(out), per_device_train_batch_size=MICRO_BATCH,
-        gradient_accumulation_steps=prompts * group // MICRO_BATCH, num_generations=group,
-        max_completion_length=max_new_tokens, temperature=temperature, top_k=0, top_p=1.0, beta=0.0, num_iterations=1,
-        epsilon=0.2, epsilon_high=0.28, loss_type="dapo", learning_rate=2e-4, max_steps=steps, logging_steps=1,
-        report_to="none", save_strategy="no", use_cpu=True, bf16=False, gradient_checkpointing=False,
-        disable_dropout=True, shuffle_dataset=False, dataloader_num_workers=0, seed=0,
+        output_dir=str(out),
+        per_device_train_batch_size=MICRO_BATCH,
+        gradient_accumulation_steps=prompts * group // MICRO_BATCH,
+        num_generations=group,
+        max_completion_length=max_new_tokens,
+        temperature=temperature,
+        top_k=0,
+        top_p=1.0,
+        beta=0.0,
+        num_iterations=1,
+        epsilon=0.2,
+        epsilon_high=0.28,
+        loss_type="dapo",
+        learning_rate=2e-4,
+        max_steps=steps,
+        logging_steps=1,
+        report_to="none",
+        save_strategy="no",
+        use_cpu=True,
+        bf16=False,
+        gradient_checkpointing=False,
+        disable_dropout=True,
+        shuffle_dataset=False,
+        dataloader_num_workers=0,
+        seed=0,
     )
-    trainer = GRPOTrainer(model=model, reward_funcs=env_reward, args=config, train_dataset=Dataset.from_list(rows),
-                          processing_class=tokenizer, callbacks=[timer])
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=env_reward,
+        args=config,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+        callbacks=[timer],
+    )
     trainer.train()
     env.close()
     times, tps = timer.times[1:], timer.rollout_tps[1:]
-    return {"step_time_s": statistics.median(times), "rollout_tokens_per_s": statistics.median(tps),
-            "steps_measured": len(times)}
+    return {
+        "step_time_s": statistics.median(times),
+        "rollout_tokens_per_s": statistics.median(tps),
+        "steps_measured": len(times),
+    }
 
 
 def main() -> None:
@@ -187,19 +253,33 @@ def main() -> None:
         print("multi-turn", no_filter, filtered, flush=True)
 
     result = {
-        "machine": {"cpu": platform.processor() or platform.machine(), "torch_threads": 1,
-                    "torch": torch.__version__, "trl": trl.__version__},
-        "setup": {"model": "tiny llama (hidden 128, 4 layers, vocab 1024), SFT warm start", "env": ENV,
-                  "prompts_per_step": args.prompts, "group_size": args.group, "micro_batch": MICRO_BATCH,
-                  "max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "steps": args.steps,
-                  "first_step_dropped": True},
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "torch_threads": 1,
+            "torch": torch.__version__,
+            "trl": trl.__version__,
+        },
+        "setup": {
+            "model": "tiny llama (hidden 128, 4 layers, vocab 1024), SFT warm start",
+            "env": ENV,
+            "prompts_per_step": args.prompts,
+            "group_size": args.group,
+            "micro_batch": MICRO_BATCH,
+            "max_new_tokens": args.max_new_tokens,
+            "temperature": args.temperature,
+            "steps": args.steps,
+            "first_step_dropped": True,
+        },
         "single_turn_grpo": {
-            "agentgym": ours, "trl": theirs,
+            "agentgym": ours,
+            "trl": theirs,
             "step_time_ratio_agentgym_over_trl": ours["step_time_s"] / theirs["step_time_s"],
-            "rollout_tokens_per_s_ratio_agentgym_over_trl": ours["rollout_tokens_per_s"] / theirs["rollout_tokens_per_s"],
+            "rollout_tokens_per_s_ratio_agentgym_over_trl": ours["rollout_tokens_per_s"]
+            / theirs["rollout_tokens_per_s"],
         },
         "snr_filtering_multi_turn": {
-            "no_filter": no_filter, "top_p_0.9": filtered,
+            "no_filter": no_filter,
+            "top_p_0.9": filtered,
             "update_time_saving": 1 - filtered["update_time_s"] / no_filter["update_time_s"],
             "step_time_saving": 1 - filtered["step_time_s"] / no_filter["step_time_s"],
         },
@@ -208,11 +288,19 @@ def main() -> None:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     s = result["single_turn_grpo"]
-    print(f"step time  agentgym {ours['step_time_s']:.2f}s  TRL {theirs['step_time_s']:.2f}s  "
-          f"ratio {s['step_time_ratio_agentgym_over_trl']:.2f}")
-    print(f"rollout tokens/s  agentgym {ours['rollout_tokens_per_s']:.0f}  TRL {theirs['rollout_tokens_per_s']:.0f}")
+    print(
+        f"step time  agentgym {ours['step_time_s']:.2f}s  TRL {theirs['step_time_s']:.2f}s  "
+        f"ratio {s['step_time_ratio_agentgym_over_trl']:.2f}"
+    )
+    print(
+        f"rollout tokens/s  agentgym {ours['rollout_tokens_per_s']:.0f}  TRL "
+        f"{theirs['rollout_tokens_per_s']:.0f}"
+    )
     f = result["snr_filtering_multi_turn"]
-    print(f"SNR filtering (top-p 0.9): kept {filtered['kept_ratio']:.2f}, step time saving {f['step_time_saving']:.0%}")
+    print(
+        f"SNR filtering (top-p 0.9): kept {filtered['kept_ratio']:.2f}, step time saving "
+        f"{f['step_time_saving']:.0%}"
+    )
 
 
 if __name__ == "__main__":

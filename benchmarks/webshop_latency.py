@@ -51,8 +51,13 @@ def search_latency(data_dir: Path) -> dict:
         start = time.perf_counter()
         engine.search(query)
         times.append((time.perf_counter() - start) * 1000)
-    return {"products": len(catalogue.products), "queries": len(queries), "index_build_s": round(build_s, 3),
-            "median_ms": round(statistics.median(times), 3), "p95_ms": round(percentile(times, 0.95), 3)}
+    return {
+        "products": len(catalogue.products),
+        "queries": len(queries),
+        "index_build_s": round(build_s, 3),
+        "median_ms": round(statistics.median(times), 3),
+        "p95_ms": round(percentile(times, 0.95), 3),
+    }
 
 
 def oracle_episode(env, seed: int, step_times: list[float] | None = None) -> bool:
@@ -69,7 +74,7 @@ def oracle_episode(env, seed: int, step_times: list[float] | None = None) -> boo
 
 
 def cpu_seconds() -> float:
-    """CPU time used so far by this process and its children still alive (the browser, Playwright's driver)."""
+    """CPU time used so far by this process and its live children (the browser, Playwright's driver)."""
     total = 0.0
     for process in [psutil.Process(), *psutil.Process().children(recursive=True)]:
         try:
@@ -96,12 +101,17 @@ def step_latency(kwargs: dict, episodes: int) -> dict:
     finally:
         env.close()
     calls = len(step_times) + len(reset_times)
-    return {"episodes": episodes, "oracle_success": wins / episodes, "steps": len(step_times),
-            "median_step_ms": round(statistics.median(step_times), 1), "p95_step_ms": round(percentile(step_times, 0.95), 1),
-            "median_reset_ms": round(statistics.median(reset_times), 1),
-            # CPU time of every process involved per step or reset: what the wall time would be on idle cores
-            "cpu_ms_per_call": round(cpu / calls * 1000, 1),
-            "episodes_per_s": round(episodes / elapsed, 2)}
+    return {
+        "episodes": episodes,
+        "oracle_success": wins / episodes,
+        "steps": len(step_times),
+        "median_step_ms": round(statistics.median(step_times), 1),
+        "p95_step_ms": round(percentile(step_times, 0.95), 1),
+        "median_reset_ms": round(statistics.median(reset_times), 1),
+        # CPU time of every process involved per step or reset: what the wall time would be on idle cores
+        "cpu_ms_per_call": round(cpu / calls * 1000, 1),
+        "episodes_per_s": round(episodes / elapsed, 2),
+    }
 
 
 def threaded_throughput(kwargs: dict, threads: int, episodes_each: int) -> dict:
@@ -125,8 +135,12 @@ def threaded_throughput(kwargs: dict, threads: int, episodes_each: int) -> dict:
     finally:
         for env in envs:
             env.close()
-    return {"threads": threads, "episodes": len(results), "oracle_success": sum(results) / len(results),
-            "episodes_per_s": round(len(results) / elapsed, 2)}
+    return {
+        "threads": threads,
+        "episodes": len(results),
+        "oracle_success": sum(results) / len(results),
+        "episodes_per_s": round(len(results) / elapsed, 2),
+    }
 
 
 def _browser_memory_mb() -> float:
@@ -155,17 +169,23 @@ def memory_per_env(kwargs: dict, extra_envs: int) -> dict:
         env.close()
     browser_per_env = (browser_after - browser_before) / extra_envs
     python_per_env = (python_after - python_before) / extra_envs
-    return {"envs_added": extra_envs, "browser_total_mb_with_1_env": round(browser_before, 1),
-            "browser_mb_per_env": round(browser_per_env, 1), "python_mb_per_env": round(python_per_env, 2),
-            "total_mb_per_env": round(browser_per_env + python_per_env, 1)}
+    return {
+        "envs_added": extra_envs,
+        "browser_total_mb_with_1_env": round(browser_before, 1),
+        "browser_mb_per_env": round(browser_per_env, 1),
+        "python_mb_per_env": round(python_per_env, 2),
+        "total_mb_per_env": round(browser_per_env + python_per_env, 1),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--episodes", type=int, default=30)
     parser.add_argument("--threads", type=int, default=4)
-    parser.add_argument("--data-dir", default=os.environ.get("AGENTGYM_WEBSHOP_DATA",
-                                                             str(REPO.parent / "shared" / "data" / "webshop")))
+    parser.add_argument(
+        "--data-dir",
+        default=os.environ.get("AGENTGYM_WEBSHOP_DATA", str(REPO.parent / "shared" / "data" / "webshop")),
+    )
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "webshop_latency.json"))
     args = parser.parse_args()
     data_dir = Path(args.data_dir)
@@ -173,9 +193,13 @@ def main() -> None:
     load_before = os.getloadavg()
 
     results: dict = {
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                    "browser": find_chromium(),
-                    "load_average_at_start": [round(x, 2) for x in load_before]},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "browser": find_chromium(),
+            "load_average_at_start": [round(x, 2) for x in load_before],
+        },
         "targets": {"median_step_ms": TARGET_STEP_MS, "search_ms": TARGET_SEARCH_MS},
     }
     if has_data:
@@ -185,25 +209,41 @@ def main() -> None:
         settings["real_1000"] = {"data_dir": str(data_dir)}
     for name, kwargs in settings.items():
         results[f"steps_{name}"] = step_latency(kwargs, args.episodes)
-    results[f"threads_{args.threads}_generated"] = threaded_throughput({}, args.threads, max(2, args.episodes // 6))
+    results[f"threads_{args.threads}_generated"] = threaded_throughput(
+        {}, args.threads, max(2, args.episodes // 6)
+    )
     results["memory_generated"] = memory_per_env({}, 4)
     results["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
 
     print(f"{'measure':40s} {'measured':>10s} {'target':>10s} {'measured/target':>16s}")
-    rows = [(f"median step ms ({n})", results[f"steps_{n}"]["median_step_ms"], TARGET_STEP_MS) for n in settings]
+    rows = [
+        (f"median step ms ({n})", results[f"steps_{n}"]["median_step_ms"], TARGET_STEP_MS) for n in settings
+    ]
     if has_data:
-        rows.append(("median search ms (1000 products)", results["search_1000_products"]["median_ms"],
-                     TARGET_SEARCH_MS))
+        rows.append(
+            (
+                "median search ms (1000 products)",
+                results["search_1000_products"]["median_ms"],
+                TARGET_SEARCH_MS,
+            )
+        )
     for label, value, target in rows:
         print(f"{label:40s} {value:10.2f} {target:10.2f} {value / target:16.2f}")
     for name in settings:
-        print(f"episodes/s, one env ({name}): {results[f'steps_{name}']['episodes_per_s']}; "
-              f"CPU ms per step, all processes: {results[f'steps_{name}']['cpu_ms_per_call']}")
-    print(f"episodes/s, {args.threads} envs in threads: {results[f'threads_{args.threads}_generated']['episodes_per_s']}")
+        print(
+            f"episodes/s, one env ({name}): {results[f'steps_{name}']['episodes_per_s']}; "
+            f"CPU ms per step, all processes: {results[f'steps_{name}']['cpu_ms_per_call']}"
+        )
+    print(
+        f"episodes/s, {args.threads} envs in threads: "
+        f"{results[f'threads_{args.threads}_generated']['episodes_per_s']}"
+    )
     print(f"memory per env: {results['memory_generated']['total_mb_per_env']} MB")
     print(f"browser: {results['machine']['browser']}")
-    print(f"load average start/end: {results['machine']['load_average_at_start']} / "
-          f"{results['machine']['load_average_at_end']} on {os.cpu_count()} CPUs")
+    print(
+        f"load average start/end: {results['machine']['load_average_at_start']} / "
+        f"{results['machine']['load_average_at_end']} on {os.cpu_count()} CPUs"
+    )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.out}")

@@ -7,7 +7,8 @@ Part 1 (constructed). A tiny Llama-style model (built from a config, tokenizer t
 downloaded) is fine-tuned on FrozenLake first turns in two phases:
 
     phase A, "grounded":  <think>the lake: <the rows of this board>; filler words</think><answer>move</answer>
-    phase B, "template":  <think>the lake: <the rows of a random board>; filler words</think><answer>move</answer>
+    phase B, "template":  <think>the lake: <the rows of a random board>; filler words</think>
+                          <answer>move</answer>
 
 Both phases write the same kind of reasoning with the same randomness (random filler words, a board
 description), so the policy's token entropy stays high throughout. In phase A the reasoning depends on the
@@ -43,8 +44,28 @@ from agentgym.rollout import turn_message
 from agentgym.tiny_models import build_tiny_model, env_corpus, train_tokenizer
 
 ENV = "agentgym/FrozenLake-v0"
-FILLER = ("hmm", "ok", "let", "me", "see", "check", "careful", "then", "so", "well", "maybe", "right", "now",
-          "first", "look", "again", "fine", "yes", "think", "plan")
+FILLER = (
+    "hmm",
+    "ok",
+    "let",
+    "me",
+    "see",
+    "check",
+    "careful",
+    "then",
+    "so",
+    "well",
+    "maybe",
+    "right",
+    "now",
+    "first",
+    "look",
+    "again",
+    "fine",
+    "yes",
+    "think",
+    "plan",
+)
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -75,7 +96,10 @@ def first_turns(seeds: range, size: int) -> list[tuple[list[dict], list[str]]]:
     out = []
     for seed in seeds:
         obs, info = env.reset(seed=seed)
-        chat = [{"role": "system", "content": info["instructions"]}, turn_message(1, obs, env.unwrapped.format)]
+        chat = [
+            {"role": "system", "content": info["instructions"]},
+            turn_message(1, obs, env.unwrapped.format),
+        ]
         out.append((chat, board_rows(obs)))
     env.close()
     return out
@@ -105,17 +129,33 @@ def sft_step(model, optimizer, tokenizer, batch: list[tuple[list[int], list[int]
 def measure(model, tokenizer, probes, samples_per_prompt: int, seed: int) -> dict:
     """Sample replies for the probe prompts and score MI (first turn) and entropy on them."""
     policy = HFPolicy(model, tokenizer, temperature=1.0, max_new_tokens=64, seed=seed, device="cpu")
-    prompts = [p for p in policy.encode_chats([chat for chat, _ in probes]) for _ in range(samples_per_prompt)]
+    prompts = [
+        p for p in policy.encode_chats([chat for chat, _ in probes]) for _ in range(samples_per_prompt)
+    ]
     generations = policy.generate(prompts)
     model.train()
     episodes = [[TurnSample(list(p), g.token_ids)] for p, g in zip(prompts, generations, strict=True)]
-    report = score_batch(model, tokenizer, episodes, modes=("first_turn",), max_samples=None,
-                         max_scored_turns=None, control_tokens=False)
+    report = score_batch(
+        model,
+        tokenizer,
+        episodes,
+        modes=("first_turn",),
+        max_samples=None,
+        max_scored_turns=None,
+        control_tokens=False,
+    )
     mi = report["mi"]["first_turn"]
-    return {"mi": mi.get("mi"), "mi_seq": mi.get("mi_seq"), "retrieval_acc": mi.get("retrieval_acc"),
-            "retrieval_chance": mi.get("retrieval_chance"), "mi_upper_bound": mi.get("mi_upper_bound"),
-            "reasoning_entropy": mi.get("reasoning_entropy"), "conditional_entropy": mi.get("conditional_entropy"),
-            "valid_thinking_rate": mi.get("valid_thinking_rate"), "entropy": report["entropy"]}
+    return {
+        "mi": mi.get("mi"),
+        "mi_seq": mi.get("mi_seq"),
+        "retrieval_acc": mi.get("retrieval_acc"),
+        "retrieval_chance": mi.get("retrieval_chance"),
+        "mi_upper_bound": mi.get("mi_upper_bound"),
+        "reasoning_entropy": mi.get("reasoning_entropy"),
+        "conditional_entropy": mi.get("conditional_entropy"),
+        "valid_thinking_rate": mi.get("valid_thinking_rate"),
+        "entropy": report["entropy"],
+    }
 
 
 def constructed(args: argparse.Namespace) -> dict:
@@ -125,8 +165,9 @@ def constructed(args: argparse.Namespace) -> dict:
     probes = first_turns(range(args.probe_prompts), args.size)
     corpus = env_corpus([ENV], seeds=30) + [reply(rows, rng) for _, rows in train[:200]]
     tokenizer = train_tokenizer(corpus, vocab_size=768)
-    model = build_tiny_model(tokenizer, arch="llama", hidden_size=args.hidden, layers=args.layers, heads=4,
-                             seed=args.seed)
+    model = build_tiny_model(
+        tokenizer, arch="llama", hidden_size=args.hidden, layers=args.layers, heads=4, seed=args.seed
+    )
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr)
     history = []
@@ -135,13 +176,20 @@ def constructed(args: argparse.Namespace) -> dict:
     for step in range(total + 1):
         phase = "grounded" if step < args.phase_steps else "template"
         if step % args.every == 0:
-            point = {"step": step, "phase": phase, **measure(model, tokenizer, probes, args.samples, seed=step)}
+            point = {
+                "step": step,
+                "phase": phase,
+                **measure(model, tokenizer, probes, args.samples, seed=step),
+            }
             history.append(point)
             shown = {k: "-" if v is None else f"{v:.3f}" for k, v in point.items() if not isinstance(v, str)}
-            print(f"step {step:4d} {phase:8s} MI {shown['mi']} (max {shown['mi_upper_bound']}) "
-                  f"retrieval {shown['retrieval_acc']} entropy {shown['entropy']} reasoning entropy "
-                  f"{shown['reasoning_entropy']} valid think {shown['valid_thinking_rate']}  "
-                  f"[{time.perf_counter() - started:.0f}s]", flush=True)
+            print(
+                f"step {step:4d} {phase:8s} MI {shown['mi']} (max {shown['mi_upper_bound']}) "
+                f"retrieval {shown['retrieval_acc']} entropy {shown['entropy']} reasoning entropy "
+                f"{shown['reasoning_entropy']} valid think {shown['valid_thinking_rate']}  "
+                f"[{time.perf_counter() - started:.0f}s]",
+                flush=True,
+            )
         if step == total:
             break
         batch = []
@@ -168,13 +216,21 @@ def plot_constructed(result: dict, path: Path) -> None:
     bound = max((p["mi_upper_bound"] for p in h if np.isfinite(p["mi_upper_bound"])), default=np.nan)
     ax_mi.axhline(bound, color="gray", ls=":", label="log N (upper bound)")
     ax_r = ax_mi.twinx()
-    ax_r.plot(steps, [p["retrieval_acc"] for p in h], "s--", color="tab:green", alpha=0.6, label="retrieval acc")
+    ax_r.plot(
+        steps, [p["retrieval_acc"] for p in h], "s--", color="tab:green", alpha=0.6, label="retrieval acc"
+    )
     ax_r.axhline(1 / result["config"]["probe_prompts"], color="tab:green", ls=":", alpha=0.5)
     ax_r.set_ylabel("retrieval accuracy")
     ax_r.set_ylim(0, 1.05)
     ax_mi.set_ylabel("mutual information (nats)")
     ax_h.plot(steps, [p["entropy"] for p in h], "o-", color="tab:red", label="token entropy (all generated)")
-    ax_h.plot(steps, [p["reasoning_entropy"] for p in h], "^-", color="tab:orange", label="token entropy (reasoning)")
+    ax_h.plot(
+        steps,
+        [p["reasoning_entropy"] for p in h],
+        "^-",
+        color="tab:orange",
+        label="token entropy (reasoning)",
+    )
     ax_h.set_ylabel("entropy (nats / token)")
     ax_h.set_ylim(0, 4)  # the random-init entropy of step 0 (about 6 nats) is off the chart
     for ax in (ax_mi, ax_h):
@@ -190,6 +246,7 @@ def plot_constructed(result: dict, path: Path) -> None:
 
 # ----- part 2: a real RL run through the trainer -----
 
+
 def rl_run(name: str, overrides: list[str], args: argparse.Namespace) -> list[dict]:
     """One ``agentgym train`` run (quickstart config + ``overrides``), with MI / entropy / control-token
     diagnostics of every ``trainer_every``-th rollout batch (before filtering) logged into metrics.jsonl."""
@@ -198,18 +255,31 @@ def rl_run(name: str, overrides: list[str], args: argparse.Namespace) -> list[di
 
     repo = Path(__file__).resolve().parents[1]
     run_dir = args.runs_dir / f"template-collapse-rl-{name}"
-    config = load_config(repo / "configs" / "quickstart.yaml", [
-        f"trainer.output_dir={run_dir}", f"trainer.steps={args.trainer_steps}", "trainer.eval_episodes=0",
-        "trainer.progress=false", f"trainer.threads={args.threads}", f"trainer.seed={args.seed}",
-        f"rollout.prompts_per_step={args.trainer_prompts}", f"rollout.group_size={args.trainer_group}",
-        f"trainer.save_every={args.trainer_steps}", f"trainer.diagnostics_every={args.trainer_every}", *(["sft.episodes=16", "sft.epochs=1"] if args.quick else []),
-        *overrides])
+    config = load_config(
+        repo / "configs" / "quickstart.yaml",
+        [
+            f"trainer.output_dir={run_dir}",
+            f"trainer.steps={args.trainer_steps}",
+            "trainer.eval_episodes=0",
+            "trainer.progress=false",
+            f"trainer.threads={args.threads}",
+            f"trainer.seed={args.seed}",
+            f"rollout.prompts_per_step={args.trainer_prompts}",
+            f"rollout.group_size={args.trainer_group}",
+            f"trainer.save_every={args.trainer_steps}",
+            f"trainer.diagnostics_every={args.trainer_every}",
+            *(["sft.episodes=16", "sft.epochs=1"] if args.quick else []),
+            *overrides,
+        ],
+    )
     trainer = Trainer(config)
     try:
         trainer.run()
     finally:
         trainer.close()
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    records = [
+        json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()
+    ]
     return [r for r in records if r.get("phase") == "rl"]
 
 
@@ -219,9 +289,14 @@ def plot_rl(runs: dict[str, list[dict]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [("success", "success rate (rollouts)"), ("diag/mi/first_turn/mi", "MI, first turn (nats)"),
-              ("diag/mi/trajectory/mi", "MI, trajectory (nats)"), ("diag/entropy", "token entropy (nats)"),
-              ("kept_ratio", "kept ratio (SNR filter)"), ("diag/mi/first_turn/retrieval_acc", "retrieval accuracy")]
+    panels = [
+        ("success", "success rate (rollouts)"),
+        ("diag/mi/first_turn/mi", "MI, first turn (nats)"),
+        ("diag/mi/trajectory/mi", "MI, trajectory (nats)"),
+        ("diag/entropy", "token entropy (nats)"),
+        ("kept_ratio", "kept ratio (SNR filter)"),
+        ("diag/mi/first_turn/retrieval_acc", "retrieval accuracy"),
+    ]
     fig, axes = plt.subplots(2, 3, figsize=(13, 7))
     for ax, (key, title) in zip(axes.flat, panels, strict=True):
         for name, records in runs.items():
@@ -240,14 +315,19 @@ def plot_rl(runs: dict[str, list[dict]], path: Path) -> None:
 
 def trainer_part(args: argparse.Namespace) -> None:
     runs = {
-        "snr-filter (top-p 0.9, no zero groups)": rl_run("snr", ["filter.strategy=top_p", "filter.value=0.9",
-                                                                  "filter.include_zero=false"], args),
+        "snr-filter (top-p 0.9, no zero groups)": rl_run(
+            "snr", ["filter.strategy=top_p", "filter.value=0.9", "filter.include_zero=false"], args
+        ),
         "no filter": rl_run("nofilter", ["filter.value=1.0", "filter.include_zero=true"], args),
     }
     keep = ("step", "success", "return_mean", "kept_ratio", "entropy", "step_time_s")
-    summary = {"config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-               "runs": {name: [{k: v for k, v in r.items() if k in keep or k.startswith("diag/")} for r in records]
-                        for name, records in runs.items()}}
+    summary = {
+        "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "runs": {
+            name: [{k: v for k, v in r.items() if k in keep or k.startswith("diag/")} for r in records]
+            for name, records in runs.items()
+        },
+    }
     (args.out / "template_collapse_rl.json").write_text(json.dumps(summary, indent=2) + "\n")
     plot_rl(runs, args.out / "template_collapse_rl.png")
     print(f"wrote {args.out / 'template_collapse_rl'}.json and .png")
@@ -269,7 +349,9 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--trainer", action="store_true", help="part 2: real GRPO runs with / without filtering")
+    parser.add_argument(
+        "--trainer", action="store_true", help="part 2: real GRPO runs with / without filtering"
+    )
     parser.add_argument("--skip-constructed", action="store_true", help="run only part 2")
     parser.add_argument("--replot", action="store_true", help="redraw the plots from the stored JSON")
     parser.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where the RL run folders go")
@@ -285,7 +367,9 @@ def main() -> None:
     if args.replot:
         for name in ("template_collapse", "template_collapse_quick"):
             if (args.out / f"{name}.json").exists():
-                plot_constructed(json.loads((args.out / f"{name}.json").read_text()), args.out / f"{name}.png")
+                plot_constructed(
+                    json.loads((args.out / f"{name}.json").read_text()), args.out / f"{name}.png"
+                )
         return
     if not args.skip_constructed:
         result = constructed(args)

@@ -44,12 +44,19 @@ def fake_data(tmp_path) -> tuple[Path, dict[str, list[Path]]]:
             trial = root / "json_2.1.1" / split / f"{task}-Apple-None-Fridge-{t}" / f"trial_T2019_{t}"
             expected[split].append(fake_trial(trial, task).resolve())
         # ALFWorld leaves these out: unsolvable games, movable and sliced trials.
-        fake_trial(root / "json_2.1.1" / split / f"{TASK_TYPES[0]}-Bread-None-Fridge-9" / "trial_T9", TASK_TYPES[0],
-                   solvable=False)
-        fake_trial(root / "json_2.1.1" / split / f"{TASK_TYPES[0]}-Apple-None-Fridge-9-movable" / "trial_T8",
-                   TASK_TYPES[0])
-        fake_trial(root / "json_2.1.1" / split / f"{TASK_TYPES[0]}-AppleSliced-None-Fridge-9" / "trial_T7",
-                   TASK_TYPES[0])
+        fake_trial(
+            root / "json_2.1.1" / split / f"{TASK_TYPES[0]}-Bread-None-Fridge-9" / "trial_T9",
+            TASK_TYPES[0],
+            solvable=False,
+        )
+        fake_trial(
+            root / "json_2.1.1" / split / f"{TASK_TYPES[0]}-Apple-None-Fridge-9-movable" / "trial_T8",
+            TASK_TYPES[0],
+        )
+        fake_trial(
+            root / "json_2.1.1" / split / f"{TASK_TYPES[0]}-AppleSliced-None-Fridge-9" / "trial_T7",
+            TASK_TYPES[0],
+        )
     return root, {split: sorted(games) for split, games in expected.items()}
 
 
@@ -82,7 +89,9 @@ def test_a_folder_of_games_and_game_files(fake_data, tmp_path):
     flat = tmp_path / "flat"
     games = [fake_trial(flat / f"trial_{i}", TASK_TYPES[i]) for i in range(3)]
     assert ALFWorldEnv(data_dir=flat).games == sorted(g.resolve() for g in games)
-    assert ALFWorldEnv(game_files=[games[2], games[0]]).games == sorted([games[0].resolve(), games[2].resolve()])
+    assert ALFWorldEnv(game_files=[games[2], games[0]]).games == sorted(
+        [games[0].resolve(), games[2].resolve()]
+    )
     # A split folder directly under the data folder.
     split_root = tmp_path / "splits"
     shutil.copytree(root / "json_2.1.1" / "valid_seen", split_root / "valid_seen")
@@ -137,8 +146,10 @@ def test_expert_wins_the_real_trial(shared_data):
         assert commands[0] == "look" and commands[-1].startswith("move potato")
         assert len(commands) <= 20  # ALFWorld's expert: a look, then the 15 steps of the walkthrough
         # The expert's choices are seeded: the same seed replays the same trajectory.
-        assert play_oracle(env, seed=3, options={"game_file": str(game)})[1] == \
+        assert (
             play_oracle(env, seed=3, options={"game_file": str(game)})[1]
+            == play_oracle(env, seed=3, options={"game_file": str(game)})[1]
+        )
     finally:
         env.close()
 
@@ -184,7 +195,9 @@ def test_inadmissible_command_is_rejected_and_changes_nothing(shared_data):
     try:
         env.reset(options={"game_index": 1})
         state = env._render_state()
-        obs, reward, terminated, truncated, info = env.step("<think>x</think><answer>take cd from desk</answer>")
+        obs, reward, terminated, truncated, info = env.step(
+            "<think>x</think><answer>take cd from desk</answer>"
+        )
         assert info["format_ok"] and not info["action_valid"]  # the cd is not in reach yet
         assert reward == pytest.approx(env.format_penalty)
         assert "not an admissible command" in obs and env._render_state() == state

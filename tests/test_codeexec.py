@@ -1,4 +1,4 @@
-"""CodeExec-v0: the shipped tasks, rewards for right, partial, crashing and hanging code, tools, formats, data."""
+"""CodeExec-v0: shipped tasks, rewards for right, partial, crashing and hanging code, tools, formats, data."""
 
 from __future__ import annotations
 
@@ -37,8 +37,7 @@ def test_shipped_tasks_are_many_and_varied():
 def _grade(index: int, wrong: bool) -> tuple[float, bool]:
     env = make(test_timeout=5.0)
     env.reset(options={"index": index})
-    code = (f"def {env.task.entry_point}(*args, **kwargs):\n    return None" if wrong
-            else env.task.solution)
+    code = f"def {env.task.entry_point}(*args, **kwargs):\n    return None" if wrong else env.task.solution
     _, reward, terminated, _, info = submit(env, code)
     assert terminated and info["tests_total"] == len(env.task.tests)
     return reward, info["success"]
@@ -83,7 +82,10 @@ def test_partial_credit_for_wrong_and_crashing_code():
 def test_a_hanging_solution_is_cut_off_per_test():
     env = make(test_timeout=1.0)
     reset_to(env, "clamp")  # loops forever where it should raise ValueError (1 test of 5)
-    code = "def clamp(value, low, high):\n    while low > high:\n        pass\n    return max(low, min(value, high))"
+    code = (
+        "def clamp(value, low, high):\n    while low > high:\n        pass\n"
+        "    return max(low, min(value, high))"
+    )
     _, reward, terminated, _, info = submit(env, code)
     assert terminated and reward == pytest.approx(4 / 5) and info["tests_passed"] == 4
 
@@ -149,23 +151,34 @@ def test_tool_call_format_runs_the_python_tool():
 
 def test_parse_command():
     assert parse_command("run: print(1)") == ("run", "print(1)")
-    assert parse_command("SUBMIT:\n```python\ndef f():\n    return 1\n```") == ("submit", "def f():\n    return 1")
+    assert parse_command("SUBMIT:\n```python\ndef f():\n    return 1\n```") == (
+        "submit",
+        "def f():\n    return 1",
+    )
     assert parse_command("python:\n    x = 1\n    print(x)") == ("run", "x = 1\nprint(x)")
     assert parse_command("submit:") is None and parse_command("print(1)") is None
 
 
 def test_humaneval_and_mbpp_layouts(tmp_path):
     humaneval = {
-        "task_id": "Mini/0", "entry_point": "double",
+        "task_id": "Mini/0",
+        "entry_point": "double",
         "prompt": 'def double(x: int) -> int:\n    """Twice x."""\n',
         "canonical_solution": "    return 2 * x\n",
         "test": "METADATA = {}\n\ndef check(candidate):\n    value = 3\n    assert candidate(value) == 6\n"
-                "    assert candidate(0) == 0\n    assert candidate(-2) == -4\n",
+        "    assert candidate(0) == 0\n    assert candidate(-2) == -4\n",
     }
-    mbpp = {"task_id": 7, "text": "Write a function to add the digits of a string of digits.",
-            "code": "def add_digits(s):\n    return sum(map(int, s))",
-            "test_list": ["assert add_digits('123') == 6", "assert add_digits('') == 0", "assert add_digits('9') == 9"],
-            "test_setup_code": ""}
+    mbpp = {
+        "task_id": 7,
+        "text": "Write a function to add the digits of a string of digits.",
+        "code": "def add_digits(s):\n    return sum(map(int, s))",
+        "test_list": [
+            "assert add_digits('123') == 6",
+            "assert add_digits('') == 0",
+            "assert add_digits('9') == 9",
+        ],
+        "test_setup_code": "",
+    }
     path = tmp_path / "tasks.jsonl"
     path.write_text(json.dumps(humaneval) + "\n" + json.dumps(mbpp) + "\n")
     env = make(data_path=str(path))
@@ -184,8 +197,13 @@ def test_humaneval_and_mbpp_layouts(tmp_path):
 
 
 def test_large_suites_are_grouped(tmp_path):
-    record = {"task_id": "many", "entry_point": "inc", "prompt": "def inc(x):", "solution": "def inc(x):\n    return x + 1",
-              "tests": [f"assert inc({i}) == {i + 1}" for i in range(40)]}
+    record = {
+        "task_id": "many",
+        "entry_point": "inc",
+        "prompt": "def inc(x):",
+        "solution": "def inc(x):\n    return x + 1",
+        "tests": [f"assert inc({i}) == {i + 1}" for i in range(40)],
+    }
     path = tmp_path / "many.jsonl"
     path.write_text(json.dumps(record) + "\n")
     env = make(data_path=str(path))

@@ -26,7 +26,13 @@ def _gsm8k_kwargs() -> dict:
 def _textworld_kwargs() -> dict:
     # A pool of four small generated games, cached for this test run only (its xdist workers share it).
     cache = run_scratch_dir() / "textworld-cache"
-    return {"world_size": 2, "nb_objects": 4, "quest_length": 3, "game_seeds": [1, 2, 3, 4], "cache_dir": str(cache)}
+    return {
+        "world_size": 2,
+        "nb_objects": 4,
+        "quest_length": 3,
+        "game_seeds": [1, 2, 3, 4],
+        "cache_dir": str(cache),
+    }
 
 
 def _alfworld_kwargs() -> dict:
@@ -41,9 +47,18 @@ CASES: dict[str, tuple[dict, list, str | None]] = {
     "agentgym/GSM8K-v0": (_gsm8k_kwargs(), [pytest.mark.data], None if _DATA else "../shared/data is absent"),
     "agentgym/CodeExec-v0": ({}, [], None),
     "agentgym/TextWorld-v0": (_textworld_kwargs(), [], None),
-    "agentgym/ALFWorld-v0": (_alfworld_kwargs(), [pytest.mark.data], None if _DATA else "../shared/data is absent"),
-    "agentgym/WebShop-v0": ({}, [pytest.mark.browser], None if __import__("agentgym.envs.webshop.chromium", fromlist=["x"])
-                            .find_chromium() else "no Chromium found (apt-get install chromium, or set AGENTGYM_CHROMIUM)"),
+    "agentgym/ALFWorld-v0": (
+        _alfworld_kwargs(),
+        [pytest.mark.data],
+        None if _DATA else "../shared/data is absent",
+    ),
+    "agentgym/WebShop-v0": (
+        {},
+        [pytest.mark.browser],
+        None
+        if __import__("agentgym.envs.webshop.chromium", fromlist=["x"]).find_chromium()
+        else "no Chromium found (apt-get install chromium, or set AGENTGYM_CHROMIUM)",
+    ),
 }
 
 

@@ -28,7 +28,13 @@ def test_wilson_interval_known_values():
 
 def test_summarize_per_turn_format_rate():
     records = [
-        {"success": True, "return": 1.0, "turns": 2, "format_ok": [False, True], "action_valid": [False, True]},
+        {
+            "success": True,
+            "return": 1.0,
+            "turns": 2,
+            "format_ok": [False, True],
+            "action_valid": [False, True],
+        },
         {"success": False, "return": -0.1, "turns": 1, "format_ok": [True], "action_valid": [True]},
     ]
     s = summarize(records)
@@ -40,8 +46,16 @@ def test_summarize_per_turn_format_rate():
 
 def test_eval_writes_summary_and_trajectories(tmp_path):
     summary = evaluate(ENV, "oracle", 12, seed=100, out=tmp_path, progress=False)
-    for key in ("env", "policy", "episodes", "success_rate", "success_ci95", "mean_return", "format_valid_rate",
-                "mean_turns"):
+    for key in (
+        "env",
+        "policy",
+        "episodes",
+        "success_rate",
+        "success_ci95",
+        "mean_return",
+        "format_valid_rate",
+        "mean_turns",
+    ):
         assert key in summary
     assert summary["success_rate"] == 1.0 and summary["episodes"] == 12
     assert json.loads((tmp_path / "summary.json").read_text()) == summary
@@ -56,7 +70,8 @@ def test_workers_give_the_same_episodes(tmp_path):
     one = evaluate(ENV, "random", 16, out=tmp_path / "one", progress=False)
     two = evaluate(ENV, "random", 16, out=tmp_path / "two", workers=2, progress=False)
     assert {k: one[k] for k in ("success_rate", "mean_return", "mean_turns")} == {
-        k: two[k] for k in ("success_rate", "mean_return", "mean_turns")}
+        k: two[k] for k in ("success_rate", "mean_return", "mean_turns")
+    }
 
     def by_seed(path):
         return {r["seed"]: r["messages"] for r in TrajectoryLog(path / "trajectories.jsonl").load()}
@@ -114,8 +129,25 @@ def test_cli_envs_and_eval(tmp_path, capsys):
     assert main(["envs"]) == 0
     assert "agentgym/Sokoban-v0" in capsys.readouterr().out
     out = tmp_path / "cli"
-    assert main(["eval", "--env", ENV, "--policy", "oracle", "--episodes", "3", "--out", str(out),
-                 "--env-kwargs", '{"size": 4}', "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--env",
+                ENV,
+                "--policy",
+                "oracle",
+                "--episodes",
+                "3",
+                "--out",
+                str(out),
+                "--env-kwargs",
+                '{"size": 4}',
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert '"success_rate": 1.0' in printed
     assert json.loads((out / "summary.json").read_text())["env_kwargs"] == {"size": 4}

@@ -72,29 +72,38 @@ def test_trained_format_name_reads_kwargs_and_defaults():
     assert trained_format_name(ENV, {"response_format": "tool_call"}) == "tool_call"
 
 
-@pytest.mark.parametrize(("reply", "ok", "ends", "state"), [
-    ("<think>a</think><answer>Up</answer>", True, False, "healthy_tool_call"),
-    ("<think>a</think><answer>Up</answer>", True, True, "healthy_answer"),
-    ("Sure! <think>a</think><answer>Up</answer>", False, False, "text_pollution"),
-    ("<think>a</think>I would go up", False, False, "text_pollution"),
-    ("I would go up, it looks safe.", False, False, "full_collapse"),
-    ("", False, False, "full_collapse"),
-    ("</answer></answer>\n</answer>", False, False, "full_collapse"),
-])
+@pytest.mark.parametrize(
+    ("reply", "ok", "ends", "state"),
+    [
+        ("<think>a</think><answer>Up</answer>", True, False, "healthy_tool_call"),
+        ("<think>a</think><answer>Up</answer>", True, True, "healthy_answer"),
+        ("Sure! <think>a</think><answer>Up</answer>", False, False, "text_pollution"),
+        ("<think>a</think>I would go up", False, False, "text_pollution"),
+        ("I would go up, it looks safe.", False, False, "full_collapse"),
+        ("", False, False, "full_collapse"),
+        ("</answer></answer>\n</answer>", False, False, "full_collapse"),
+    ],
+)
 def test_turn_states(reply, ok, ends, state):
     assert turn_state(reply, ok, ends, "answer") == state
 
 
 def test_turn_state_shares_over_records():
-    records = [{
-        "messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "u"},
-                     {"role": "assistant", "content": "<think>x</think><answer>Up</answer>"},
-                     {"role": "user", "content": "u"},
-                     {"role": "assistant", "content": "hello"},
-                     {"role": "user", "content": "u"},
-                     {"role": "assistant", "content": "<think>x</think><answer>Up</answer>"}],
-        "format_ok": [True, False, True], "terminated": True,
-    }]
+    records = [
+        {
+            "messages": [
+                {"role": "system", "content": "s"},
+                {"role": "user", "content": "u"},
+                {"role": "assistant", "content": "<think>x</think><answer>Up</answer>"},
+                {"role": "user", "content": "u"},
+                {"role": "assistant", "content": "hello"},
+                {"role": "user", "content": "u"},
+                {"role": "assistant", "content": "<think>x</think><answer>Up</answer>"},
+            ],
+            "format_ok": [True, False, True],
+            "terminated": True,
+        }
+    ]
     shares = turn_state_shares(records, "answer")
     assert shares["turns"] == 3
     assert shares["healthy_tool_call"] == pytest.approx(1 / 3)
@@ -136,8 +145,24 @@ def test_wrong_control_mass_on_hand_made_probabilities(tiny_tokenizer):
 
 def test_cli_format_variants_write_into_the_summary(tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["eval", "--env", ENV, "--policy", "oracle", "--episodes", "2", "--out", str(out),
-                 "--format-variants", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--env",
+                ENV,
+                "--policy",
+                "oracle",
+                "--episodes",
+                "2",
+                "--out",
+                str(out),
+                "--format-variants",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     summary = json.loads((out / "summary.json").read_text())
     variants = summary["format_variants"]
     assert variants["trained_format"] == "answer"

@@ -72,8 +72,11 @@ def test_renamed_and_nothink_variants():
 
 def test_tool_call_format():
     fmt = ToolCallFormat()
-    ok = fmt.parse('<think>t</think><tool_call>{"name": "search", "arguments": {"query": "red shoes"}}</tool_call>'
-                   '<tool_call>{"arguments": {"element": "Next >"}, "name": "click"}</tool_call>', SHOP)
+    ok = fmt.parse(
+        '<think>t</think><tool_call>{"name": "search", "arguments": {"query": "red shoes"}}</tool_call>'
+        '<tool_call>{"arguments": {"element": "Next >"}, "name": "click"}</tool_call>',
+        SHOP,
+    )
     assert ok.ok and ok.commands == ["search[red shoes]", "click[Next >]"] and ok.think == "t"
     for bad, reason in [
         ("search[x]", "no <tool_call>"),
@@ -100,14 +103,25 @@ def test_python_call_format():
     assert fmt.parse('[move(direction="Up"), move("Left")]', (MOVE,)).commands == ["Up", "Left"]
     assert fmt.parse("<think>t</think> move(direction='Down')", (MOVE,)).commands == ["Down"]
     assert fmt.parse("[search(query=3)]", SHOP).commands == ["search[3]"]
-    for bad in ["[move(direction=x)]", "[jump()]", "[move(**d)]", "move(", "[1, 2]", "[]",
-                "[move('Up', 'Down')]", "__import__('os').system('true')"]:
+    for bad in [
+        "[move(direction=x)]",
+        "[jump()]",
+        "[move(**d)]",
+        "move(",
+        "[1, 2]",
+        "[]",
+        "[move('Up', 'Down')]",
+        "__import__('os').system('true')",
+    ]:
         assert not fmt.parse(bad, (MOVE,)).ok, bad
 
 
 @pytest.mark.parametrize("name", list(FORMATS))
-@given(query=st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=30)
-       .filter(lambda s: s.strip() == s and "]" not in s and "||" not in s and "<" not in s))
+@given(
+    query=st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=30).filter(
+        lambda s: s.strip() == s and "]" not in s and "||" not in s and "<" not in s
+    )
+)
 def test_render_then_parse_round_trip(name, query):
     fmt = FORMATS[name]
     commands = [f"search[{query}]", "click[Buy Now]"]

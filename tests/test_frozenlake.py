@@ -16,13 +16,19 @@ MAP_4x4 = MAPS["4x4"]  # SFFF / FHFH / FFFH / HFFG
 
 
 def _test_maps() -> list[list[str]]:
-    return [MAP_4x4, MAPS["8x8"], ["SFH", "FHG"], *(generate_random_map(size=5, p=0.7, seed=s) for s in range(5))]
+    return [
+        MAP_4x4,
+        MAPS["8x8"],
+        ["SFH", "FHG"],
+        *(generate_random_map(size=5, p=0.7, seed=s) for s in range(5)),
+    ]
 
 
 def _long_env(desc: list[str], **kwargs) -> FrozenLakeEnv:
     """One move per turn and no budget to speak of, so long random walks fit in an episode."""
-    return FrozenLakeEnv(desc=desc, max_turns=1000, max_actions_per_turn=1, max_actions=None, format_penalty=0.0,
-                         **kwargs)
+    return FrozenLakeEnv(
+        desc=desc, max_turns=1000, max_actions_per_turn=1, max_actions=None, format_penalty=0.0, **kwargs
+    )
 
 
 def _answer(direction: str) -> str:
@@ -45,7 +51,9 @@ def test_same_positions_rewards_and_endings_as_gymnasium(map_index):
             # Half random moves, half shortest-path moves, so that episodes reach the goal too.
             path = shortest_path(desc, ours.position)
             action = DIRECTIONS.index(path[0]) if path and rng.random() < 0.5 else int(rng.integers(4))
-            name = DIRECTIONS[action].lower() if rng.random() < 0.3 else DIRECTIONS[action]  # case-insensitive
+            name = (
+                DIRECTIONS[action].lower() if rng.random() < 0.3 else DIRECTIONS[action]
+            )  # case-insensitive
             _, reward, terminated, truncated, info = ours.step(_answer(name))
             state, their_reward, their_terminated, _, _ = theirs.step(action)
             assert ours.position == divmod(state, cols)

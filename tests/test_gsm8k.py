@@ -13,12 +13,18 @@ import agentgym  # noqa: F401  (registers the environments)
 from agentgym.envs.gsm8k import GSM8KEnv, extract_number, gold_number, is_correct, load_hub, load_jsonl
 
 PROBLEMS = [
-    {"question": "Ann has 3 apples and buys 15 more. How many apples does she have?",
-     "answer": "She has 3 + 15 = <<3+15=18>>18 apples.\n#### 18"},
-    {"question": "A car costs $1,000 and a boat $234. What do both cost together?",
-     "answer": "1000 + 234 = <<1000+234=1234>>1234\n#### 1,234"},
-    {"question": "It is 2 degrees and gets 5 degrees colder. What is the temperature now?",
-     "answer": "2 - 5 = <<2-5=-3>>-3\n#### -3"},
+    {
+        "question": "Ann has 3 apples and buys 15 more. How many apples does she have?",
+        "answer": "She has 3 + 15 = <<3+15=18>>18 apples.\n#### 18",
+    },
+    {
+        "question": "A car costs $1,000 and a boat $234. What do both cost together?",
+        "answer": "1000 + 234 = <<1000+234=1234>>1234\n#### 1,234",
+    },
+    {
+        "question": "It is 2 degrees and gets 5 degrees colder. What is the temperature now?",
+        "answer": "2 - 5 = <<2-5=-3>>-3\n#### -3",
+    },
 ]
 
 
@@ -34,21 +40,52 @@ def _answer(text: str) -> str:
 
 
 # ----- the checker -----
-@pytest.mark.parametrize("answer,gold", [
-    ("18", "18"), ("18.", "18"), ("$18", "18"), ("1,234", "1234"), ("18.0", "18"), ("The answer is 18.", "18"),
-    ("-3", "-3"), ("\\boxed{18}", "18"), ("$1,234.", "1234"), ("18 dollars", "18"), ("2.5", "2.5"),
-    ("First 3 + 15 = 18, so the answer is 18", "18"), ("5 - 8 = -3", "-3"), ("\\boxed{-3}", "-3"),
-    ("1,234,567", "1234567"), ("12.50", "12.5"), ("50%", "50"), ("The result: \\boxed{18} (from 3 steps)", "18"),
-])
+@pytest.mark.parametrize(
+    "answer,gold",
+    [
+        ("18", "18"),
+        ("18.", "18"),
+        ("$18", "18"),
+        ("1,234", "1234"),
+        ("18.0", "18"),
+        ("The answer is 18.", "18"),
+        ("-3", "-3"),
+        ("\\boxed{18}", "18"),
+        ("$1,234.", "1234"),
+        ("18 dollars", "18"),
+        ("2.5", "2.5"),
+        ("First 3 + 15 = 18, so the answer is 18", "18"),
+        ("5 - 8 = -3", "-3"),
+        ("\\boxed{-3}", "-3"),
+        ("1,234,567", "1234567"),
+        ("12.50", "12.5"),
+        ("50%", "50"),
+        ("The result: \\boxed{18} (from 3 steps)", "18"),
+    ],
+)
 def test_checker_accepts(answer, gold):
     assert is_correct(answer, gold)
 
 
-@pytest.mark.parametrize("answer,gold", [
-    ("18.5", "18"), ("180", "18"), ("1.8", "18"), ("-18", "18"), ("18", "-18"), ("81", "18"),
-    ("18 or maybe 19", "18"), ("eighteen", "18"), ("", "18"), ("1,23", "123"), ("5-3", "-3"), ("0.18", "18"),
-    ("18000", "18"), ("\\boxed{17} not 18", "18"),
-])
+@pytest.mark.parametrize(
+    "answer,gold",
+    [
+        ("18.5", "18"),
+        ("180", "18"),
+        ("1.8", "18"),
+        ("-18", "18"),
+        ("18", "-18"),
+        ("81", "18"),
+        ("18 or maybe 19", "18"),
+        ("eighteen", "18"),
+        ("", "18"),
+        ("1,23", "123"),
+        ("5-3", "-3"),
+        ("0.18", "18"),
+        ("18000", "18"),
+        ("\\boxed{17} not 18", "18"),
+    ],
+)
 def test_checker_rejects_near_misses(answer, gold):
     assert not is_correct(answer, gold)
 

@@ -13,11 +13,24 @@ ENV = "agentgym/FrozenLake-v0"
 
 
 def _summary(policy="random", success=0.25, episodes=8, seed=0, **extra):
-    return {"env": ENV, "policy": policy, "episodes": episodes, "success_rate": success,
-            "success_ci95": [0.1, 0.6], "mean_return": success, "format_valid_rate": 1.0,
-            "format_valid_rate_per_turn": [1.0, 0.5], "action_valid_rate": 1.0, "mean_turns": 2.0,
-            "success_by_turn": [success / 2, success], "seed": seed, "env_kwargs": {}, "policy_kwargs": {},
-            "response_format": "answer", **extra}
+    return {
+        "env": ENV,
+        "policy": policy,
+        "episodes": episodes,
+        "success_rate": success,
+        "success_ci95": [0.1, 0.6],
+        "mean_return": success,
+        "format_valid_rate": 1.0,
+        "format_valid_rate_per_turn": [1.0, 0.5],
+        "action_valid_rate": 1.0,
+        "mean_turns": 2.0,
+        "success_by_turn": [success / 2, success],
+        "seed": seed,
+        "env_kwargs": {},
+        "policy_kwargs": {},
+        "response_format": "answer",
+        **extra,
+    }
 
 
 def test_render_from_stored_runs(tmp_path):
@@ -63,8 +76,24 @@ def test_same_config_replaces_its_run_and_hash_ignores_local_paths(tmp_path):
 
 def test_eval_submit_and_leaderboard_cli(tmp_path, capsys):
     board = tmp_path / "boards"
-    assert main(["eval", "--env", ENV, "--policy", "oracle", "--episodes", "3", "--no-progress", "--submit",
-                 "--leaderboard-dir", str(board)]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--env",
+                ENV,
+                "--policy",
+                "oracle",
+                "--episodes",
+                "3",
+                "--no-progress",
+                "--submit",
+                "--leaderboard-dir",
+                str(board),
+            ]
+        )
+        == 0
+    )
     runs = load_runs(board)
     assert len(runs) == 1 and runs[0]["metrics"]["success_rate"] == 1.0
     assert runs[0]["seeds"]["first"] == 0 and runs[0]["seeds"]["last"] == 2

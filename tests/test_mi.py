@@ -53,11 +53,15 @@ def test_hand_computed_two_by_two():
 
 def test_identical_prompts_count_as_one_column():
     # prompts 0 and 2 are the same text: their columns are equal and must merge into one
-    logp = np.log(np.array([
-        [0.6, 0.1, 0.6],
-        [0.1, 0.7, 0.1],
-        [0.5, 0.2, 0.5],
-    ]))
+    logp = np.log(
+        np.array(
+            [
+                [0.6, 0.1, 0.6],
+                [0.1, 0.7, 0.1],
+                [0.5, 0.2, 0.5],
+            ]
+        )
+    )
     merged = mutual_information(logp, [0, 1, 2], prompts=["a", "b", "a"])
     reference = mutual_information(logp[:, :2], [0, 1, 0])
     assert merged == reference
@@ -119,8 +123,10 @@ def test_sampling_modes():
 def test_mi_from_turns_on_a_model(tiny_lm):
     model, tok = tiny_lm
     prompts = [tok.encode(f"<|user|>\nboard {k} " * 3) for k in range(4)]
-    replies = [tok.encode(f"<think>move number {k}</think><answer>Up</answer>") + [tok.eos_token_id]
-               for k in range(4)]
+    replies = [
+        tok.encode(f"<think>move number {k}</think><answer>Up</answer>") + [tok.eos_token_id]
+        for k in range(4)
+    ]
     turns = [TurnSample(p, r) for p, r in zip(prompts, replies, strict=True)]
     turns.append(TurnSample(prompts[0], tok.encode("<answer>Up</answer>")))  # no think block
     turns.append(TurnSample(prompts[1], replies[3]))  # a repeated prompt: still four columns
@@ -161,8 +167,15 @@ def test_token_exact_episodes_are_scored_in_one_pass_with_the_same_numbers(tiny_
     got = own_prompt_scores(model, [exact, retokenized], None, 0, [3, 4], pad_id=tok.pad_token_id)
     assert len(got) == 4
     for turn, score in got:
-        ref = score_pairs(model, [turn.prompt_ids], [turn.response_ids], [(0, 0)], with_entropy=True,
-                          probe_ids=[3, 4], pad_id=tok.pad_token_id)[(0, 0)]
+        ref = score_pairs(
+            model,
+            [turn.prompt_ids],
+            [turn.response_ids],
+            [(0, 0)],
+            with_entropy=True,
+            probe_ids=[3, 4],
+            pad_id=tok.pad_token_id,
+        )[(0, 0)]
         np.testing.assert_allclose(score.logprobs, ref.logprobs, atol=1e-5)
         np.testing.assert_allclose(score.entropy, ref.entropy, atol=1e-5)
         np.testing.assert_allclose(score.probe_probs, ref.probe_probs, atol=1e-5)

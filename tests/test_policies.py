@@ -89,9 +89,17 @@ class _ChatServer(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         type(self).requests.append({"path": self.path, "body": body})
         reply = {
-            "id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": body["model"],
-            "choices": [{"index": 0, "finish_reason": "stop",
-                         "message": {"role": "assistant", "content": "<think>go</think><answer>Right</answer>"}}],
+            "id": "chatcmpl-1",
+            "object": "chat.completion",
+            "created": 0,
+            "model": body["model"],
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": "stop",
+                    "message": {"role": "assistant", "content": "<think>go</think><answer>Right</answer>"},
+                }
+            ],
             "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
         }
         data = json.dumps(reply).encode()
@@ -111,8 +119,14 @@ def test_openai_policy_over_http(tmp_path):
     thread.start()
     try:
         base_url = f"http://127.0.0.1:{server.server_address[1]}/v1"
-        summary = evaluate("agentgym/FrozenLake-v0", f"openai:tiny-model@{base_url}", 3, out=tmp_path,
-                           batch_size=3, progress=False)
+        summary = evaluate(
+            "agentgym/FrozenLake-v0",
+            f"openai:tiny-model@{base_url}",
+            3,
+            out=tmp_path,
+            batch_size=3,
+            progress=False,
+        )
     finally:
         server.shutdown()
     assert summary["episodes"] == 3 and summary["format_valid_rate"] == 1.0
@@ -122,4 +136,7 @@ def test_openai_policy_over_http(tmp_path):
     assert first["model"] == "tiny-model"
     assert first["messages"][0]["role"] == "system" and first["messages"][1]["role"] == "user"
     record = json.loads((tmp_path / "trajectories.jsonl").read_text().splitlines()[0])
-    assert record["messages"][2] == {"role": "assistant", "content": "<think>go</think><answer>Right</answer>"}
+    assert record["messages"][2] == {
+        "role": "assistant",
+        "content": "<think>go</think><answer>Right</answer>",
+    }

@@ -31,8 +31,14 @@ USER_TEST = textwrap.dedent("""
 
 def _pytest(args, cwd):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
-    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", *args], cwd=cwd,
-                          env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def _records(path):
@@ -48,8 +54,24 @@ def test_plugin_matches_agentgym_eval_under_xdist(tmp_path):
     tests.mkdir()
     (tests / "test_user.py").write_text(USER_TEST)
     out = tmp_path / "pytest-run"
-    done = _pytest([str(tests), "--agentgym-env", ENV, "--agentgym-policy", "random", "--agentgym-episodes", "12",
-                    "--agentgym-seed", "40", "--agentgym-out", str(out), "-n", "2"], tmp_path)
+    done = _pytest(
+        [
+            str(tests),
+            "--agentgym-env",
+            ENV,
+            "--agentgym-policy",
+            "random",
+            "--agentgym-episodes",
+            "12",
+            "--agentgym-seed",
+            "40",
+            "--agentgym-out",
+            str(out),
+            "-n",
+            "2",
+        ],
+        tmp_path,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "14 passed" in done.stdout  # 12 episodes + the user's two tests
     assert "agentgym evaluation" in done.stdout
@@ -66,13 +88,26 @@ def test_plugin_only_mode_and_usage_errors(tmp_path):
     tests = tmp_path / "evals"
     tests.mkdir()
     (tests / "test_user.py").write_text(USER_TEST)
-    done = _pytest([str(tests), "--agentgym-env", ENV, "--agentgym-policy", "oracle", "--agentgym-episodes", "3",
-                    "--agentgym-only"], tmp_path)
+    done = _pytest(
+        [
+            str(tests),
+            "--agentgym-env",
+            ENV,
+            "--agentgym-policy",
+            "oracle",
+            "--agentgym-episodes",
+            "3",
+            "--agentgym-only",
+        ],
+        tmp_path,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "3 passed, 2 deselected" in done.stdout
     missing = _pytest([str(tests), "--agentgym-env", ENV], tmp_path)
     assert missing.returncode == 4 and "--agentgym-policy" in missing.stderr
-    unknown = _pytest([str(tests), "--agentgym-env", "agentgym/Nope-v0", "--agentgym-policy", "oracle"], tmp_path)
+    unknown = _pytest(
+        [str(tests), "--agentgym-env", "agentgym/Nope-v0", "--agentgym-policy", "oracle"], tmp_path
+    )
     assert unknown.returncode == 4 and "unknown environment" in unknown.stderr
 
 
@@ -102,9 +137,24 @@ def test_plugin_matches_eval_for_a_model_policy_with_diagnostics(tmp_path, tiny_
     kwargs = {"max_new_tokens": 12, "device": "cpu"}
     out = tmp_path / "pytest-run"
     (tmp_path / "empty").mkdir()
-    done = _pytest([str(tmp_path / "empty"), "--agentgym-env", ENV, "--agentgym-policy", spec, "--agentgym-episodes",
-                    "4", "--agentgym-policy-kwargs", json.dumps(kwargs), "--agentgym-out", str(out), "-n", "2"],
-                   tmp_path)
+    done = _pytest(
+        [
+            str(tmp_path / "empty"),
+            "--agentgym-env",
+            ENV,
+            "--agentgym-policy",
+            spec,
+            "--agentgym-episodes",
+            "4",
+            "--agentgym-policy-kwargs",
+            json.dumps(kwargs),
+            "--agentgym-out",
+            str(out),
+            "-n",
+            "2",
+        ],
+        tmp_path,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     reference = evaluate(ENV, spec, 4, out=tmp_path / "cli-run", policy_kwargs=kwargs, progress=False)
     plugin = json.loads((out / "summary.json").read_text())
@@ -112,8 +162,9 @@ def test_plugin_matches_eval_for_a_model_policy_with_diagnostics(tmp_path, tiny_
     for d in (plugin["diagnostics"], reference["diagnostics"]):
         d.pop("elapsed_s")
     assert plugin["diagnostics"]["entropy"] == pytest.approx(reference["diagnostics"]["entropy"], rel=1e-4)
-    assert plugin["diagnostics"]["control_tokens"] == pytest.approx(reference["diagnostics"]["control_tokens"],
-                                                                    rel=1e-4, abs=1e-7)
+    assert plugin["diagnostics"]["control_tokens"] == pytest.approx(
+        reference["diagnostics"]["control_tokens"], rel=1e-4, abs=1e-7
+    )
     plugin.pop("diagnostics"), reference.pop("diagnostics")
     assert _comparable(plugin) == _comparable(reference)
     pytest_ids = {s: r["response_ids"] for s, r in _records(out).items()}

@@ -26,8 +26,13 @@ BWRAP_MISSING = unavailable_reason("bwrap")
 needs_bwrap = pytest.mark.skipif(BWRAP_MISSING is not None, reason=f"bwrap: {BWRAP_MISSING}")
 
 
-@pytest.fixture(params=[pytest.param("bwrap", marks=needs_bwrap), pytest.param("bwrap-per-run", marks=needs_bwrap),
-                        "subprocess"])
+@pytest.fixture(
+    params=[
+        pytest.param("bwrap", marks=needs_bwrap),
+        pytest.param("bwrap-per-run", marks=needs_bwrap),
+        "subprocess",
+    ]
+)
 def box(request):
     backend, _, per_run = request.param.partition("-")
     options = {"fork_server": False} if per_run else {}
@@ -64,7 +69,10 @@ def test_errors_look_like_plain_python(box):
 
 
 def test_main_module_semantics(box):
-    code = "import sys\nif __name__ == '__main__':\n    print(sys.argv[0].endswith('main.py'), __file__ == sys.argv[0])"
+    code = (
+        "import sys\nif __name__ == '__main__':\n"
+        "    print(sys.argv[0].endswith('main.py'), __file__ == sys.argv[0])"
+    )
     assert box.run(code).stdout == "True True\n"
 
 
@@ -78,7 +86,9 @@ def test_big_stdin_read_or_ignored_never_hangs(box):
 def test_timeout_per_run_overrides_the_default(box):
     short = box.run("import time\ntime.sleep(10)", timeout=0.5)
     assert short.timed_out and short.duration < 0.5 + GRACE_SECONDS + 0.5
-    longer = box.run("import time\ntime.sleep(0.2)\nprint('done')", timeout=8)  # past the pooled workers' limits
+    longer = box.run(
+        "import time\ntime.sleep(0.2)\nprint('done')", timeout=8
+    )  # past the pooled workers' limits
     assert longer.stdout == "done\n" and not longer.timed_out
 
 
@@ -116,7 +126,9 @@ def test_memory_limit_reports_oom(box):
 
 
 def test_output_cap():
-    with Sandbox("subprocess" if BWRAP_MISSING else "bwrap", timeout=5, max_output_bytes=1000, pool_size=0) as box:
+    with Sandbox(
+        "subprocess" if BWRAP_MISSING else "bwrap", timeout=5, max_output_bytes=1000, pool_size=0
+    ) as box:
         result = box.run("print('y' * 5000)")
     assert result.truncated and len(result.stdout) == 1000
 
@@ -189,7 +201,7 @@ def test_docker_container_arguments_isolate():
     assert kwargs["user"] == SANDBOX_USER and not kwargs["user"].startswith("0")
     assert kwargs["security_opt"] == ["no-new-privileges"] and kwargs["cap_drop"] == ["ALL"]
     assert set(kwargs["environment"]) == {"AGENTGYM_CODE", "AGENTGYM_STDIN", "HOME", "LANG", "PATH"}
-    assert kwargs["command"][:len(PYTHON_FLAGS) + 3] == ["python", *PYTHON_FLAGS, "-c", RUNNER_SOURCE]
+    assert kwargs["command"][: len(PYTHON_FLAGS) + 3] == ["python", *PYTHON_FLAGS, "-c", RUNNER_SOURCE]
     with pytest.raises(SandboxError):
         container_kwargs("x" * 200_000, "", limits, timeout=4)
 
@@ -247,8 +259,12 @@ def test_docker_backend_run_logic(monkeypatch):
 
     monkeypatch.setattr(docker_backend, "_client", lambda: FakeClient)
     backend = docker_backend.DockerBackend(Limits(timeout=2, max_output_bytes=4))
-    ran_containers = [_FakeContainer(0, b"hi\n"), _FakeContainer(None), _FakeContainer(137, oom=True),
-                      _FakeContainer(1, b"0123456789", b"MemoryError\n")]
+    ran_containers = [
+        _FakeContainer(0, b"hi\n"),
+        _FakeContainer(None),
+        _FakeContainer(137, oom=True),
+        _FakeContainer(1, b"0123456789", b"MemoryError\n"),
+    ]
     containers = list(ran_containers)
     ok = backend.run("print('hi')")
     assert ok.stdout == "hi\n" and ok.exit_code == 0 and ok.backend == "docker" and containers[0].removed
@@ -277,7 +293,9 @@ def test_dockerfile_uses_the_non_root_user():
     assert f"--uid {uid}" in dockerfile and f"USER {SANDBOX_USER}" in dockerfile
 
 
-@pytest.mark.skipif(unavailable_reason("docker") is not None, reason=f"docker: {unavailable_reason('docker')}")
+@pytest.mark.skipif(
+    unavailable_reason("docker") is not None, reason=f"docker: {unavailable_reason('docker')}"
+)
 def test_docker_backend_live():
     with Sandbox("docker", timeout=20) as box:
         result = box.run("import os\nprint(input(), os.getuid())", stdin="hi")
@@ -314,8 +332,9 @@ def test_cli_run_prints_the_result_as_json(tmp_path, capsys):
     program = tmp_path / "prog.py"
     program.write_text("print(input() * 2)")
     backend = "subprocess" if BWRAP_MISSING else "bwrap"
-    args = _main_parser().parse_args(["sandbox", "run", str(program), "--backend", backend, "--timeout", "5",
-                                      "--stdin", "ab"])
+    args = _main_parser().parse_args(
+        ["sandbox", "run", str(program), "--backend", backend, "--timeout", "5", "--stdin", "ab"]
+    )
     with pytest.warns(RuntimeWarning) if backend == "subprocess" else _no_warning_check():
         assert args.func(args) == 0
     result = json.loads(capsys.readouterr().out)
@@ -334,7 +353,12 @@ def test_cli_doctor(capsys):
 def test_cli_module_entry_point(tmp_path):
     program = tmp_path / "prog.py"
     program.write_text("print(6 * 7)")
-    done = subprocess.run([sys.executable, "-m", "agentgym.sandbox.cli", "run", str(program), "--timeout", "5"],
-                          capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parents[1])
+    done = subprocess.run(
+        [sys.executable, "-m", "agentgym.sandbox.cli", "run", str(program), "--timeout", "5"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["stdout"] == "42\n"

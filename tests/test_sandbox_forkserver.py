@@ -18,7 +18,9 @@ from agentgym.sandbox.bwrap import fork_server_problem
 from agentgym.sandbox.forkserver import HOST_SLACK_SECONDS
 
 FORK_SERVER_PROBLEM = fork_server_problem()
-pytestmark = pytest.mark.skipif(FORK_SERVER_PROBLEM is not None, reason=f"bwrap fork server: {FORK_SERVER_PROBLEM}")
+pytestmark = pytest.mark.skipif(
+    FORK_SERVER_PROBLEM is not None, reason=f"bwrap fork server: {FORK_SERVER_PROBLEM}"
+)
 
 
 @pytest.fixture
@@ -142,7 +144,9 @@ def test_close_stops_the_server_and_its_jobs():
 
     def job() -> None:
         try:
-            outcome["result"] = box.run(f"open('/proc/self/comm', 'w').write({name!r})\nimport time\ntime.sleep(30)")
+            outcome["result"] = box.run(
+                f"open('/proc/self/comm', 'w').write({name!r})\nimport time\ntime.sleep(30)"
+            )
         except SandboxError as error:
             outcome["error"] = error
 
@@ -179,7 +183,9 @@ def _host_processes_named(name: str) -> list[str]:
 def test_falls_back_to_one_sandbox_per_run_where_the_server_cannot_start(monkeypatch, caplog):
     from agentgym.sandbox import bwrap
 
-    monkeypatch.setattr(bwrap, "forkserver_command", lambda fd, **_: [bwrap.bwrap_binary(), "--no-such-option"])
+    monkeypatch.setattr(
+        bwrap, "forkserver_command", lambda fd, **_: [bwrap.bwrap_binary(), "--no-such-option"]
+    )
     with Sandbox("bwrap", timeout=5) as box:
         result = box.run("print(5)")
         assert box._backend.fork_server is None

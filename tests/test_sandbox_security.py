@@ -48,8 +48,15 @@ def sandbox(mode: str, **settings) -> Sandbox:
 
 def attack(backend: str, code: str, stdin: str = "", **limits):
     """Run ``code`` in a fresh sandbox with tight limits; the run must end in time whatever it does."""
-    settings = {"timeout": TIMEOUT, "memory_mb": 256, "max_processes": 16, "max_output_bytes": 100_000,
-                "scratch_mb": 16, "pool_size": 0, **limits}
+    settings = {
+        "timeout": TIMEOUT,
+        "memory_mb": 256,
+        "max_processes": 16,
+        "max_output_bytes": 100_000,
+        "scratch_mb": 16,
+        "pool_size": 0,
+        **limits,
+    }
     with sandbox(backend, **settings) as box:
         result = box.run(code, stdin=stdin)
     assert result.duration < settings["timeout"] + GRACE_SECONDS + 1.5, result
@@ -109,8 +116,18 @@ print("interfaces", [name for _, name in socket.if_nameindex()])
 
 def test_no_writes_outside_the_scratch_directory(backend, tmp_path):
     host_target = tmp_path / "written-by-sandbox"
-    targets = ["/x", "/usr/x", "/usr/lib/x", "/root/x", f"{sys.base_prefix}/x", "/dev/x", "/proc/x",
-               str(REPO / "written-by-sandbox"), str(host_target), "/tmp/ok"]
+    targets = [
+        "/x",
+        "/usr/x",
+        "/usr/lib/x",
+        "/root/x",
+        f"{sys.base_prefix}/x",
+        "/dev/x",
+        "/proc/x",
+        str(REPO / "written-by-sandbox"),
+        str(host_target),
+        "/tmp/ok",
+    ]
     code = f"""
 import os
 for path in {targets!r}:
@@ -126,15 +143,20 @@ for path in {targets!r}:
     wrote = [line.split(" ", 1)[1] for line in result.stdout.splitlines() if line.startswith("WROTE")]
     # Writes land only in the sandbox's own /tmp (the host's tmp_path is under /tmp: the sandbox
     # writes to its private copy of that path, never to the host's).
-    assert "/tmp/ok" in wrote and all(path.startswith("/tmp/") for path in wrote), result.stdout + result.stderr
+    assert "/tmp/ok" in wrote and all(path.startswith("/tmp/") for path in wrote), (
+        result.stdout + result.stderr
+    )
     assert not host_target.exists() and not (REPO / "written-by-sandbox").exists()
     assert not Path("/tmp/ok").exists() or Path("/tmp/ok").read_text() != "pwned"
 
 
 def test_cannot_read_secrets_in_home_work_tree_or_host_tmp(backend, tmp_path):
     token = secrets.token_hex(16)
-    places = [Path.home() / f".agentgym-secret-{token[:8]}", REPO / f".agentgym-secret-{token[:8]}",
-              tmp_path / "secret"]
+    places = [
+        Path.home() / f".agentgym-secret-{token[:8]}",
+        REPO / f".agentgym-secret-{token[:8]}",
+        tmp_path / "secret",
+    ]
     for place in places:
         place.write_text(token)
     code = f"""
@@ -251,7 +273,9 @@ def test_cpu_loop_is_stopped_by_the_cpu_limit(backend):
 
 
 def test_sleep_past_the_timeout_is_cut_off(backend):
-    result = attack(backend, "import time\nprint('before', flush=True)\ntime.sleep(60)\nprint('after')", timeout=1.0)
+    result = attack(
+        backend, "import time\nprint('before', flush=True)\ntime.sleep(60)\nprint('after')", timeout=1.0
+    )
     assert result.timed_out and result.exit_code != 0
     assert result.duration < 1.0 + GRACE_SECONDS + 0.5
     assert "before" in result.stdout and "after" not in result.stdout
@@ -291,7 +315,9 @@ except OSError as error:
 """
     result = attack(backend, code, scratch_mb=16, max_file_mb=8)
     assert "FULL ENOSPC" in result.stdout and "BIG EFBIG" in result.stdout, result
-    assert int(result.stdout.split("FULL ENOSPC ")[1].split()[0]) <= 16  # megabytes written before it was full
+    assert (
+        int(result.stdout.split("FULL ENOSPC ")[1].split()[0]) <= 16
+    )  # megabytes written before it was full
     assert not Path(folder).exists()  # nothing landed in the host's /tmp
     after = os.statvfs("/")
     # Others may write to this disk meanwhile, hence the wide margin.
@@ -349,7 +375,11 @@ print("uid", os.getuid())
 
 def test_nothing_of_one_run_reaches_the_next(backend):
     with sandbox(backend, timeout=TIMEOUT, pool_size=2) as box:
-        first = box.run("import json, sys\nopen('/tmp/mark', 'w').write('x')\nsecret = 42\nprint('json' in sys.modules)")
-        second = box.run("import os, sys\nprint(os.path.exists('/tmp/mark'), 'json' in sys.modules, 'secret' in dir())")
+        first = box.run(
+            "import json, sys\nopen('/tmp/mark', 'w').write('x')\nsecret = 42\nprint('json' in sys.modules)"
+        )
+        second = box.run(
+            "import os, sys\nprint(os.path.exists('/tmp/mark'), 'json' in sys.modules, 'secret' in dir())"
+        )
     assert first.stdout.strip() == "True"
     assert second.stdout.strip() == "False False False", second

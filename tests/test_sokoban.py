@@ -253,8 +253,13 @@ def test_the_turn_limit_truncates_the_episode():
 
 
 def test_room_text_is_validated():
-    for bad in ("###\n#P#", "#####\n#PX_#\n#####", "#####\n#PXO#\n#PXO#\n#####", "#####\n_PXO#\n#####",
-                "#####\n#PZO#\n#####"):
+    for bad in (
+        "###\n#P#",
+        "#####\n#PX_#\n#####",
+        "#####\n#PXO#\n#PXO#\n#####",
+        "#####\n_PXO#\n#####",
+        "#####\n#PZO#\n#####",
+    ):
         with pytest.raises(ValueError):
             Room.from_text(bad)
 
@@ -310,8 +315,11 @@ def test_oracle_wins_every_default_room():
 
 @pytest.mark.parametrize(
     "kwargs,seeds",
-    [({"dim_room": (8, 8), "num_boxes": 2}, 25), ({"dim_room": (10, 10), "num_boxes": 3}, 12),
-     ({"dim_room": (10, 10), "num_boxes": 3, "max_actions": 20, "max_turns": 10}, 4)],
+    [
+        ({"dim_room": (8, 8), "num_boxes": 2}, 25),
+        ({"dim_room": (10, 10), "num_boxes": 3}, 12),
+        ({"dim_room": (10, 10), "num_boxes": 3, "max_actions": 20, "max_turns": 10}, 4),
+    ],
 )
 def test_oracle_wins_larger_rooms(kwargs, seeds):
     env = gym.make("agentgym/Sokoban-v0", **kwargs)

@@ -29,8 +29,13 @@ def cache(tmp_path_factory):
 @pytest.mark.parametrize("size,game_seed", GAMES, ids=[f"w{s[0]}-o{s[1]}-q{s[2]}-s{g}" for s, g in GAMES])
 def test_oracle_wins_generated_games(size, game_seed, cache):
     world_size, nb_objects, quest_length = size
-    env = gym.make("agentgym/TextWorld-v0", world_size=world_size, nb_objects=nb_objects,
-                   quest_length=quest_length, cache_dir=cache)
+    env = gym.make(
+        "agentgym/TextWorld-v0",
+        world_size=world_size,
+        nb_objects=nb_objects,
+        quest_length=quest_length,
+        cache_dir=cache,
+    )
     try:
         won, total, turns, _ = play_oracle(env, options={"game_seed": game_seed})
         assert won
@@ -57,8 +62,25 @@ def test_same_game_as_tw_make(tmp_path, cache):
     if tw_make is None:
         pytest.skip("tw-make is not on PATH")
     out = tmp_path / "made.z8"
-    subprocess.run([tw_make, "custom", "--world-size", "2", "--nb-objects", "4", "--quest-length", "2",
-                    "--seed", "11", "--output", str(out), "--silent"], check=True, timeout=300)
+    subprocess.run(
+        [
+            tw_make,
+            "custom",
+            "--world-size",
+            "2",
+            "--nb-objects",
+            "4",
+            "--quest-length",
+            "2",
+            "--seed",
+            "11",
+            "--output",
+            str(out),
+            "--silent",
+        ],
+        check=True,
+        timeout=300,
+    )
     ours = generate_game(2, 4, 2, 11, cache)
     assert ours.read_bytes() == out.read_bytes()
 
@@ -153,7 +175,9 @@ def test_inadmissible_command_is_rejected_and_changes_nothing(cache):
         env.reset(options={"game_seed": 11})
         inner = env.unwrapped
         state, moves = inner._render_state(), inner._state["moves"]
-        obs, reward, terminated, truncated, info = env.step("<think>hm</think><answer>dance with the fridge</answer>")
+        obs, reward, terminated, truncated, info = env.step(
+            "<think>hm</think><answer>dance with the fridge</answer>"
+        )
         assert info["format_ok"] and not info["action_valid"]
         assert reward == pytest.approx(inner.format_penalty)
         assert "not an admissible command" in obs
@@ -245,8 +269,14 @@ def test_clean_text_drops_banner_prompt_and_status():
 
 @pytest.mark.parametrize("response_format", ["tool_call", "python_call", "answer-nothink"])
 def test_oracle_wins_in_every_response_format(response_format, cache):
-    env = gym.make("agentgym/TextWorld-v0", world_size=2, nb_objects=4, quest_length=2, cache_dir=cache,
-                   response_format=response_format)
+    env = gym.make(
+        "agentgym/TextWorld-v0",
+        world_size=2,
+        nb_objects=4,
+        quest_length=2,
+        cache_dir=cache,
+        response_format=response_format,
+    )
     try:
         assert play_oracle(env, options={"game_seed": 11})[0]
     finally:

@@ -33,20 +33,30 @@ def test_one_grpo_step_raises_the_rewarded_arm(tmp_path):
 
     trainer = Trainer(tiny_config(tmp_path, algorithm={"name": "grpo", "lr": 1e-2}))
     tok = trainer.tokenizer
-    prompt = tok.apply_chat_template([{"role": "user", "content": "Pick an arm: Left or Right."}],
-                                     add_generation_prompt=True, tokenize=True, return_dict=False)
+    prompt = tok.apply_chat_template(
+        [{"role": "user", "content": "Pick an arm: Left or Right."}],
+        add_generation_prompt=True,
+        tokenize=True,
+        return_dict=False,
+    )
     left, right = tok.encode("Left")[0], tok.encode("Right")[0]
     transcripts = []
-    for arm, reward in ([(left, 1.0), (right, 0.0), (right, 0.0), (left, 1.0), (right, 0.0)]):
+    for arm, reward in [(left, 1.0), (right, 0.0), (right, 0.0), (left, 1.0), (right, 0.0)]:
         t = Transcript(group=0, seed=0, rewards=[reward])
         t.extend(prompt, trained=False)
         t.extend([arm, tok.eos_token_id], trained=True, logprobs=[0.0, 0.0])
         t.turn_ends.append(len(t.ids) - 1)
         transcripts.append(t)
     returns = np.array([[t.episode_return for t in transcripts]])
-    before_left, before_right = _arm_probability(trainer, prompt, left), _arm_probability(trainer, prompt, right)
+    before_left, before_right = (
+        _arm_probability(trainer, prompt, left),
+        _arm_probability(trainer, prompt, right),
+    )
     update = trainer._update(transcripts, returns, [0], 1.0)
-    after_left, after_right = _arm_probability(trainer, prompt, left), _arm_probability(trainer, prompt, right)
+    after_left, after_right = (
+        _arm_probability(trainer, prompt, left),
+        _arm_probability(trainer, prompt, right),
+    )
     assert after_left > before_left * 1.05
     assert after_right < before_right
     assert update["clip_frac"] == 0 and update["ratio"] == pytest.approx(1.0)
@@ -58,15 +68,26 @@ def test_rl_steps_write_metrics_and_loadable_checkpoints(tmp_path, algorithm):
     from agentgym.policies import make_policy
     from agentgym.trainers.trainer import train
 
-    config = tiny_config(tmp_path / "run", algorithm={"name": algorithm, "kl_coef": 0.05},
-                         trainer={"steps": 1}, sft={"episodes": 4, "batch_size": 4})
+    config = tiny_config(
+        tmp_path / "run",
+        algorithm={"name": algorithm, "kl_coef": 0.05},
+        trainer={"steps": 1},
+        sft={"episodes": 4, "batch_size": 4},
+    )
     train(config)
     run = tmp_path / "run"
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["phase"] for r in records] == ["sft_warmup", "rl"]
     rl = records[-1]
-    for key in ("success", "return_mean", "in_group_reward_std", "kept_ratio", "format_valid_rate",
-                "rollout_tokens_per_s", "step_time_s"):
+    for key in (
+        "success",
+        "return_mean",
+        "in_group_reward_std",
+        "kept_ratio",
+        "format_valid_rate",
+        "rollout_tokens_per_s",
+        "step_time_s",
+    ):
         assert key in rl
     assert rl["skipped"] == 0  # no filtering: every group is trained on
     for key in ("entropy", "kl", "approx_kl", "clip_frac", "grad_norm", "train_tokens_per_s"):
@@ -101,9 +122,11 @@ def test_lora_trains_an_adapter_and_saves_merged_weights(tmp_path):
 def test_interleaved_sft_runs_on_failed_tasks(tmp_path):
     from agentgym.trainers.trainer import train
 
-    config = tiny_config(tmp_path / "run", trainer={"steps": 2, "save_every": 10},
-                         interleave={"enabled": True, "rl_steps": 1, "failure_window": 1, "sft_epochs": 1,
-                                     "rounds": 1})
+    config = tiny_config(
+        tmp_path / "run",
+        trainer={"steps": 2, "save_every": 10},
+        interleave={"enabled": True, "rl_steps": 1, "failure_window": 1, "sft_epochs": 1, "rounds": 1},
+    )
     train(config)
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     phases = [(r["step"], r["phase"]) for r in records]
@@ -112,7 +135,10 @@ def test_interleaved_sft_runs_on_failed_tasks(tmp_path):
     assert {p for p in phases[1:-1]} == {(1, "sft_interleave")}
     assert records[1]["tasks"] == 2
     assert sorted(p.name for p in (tmp_path / "run").glob("checkpoint-*")) == [
-        "checkpoint-0", "checkpoint-1", "checkpoint-2"]
+        "checkpoint-0",
+        "checkpoint-1",
+        "checkpoint-2",
+    ]
 
 
 def _final_weights(run: Path) -> dict[str, torch.Tensor]:
@@ -124,8 +150,11 @@ def _final_weights(run: Path) -> dict[str, torch.Tensor]:
 def test_kill_and_resume_continues_the_same_run(tmp_path):
     from agentgym.trainers.trainer import train
 
-    sections = {"trainer": {"steps": 5, "save_every": 1}, "rollout": {"temperature": 1.0},
-                "algorithm": {"name": "grpo"}}
+    sections = {
+        "trainer": {"steps": 5, "save_every": 1},
+        "rollout": {"temperature": 1.0},
+        "algorithm": {"name": "grpo"},
+    }
     reference = tmp_path / "reference"
     train(tiny_config(reference, **sections))
 
@@ -134,8 +163,13 @@ def test_kill_and_resume_continues_the_same_run(tmp_path):
     config_file = tmp_path / "config.yaml"
     OmegaConf.save(config, config_file)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-m", "agentgym.cli", "train", "--config", str(config_file)],
-                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agentgym.cli", "train", "--config", str(config_file)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.time() + 300
     while not (killed / "checkpoint-2").exists():
         assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
@@ -165,10 +199,15 @@ def test_cli_train_help_and_bad_overrides(tmp_path, capsys):
     assert "--config" in capsys.readouterr().out
     config = tmp_path / "c.yaml"
     config.write_text("trainer: {steps: 1}\n")
-    assert main(["train", "--config", str(config), f"trainer.output_dir={tmp_path}", "trainer.no_such_key=1"]) == 2
+    assert (
+        main(["train", "--config", str(config), f"trainer.output_dir={tmp_path}", "trainer.no_such_key=1"])
+        == 2
+    )
     assert "no_such_key" in capsys.readouterr().err
-    assert main(["train", "--config", str(config), f"trainer.output_dir={tmp_path}",
-                 "algorithm.name=reinforce"]) == 2
+    assert (
+        main(["train", "--config", str(config), f"trainer.output_dir={tmp_path}", "algorithm.name=reinforce"])
+        == 2
+    )
 
 
 def test_shipped_configs_load():
@@ -187,8 +226,12 @@ def test_quickstart_learns(tmp_path):
     from agentgym.trainers.config import load_config
     from agentgym.trainers.trainer import train
 
-    summary = train(load_config(REPO / "configs" / "quickstart.yaml",
-                                [f"trainer.output_dir={tmp_path / 'run'}", "trainer.progress=false"]))
+    summary = train(
+        load_config(
+            REPO / "configs" / "quickstart.yaml",
+            [f"trainer.output_dir={tmp_path / 'run'}", "trainer.progress=false"],
+        )
+    )
     assert summary["final"]["success_rate"] > summary["before_rl"]["success_rate"] + 0.1
     assert (tmp_path / "run" / "plots" / "overview.png").exists()
 
@@ -205,15 +248,36 @@ def test_torchrun_fsdp_two_processes_on_cpu(tmp_path):
     run = tmp_path / "run"
     # uneven work on purpose: 3 SFT episodes in batches of one per rank (2 steps on rank 0, 1 on rank 1),
     # and a filter that keeps only group 0, which rank 0 played: rank 1 must still join every collective
-    config = tiny_config(run, algorithm={"name": "ppo", "kl_coef": 0.01}, sft={"episodes": 3, "batch_size": 2},
-                         filter={"strategy": "top_k_abs", "value": 1, "include_zero": True},
-                         trainer={"steps": 2, "device": "cpu", "eval_episodes": 2, "eval_batch_size": 2})
+    config = tiny_config(
+        run,
+        algorithm={"name": "ppo", "kl_coef": 0.01},
+        sft={"episodes": 3, "batch_size": 2},
+        filter={"strategy": "top_k_abs", "value": 1, "include_zero": True},
+        trainer={"steps": 2, "device": "cpu", "eval_episodes": 2, "eval_batch_size": 2},
+    )
     config_file = tmp_path / "config.yaml"
     OmegaConf.save(config, config_file)
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                           "--master_port", str(port), "-m", "agentgym.cli", "train", "--config", str(config_file)],
-                          cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
-                          timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            str(port),
+            "-m",
+            "agentgym.cli",
+            "train",
+            "--config",
+            str(config_file),
+        ],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     rl = [r for r in records if r["phase"] == "rl"]
@@ -227,8 +291,11 @@ def test_torchrun_fsdp_two_processes_on_cpu(tmp_path):
 def test_diagnostics_are_logged_every_k_steps_before_filtering(tmp_path):
     from agentgym.trainers.trainer import train
 
-    config = tiny_config(tmp_path / "diag", trainer={"steps": 3, "diagnostics_every": 2, "diagnostics_samples": 8},
-                         sft={"episodes": 8, "epochs": 2, "lr": 3e-3})
+    config = tiny_config(
+        tmp_path / "diag",
+        trainer={"steps": 3, "diagnostics_every": 2, "diagnostics_samples": 8},
+        sft={"episodes": 8, "epochs": 2, "lr": 3e-3},
+    )
     train(config)
     records = [json.loads(line) for line in (tmp_path / "diag" / "metrics.jsonl").read_text().splitlines()]
     rl = {r["step"]: r for r in records if r.get("phase") == "rl"}

@@ -62,12 +62,12 @@ def test_turns_are_appended_token_by_token_never_retokenized(tiny_lm):
     assert len(policy.seen) == len(transcript.turn_ends) >= 2  # a random model plays every turn
     for turn, prompts in enumerate(policy.seen):
         prompt = prompts[0]
-        assert transcript.ids[:len(prompt)] == prompt  # each turn's prompt is a prefix of the transcript
+        assert transcript.ids[: len(prompt)] == prompt  # each turn's prompt is a prefix of the transcript
         if turn:
             previous_end = transcript.turn_ends[turn - 1]
             # the generated ids of the previous turn sit unchanged right before the new observation
-            assert prompt[:previous_end + 1] == transcript.ids[:previous_end + 1]
-            assert not any(transcript.mask[previous_end + 1:len(prompt)])  # the observation is not trained
+            assert prompt[: previous_end + 1] == transcript.ids[: previous_end + 1]
+            assert not any(transcript.mask[previous_end + 1 : len(prompt)])  # the observation is not trained
     # generated tokens and only them are masked in; their count matches the sampled ids
     assert sum(transcript.mask) == sum(len(ids) for ids in _turn_ids(transcript))
     assert len(transcript.sampler_logprobs) == len(transcript.ids)
@@ -86,8 +86,12 @@ def _turn_ids(transcript: Transcript):
 
 def test_observation_is_the_template_delta_tokenized_alone(tiny_lm):
     _, tokenizer = tiny_lm
-    chat = [{"role": "system", "content": "S"}, {"role": "user", "content": "Turn 1:\nP_G"},
-            {"role": "assistant", "content": "<answer>Right</answer>"}, {"role": "user", "content": "Turn 2:\n_PG"}]
+    chat = [
+        {"role": "system", "content": "S"},
+        {"role": "user", "content": "Turn 1:\nP_G"},
+        {"role": "assistant", "content": "<answer>Right</answer>"},
+        {"role": "user", "content": "Turn 2:\n_PG"},
+    ]
     ended = observation_ids(tokenizer, chat, response_ended=True)
     assert tokenizer.decode(ended) == "\n<|user|>\nTurn 2:\n_PG<|endoftext|>\n<|assistant|>\n"
     cut = observation_ids(tokenizer, chat, response_ended=False)  # a response cut at max_new_tokens
@@ -228,9 +232,11 @@ def test_group_with_equal_rewards_is_filtered_and_has_zero_advantage(trainer, ro
     returns = _returns_table(rollouts, 2, 3)
     assert snr_filter(returns, "top_p", 0.9) == [1]
     group0 = [t for t in rollouts if t.group == 0]
-    advantages = trainer._group_advantage(torch.tensor([t.episode_return for t in group0]),
-                                          torch.zeros(len(group0), dtype=torch.long), returns)
+    advantages = trainer._group_advantage(
+        torch.tensor([t.episode_return for t in group0]), torch.zeros(len(group0), dtype=torch.long), returns
+    )
     assert torch.all(advantages == 0)
-    others = trainer._group_advantage(torch.tensor([t.episode_return for t in group1]),
-                                      torch.ones(len(group1), dtype=torch.long), returns)
+    others = trainer._group_advantage(
+        torch.tensor([t.episode_return for t in group1]), torch.ones(len(group1), dtype=torch.long), returns
+    )
     assert others[2] > 0 > others[0]

@@ -47,7 +47,13 @@ def test_generated_catalogue_is_deterministic_and_rich():
     assert generate_raw(120, seed=4) != first
     catalogue = generated_catalogue()
     assert len(catalogue.products) >= 200
-    assert {p.category for p in catalogue.products} == {"beauty", "electronics", "garden", "fashion", "grocery"}
+    assert {p.category for p in catalogue.products} == {
+        "beauty",
+        "electronics",
+        "garden",
+        "fashion",
+        "grocery",
+    }
     assert sum(bool(p.options) for p in catalogue.products) > len(catalogue.products) // 2
     assert all(p.attributes and p.reviews is not None for p in catalogue.products)
     goals = catalogue.goals("synthetic", "all")
@@ -112,7 +118,10 @@ def test_real_catalogue_and_goals(shared_data):
     assert len(catalogue.products) == 1000
     synthetic = catalogue.goals("synthetic", "all")
     assert len(synthetic) == 6910  # what upstream's loader yields on these files (PROVENANCE.md)
-    assert len(catalogue.goals("synthetic", "test")) == 500 and len(catalogue.goals("synthetic", "train")) == 6410
+    assert (
+        len(catalogue.goals("synthetic", "test")) == 500
+        and len(catalogue.goals("synthetic", "train")) == 6410
+    )
     assert len(catalogue.goals("human", "all")) == 13
     for goal in synthetic[:200]:
         product = catalogue.by_asin[goal.asin]

@@ -20,8 +20,10 @@ from agentgym.envs.webshop.server import ShopServer
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(find_chromium() is None, reason="no Chromium found (apt-get install chromium, "
-                                                       "or set AGENTGYM_CHROMIUM)"),
+    pytest.mark.skipif(
+        find_chromium() is None,
+        reason="no Chromium found (apt-get install chromium, or set AGENTGYM_CHROMIUM)",
+    ),
 ]
 
 

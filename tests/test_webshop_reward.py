@@ -34,9 +34,15 @@ def make_product(**overrides) -> Product:
 
 def make_goal(product: Product, **overrides) -> Goal:
     fields = dict(
-        asin=product.asin, instruction="i want a t-shirt", attributes=["machine wash", "short sleeve"],
-        options={"color": "red", "size": "large"}, price_upper=20.0, query=product.query,
-        category=product.category, product_category=product.product_category, name=product.title,
+        asin=product.asin,
+        instruction="i want a t-shirt",
+        attributes=["machine wash", "short sleeve"],
+        options={"color": "red", "size": "large"},
+        price_upper=20.0,
+        query=product.query,
+        category=product.category,
+        product_category=product.product_category,
+        name=product.title,
         kind="synthetic",
     )
     fields.update(overrides)
@@ -109,14 +115,21 @@ def test_type_factor_levels():
     same_query = make_product(title="Shirt Tee", product_category=other_path)
     assert type_reward(same_query, goal)["r_type"] == 1.0  # the same search query is enough
     same_category = make_product(title="Shirt Tee", query="chips")
-    assert type_reward(same_category, goal)["category_match"] and type_reward(same_category, goal)["r_type"] == 1.0
+    assert (
+        type_reward(same_category, goal)["category_match"]
+        and type_reward(same_category, goal)["r_type"] == 1.0
+    )
 
 
 def test_type_factor_scales_the_whole_reward():
     target = make_product()
     goal = make_goal(target)
-    chips = make_product(title="Crunchy Potato Chips", query="chips", product_category="Grocery › Snacks",
-                         attributes=["machine wash", "short sleeve"])
+    chips = make_product(
+        title="Crunchy Potato Chips",
+        query="chips",
+        product_category="Grocery › Snacks",
+        attributes=["machine wash", "short sleeve"],
+    )
     reward, parts = webshop_reward(chips, goal, 1.0, {"color": "red", "size": "large"})
     assert parts["r_type"] == 0.0 and reward == 0.0
 
@@ -129,8 +142,14 @@ def test_title_nouns_use_the_lexicon():
 
 def test_normalize_color_takes_the_first_color_word():
     # the cases of upstream's own test of this function
-    for text, expected in [("", ""), ("black forest", "black"), ("violet lavender", "lavender"),
-                           ("steelivy fuchsia", "fuchsia"), ("123alabaster", "alabaster"), ("webshop", "webshop")]:
+    for text, expected in [
+        ("", ""),
+        ("black forest", "black"),
+        ("violet lavender", "lavender"),
+        ("steelivy fuchsia", "fuchsia"),
+        ("123alabaster", "alabaster"),
+        ("webshop", "webshop"),
+    ]:
         assert normalize_color(text) == expected
 
 

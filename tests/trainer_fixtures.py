@@ -14,11 +14,20 @@ def tiny_config(output_dir: Path, **sections: Any):
     from agentgym.trainers.config import load_config
 
     base = {
-        "model": {"tiny": {"vocab_size": 512, "corpus_seeds": 12, "hidden_size": 32, "layers": 1, "heads": 2}},
+        "model": {
+            "tiny": {"vocab_size": 512, "corpus_seeds": 12, "hidden_size": 32, "layers": 1, "heads": 2}
+        },
         "rollout": {"prompts_per_step": 2, "group_size": 3, "max_new_tokens": 12},
         "algorithm": {"lr": 1e-3, "micro_batch_size": 4},
-        "trainer": {"output_dir": str(output_dir), "steps": 2, "save_every": 1, "eval_episodes": 0,
-                    "progress": False, "plots": False, "threads": 1},
+        "trainer": {
+            "output_dir": str(output_dir),
+            "steps": 2,
+            "save_every": 1,
+            "eval_episodes": 0,
+            "progress": False,
+            "plots": False,
+            "threads": 1,
+        },
     }
     for key, value in sections.items():
         base.setdefault(key, {}).update(value)

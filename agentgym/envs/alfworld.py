@@ -50,7 +50,8 @@ _GOAL = re.compile(r"Your task is to:?\s*[^\n]*")
 
 MISSING_DATA = (
     "No ALFWorld games found in {where}. ALFWorld's games are not bundled: on a machine with internet run "
-    "`pip install alfworld` then `alfworld-download` (it fills $ALFWORLD_DATA, by default ~/.cache/alfworld), "
+    "`pip install alfworld` then `alfworld-download` (it fills $ALFWORLD_DATA, by default "
+    "~/.cache/alfworld), "
     "then set ALFWORLD_DATA=/path/to/that/folder or pass data_dir='/path' to gymnasium.make"
     "('agentgym/ALFWorld-v0', ...). Any folder of game.tw-pddl files works too (data_dir= or game_files=)."
 )
@@ -70,7 +71,9 @@ def split_dir(root: Path, split: str) -> Path:
     if (root / "json_2.1.1").is_dir():
         root = root / "json_2.1.1"
         if not (root / split).is_dir():
-            raise FileNotFoundError(f"{root} has no {split!r} split; " + MISSING_DATA.format(where=root / split))
+            raise FileNotFoundError(
+                f"{root} has no {split!r} split; " + MISSING_DATA.format(where=root / split)
+            )
     return root / split if (root / split).is_dir() else root
 
 
@@ -126,7 +129,9 @@ def _task_type_names(task_types: Sequence[str | int] | None) -> list[str] | None
     for t in task_types:
         name = TASK_TYPES[t - 1] if isinstance(t, int) and 1 <= t <= len(TASK_TYPES) else t
         if name not in TASK_TYPES:
-            raise ValueError(f"unknown task type {t!r}; task types: {', '.join(TASK_TYPES)} (or their ids 1-6)")
+            raise ValueError(
+                f"unknown task type {t!r}; task types: {', '.join(TASK_TYPES)} (or their ids 1-6)"
+            )
         names.append(name)
     return names
 
@@ -202,9 +207,15 @@ class ALFWorldEnv(AdmissibleCommandEnv):
         is_alfred_trial = (game.parent / "traj_data.json").is_file()
         handcoded = self.expert == "handcoded" or (self.expert == "auto" and is_alfred_trial)
         if handcoded and not is_alfred_trial:
-            raise FileNotFoundError(f"the handcoded expert reads the task from {game.parent / 'traj_data.json'}")
+            raise FileNotFoundError(
+                f"the handcoded expert reads the task from {game.parent / 'traj_data.json'}"
+            )
         infos = textworld.EnvInfos(
-            won=True, lost=True, admissible_commands=True, facts=handcoded, policy_commands=not handcoded,
+            won=True,
+            lost=True,
+            admissible_commands=True,
+            facts=handcoded,
+            policy_commands=not handcoded,
         )
         # ALFRED trials name objects by ids; ALFWorld's demangler turns them into "apple 1", "fridge 1"...
         wrappers = [AlfredDemangler(shuffle=False)] if is_alfred_trial else []

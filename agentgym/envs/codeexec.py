@@ -4,7 +4,8 @@
   with the package (``agentgym/envs/data/codeexec_tasks.jsonl``: 16 easy, 18 medium, 15 hard). Three
   field layouts are read:
     agentgym   ``task_id, prompt, entry_point, tests`` (a list of assert snippets), ``solution``
-    HumanEval  ``task_id, prompt, entry_point, test`` (a ``check(candidate)`` function), ``canonical_solution``
+    HumanEval  ``task_id, prompt, entry_point, test`` (a ``check(candidate)`` function),
+               ``canonical_solution``
     MBPP       ``task_id, text, code, test_list`` (assert lines), optional ``test_setup_code``
   HumanEval's ``check`` is split into one test per top-level ``assert`` (with the statements before
   it), so the reward can count them; a ``check`` without top-level asserts is one test.
@@ -93,14 +94,33 @@ def parse_task(record: dict) -> CodeTask:
         tests = tuple(record["test_list"])
         entry_point = record.get("entry_point") or _called_name(tests[0])
         prompt = f"{record['text']}\nYour function must be named {entry_point}. For example:\n{tests[0]}"
-        return CodeTask(str(record["task_id"]), prompt, entry_point, tests, record["code"],
-                        record.get("test_setup_code", "") or "")
+        return CodeTask(
+            str(record["task_id"]),
+            prompt,
+            entry_point,
+            tests,
+            record["code"],
+            record.get("test_setup_code", "") or "",
+        )
     if "canonical_solution" in record:  # HumanEval
         setup, tests = _split_humaneval_check(record["test"], record["entry_point"])
-        return CodeTask(str(record["task_id"]), record["prompt"], record["entry_point"], tests,
-                        record["prompt"] + record["canonical_solution"], setup)
-    return CodeTask(str(record["task_id"]), record["prompt"], record["entry_point"], tuple(record["tests"]),
-                    record["solution"], record.get("setup", ""), record.get("difficulty", ""))
+        return CodeTask(
+            str(record["task_id"]),
+            record["prompt"],
+            record["entry_point"],
+            tests,
+            record["prompt"] + record["canonical_solution"],
+            setup,
+        )
+    return CodeTask(
+        str(record["task_id"]),
+        record["prompt"],
+        record["entry_point"],
+        tuple(record["tests"]),
+        record["solution"],
+        record.get("setup", ""),
+        record.get("difficulty", ""),
+    )
 
 
 def _grouped(task: CodeTask) -> CodeTask:
@@ -124,7 +144,9 @@ def load_tasks(path: str) -> tuple[CodeTask, ...]:
             try:
                 task = parse_task(json.loads(line))
             except (json.JSONDecodeError, KeyError, TypeError, ValueError, SyntaxError) as exc:
-                raise ValueError(f"{path}:{number}: not a task in the agentgym, HumanEval or MBPP layout ({exc})") from exc
+                raise ValueError(
+                    f"{path}:{number}: not a task in the agentgym, HumanEval or MBPP layout ({exc})"
+                ) from exc
             if not task.tests:
                 raise ValueError(f"{path}:{number}: task {task.task_id} has no tests")
             tasks.append(_grouped(task))
@@ -138,7 +160,7 @@ def load_tasks(path: str) -> tuple[CodeTask, ...]:
 # solution, the setup and the test, and exits with PASS_STATUS only if all of it ran without an
 # exception. The parent turns itself non-dumpable first, so children cannot open its /proc entries
 # (its stdout, its memory), and reports the count of passes as its exit status.
-HARNESS = '''\
+HARNESS = """\
 import json, os, signal, sys, time
 SOLUTION = {solution!r}
 SETUP = {setup!r}
@@ -191,13 +213,19 @@ for test in TESTS:
         outcomes.append("pass" if os.waitstatus_to_exitcode(status) == PASS_STATUS else "fail")
 print(json.dumps(outcomes))
 sys.exit({result_base} + outcomes.count("pass"))
-'''
+"""
 
 
 def harness_program(task: CodeTask, solution: str, test_timeout: float) -> str:
     """The sandboxed program that runs ``task``'s hidden tests against ``solution``."""
-    return HARNESS.format(solution=solution, setup=task.setup, tests=list(task.tests),
-                          pass_status=2 + secrets.randbelow(90), test_timeout=test_timeout, result_base=RESULT_BASE)
+    return HARNESS.format(
+        solution=solution,
+        setup=task.setup,
+        tests=list(task.tests),
+        pass_status=2 + secrets.randbelow(90),
+        test_timeout=test_timeout,
+        result_base=RESULT_BASE,
+    )
 
 
 def tests_passed(result: ExecResult, total: int) -> int:
@@ -234,10 +262,18 @@ class CodeExecEnv(AgentEnv):
     """Write a function: run code in a sandbox as often as turns allow, then submit it to hidden tests."""
 
     tools = (
-        Tool(name="python", description="run a Python program and see its output (the task is not graded)",
-             params={"code": "the complete Python program to run"}, template="run: {code}"),
-        Tool(name="submit", description="submit your final solution; hidden tests grade it and the episode ends",
-             params={"code": "Python code that defines the requested function or class"}, template="submit: {code}"),
+        Tool(
+            name="python",
+            description="run a Python program and see its output (the task is not graded)",
+            params={"code": "the complete Python program to run"},
+            template="run: {code}",
+        ),
+        Tool(
+            name="submit",
+            description="submit your final solution; hidden tests grade it and the episode ends",
+            params={"code": "Python code that defines the requested function or class"},
+            template="submit: {code}",
+        ),
     )
 
     def __init__(
@@ -260,8 +296,10 @@ class CodeExecEnv(AgentEnv):
             self.format.separator = ""
         path = Path(data_path) if data_path is not None else DEFAULT_TASKS
         if not path.is_file():
-            raise FileNotFoundError(f"CodeExec task file {path} does not exist; give data_path= a JSONL of tasks "
-                                    "(agentgym, HumanEval or MBPP fields), or omit it to use the bundled tasks")
+            raise FileNotFoundError(
+                f"CodeExec task file {path} does not exist; give data_path= a JSONL of tasks "
+                "(agentgym, HumanEval or MBPP fields), or omit it to use the bundled tasks"
+            )
         self.tasks = load_tasks(str(path.resolve()))
         self.backend = backend
         self.run_timeout, self.test_timeout = run_timeout, test_timeout
@@ -277,8 +315,13 @@ class CodeExecEnv(AgentEnv):
         # An explicit CPU limit per process (each hidden test is its own process), so that submissions,
         # whose wall-clock limit is longer, still use the pre-started workers.
         cpu_seconds = math.ceil(max(self.run_timeout, self.test_timeout))
-        return shared_sandbox(self.backend, timeout=self.run_timeout, cpu_seconds=cpu_seconds,
-                              memory_mb=self.memory_mb, max_processes=self.max_processes)
+        return shared_sandbox(
+            self.backend,
+            timeout=self.run_timeout,
+            cpu_seconds=cpu_seconds,
+            memory_mb=self.memory_mb,
+            max_processes=self.max_processes,
+        )
 
     # ----- the rules -----
     def _new_episode(self, options: dict) -> None:
@@ -297,8 +340,10 @@ class CodeExecEnv(AgentEnv):
     def _apply(self, command: str) -> Applied:
         parsed = parse_command(command)
         if parsed is None:
-            return Applied(valid=False, message="Unknown action. Start your answer with `run:` or `submit:` "
-                                                "followed by Python code.")
+            return Applied(
+                valid=False,
+                message="Unknown action. Start your answer with `run:` or `submit:` followed by Python code.",
+            )
         kind, code = parsed
         if kind == "run":
             self.runs += 1
@@ -307,8 +352,9 @@ class CodeExecEnv(AgentEnv):
         program = harness_program(self.task, code, self.test_timeout)
         result = self.sandbox.run(program, timeout=total * self.test_timeout + self.run_timeout)
         self.passed = tests_passed(result, total)
-        return Applied(reward=self.passed / total,
-                       message=f"Submitted. Hidden tests passed: {self.passed} of {total}.")
+        return Applied(
+            reward=self.passed / total, message=f"Submitted. Hidden tests passed: {self.passed} of {total}."
+        )
 
     def _describe_run(self, result: ExecResult) -> str:
         if result.timed_out:
@@ -326,8 +372,11 @@ class CodeExecEnv(AgentEnv):
         return "\n".join(parts)
 
     def _render_state(self) -> str:
-        status = ("Not submitted yet." if self.passed is None
-                  else f"Submitted: {self.passed} of {len(self.task.tests)} hidden tests passed.")
+        status = (
+            "Not submitted yet."
+            if self.passed is None
+            else f"Submitted: {self.passed} of {len(self.task.tests)} hidden tests passed."
+        )
         return f"Task {self.task.task_id}:\n```python\n{self.task.prompt.rstrip()}\n```\n{status}"
 
     def _task_instructions(self) -> str:
@@ -335,14 +384,17 @@ class CodeExecEnv(AgentEnv):
             "You write Python code that solves a programming task. Each turn, take one action:\n"
             "- run some code in a sandbox to try things out; you see its exit status, stdout and stderr;\n"
             "- or submit your final solution: hidden tests grade it and the episode ends.\n"
-            f"You have {self.max_turns} turns; unsubmitted work scores 0. The reward is the fraction of hidden "
+            f"You have {self.max_turns} turns; unsubmitted work scores 0. The reward is the fraction "
+            "of hidden "
             "tests your submission passes. Submit the complete code (imports and the requested function or "
             "class). Only the Python standard library is available; there is no network. "
             f"Each run may take {self.run_timeout:g} s; each hidden test {self.test_timeout:g} s."
         )
         if isinstance(self.format, AnswerFormat):
-            text += ("\nWrite `run:` or `submit:` and then the code, for example\n"
-                     "submit:\n```python\ndef add(a, b):\n    return a + b\n```")
+            text += (
+                "\nWrite `run:` or `submit:` and then the code, for example\n"
+                "submit:\n```python\ndef add(a, b):\n    return a + b\n```"
+            )
         return text
 
     def _oracle_commands(self) -> list[str]:

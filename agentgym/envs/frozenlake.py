@@ -53,7 +53,12 @@ def shortest_path(desc: list[str], start: tuple[int, int]) -> list[str] | None:
         for move in DIRECTIONS:
             dr, dc = MOVES[move]
             nxt = (cell[0] + dr, cell[1] + dc)
-            if 0 <= nxt[0] < rows and 0 <= nxt[1] < cols and nxt not in came_from and desc[nxt[0]][nxt[1]] != "H":
+            if (
+                0 <= nxt[0] < rows
+                and 0 <= nxt[1] < cols
+                and nxt not in came_from
+                and desc[nxt[0]][nxt[1]] != "H"
+            ):
                 came_from[nxt] = (cell, move)
                 queue.append(nxt)
     return None
@@ -80,7 +85,9 @@ def slippery_plan(desc: list[str], start: tuple[int, int], horizon: int, moves: 
                 transitions[a, index[cell], index[cell]] = 1.0
                 continue
             for slip in (-1, 0, 1):
-                transitions[a, index[cell], index[_neighbour(desc, cell, DIRECTIONS[(a + slip) % 4])]] += 1 / 3
+                transitions[a, index[cell], index[_neighbour(desc, cell, DIRECTIONS[(a + slip) % 4])]] += (
+                    1 / 3
+                )
     # values[k][s]: the best chance of reaching the goal from s with k moves left.
     values = [np.array([float(desc[r][c] == "G") for r, c in cells])]
     for _ in range(horizon):
@@ -181,16 +188,22 @@ class FrozenLakeEnv(AgentEnv):
     def _apply(self, command: str) -> Applied:
         intended = {d.lower(): d for d in DIRECTIONS}.get(command.strip().lower())
         if intended is None:
-            return Applied(valid=False, message=f"Unknown action {command[:40]!r}; use Left, Down, Right or Up.")
+            return Applied(
+                valid=False, message=f"Unknown action {command[:40]!r}; use Left, Down, Right or Up."
+            )
         direction = intended
         if self.is_slippery:
             a = DIRECTIONS.index(intended)
             direction = DIRECTIONS[(a + int(self.np_random.integers(3)) - 1) % 4]
-        slipped = f"You slipped and moved {direction} instead of {intended}. " if direction != intended else ""
+        slipped = (
+            f"You slipped and moved {direction} instead of {intended}. " if direction != intended else ""
+        )
         target = _neighbour(self.desc, self.position, direction)
         if target == self.position:
             # On a slippery lake a border move is a fair gamble on the slip, so only a sure bump is invalid.
-            return Applied(valid=self.is_slippery, message=f"{slipped}{direction} hits the edge; you did not move.")
+            return Applied(
+                valid=self.is_slippery, message=f"{slipped}{direction} hits the edge; you did not move."
+            )
         self.position = target
         if self.tile == "G":
             return Applied(reward=1.0, message=f"{slipped}You reached the goal!")
@@ -215,13 +228,15 @@ class FrozenLakeEnv(AgentEnv):
             if self.is_slippery
             else "The ice is not slippery: every move goes where you ask."
         )
-        return "\n".join([
-            "You are walking on a frozen lake. Reach the goal G without falling into a hole O.",
-            "Symbols: P player, _ frozen ice, O hole, G goal, X player in a hole, √ player on the goal.",
-            "Moves: Left, Down, Right, Up. A move into the edge of the map leaves you where you are.",
-            slippery,
-            "Reward: +1 for reaching the goal, 0 otherwise. Falling into a hole ends the episode.",
-        ])
+        return "\n".join(
+            [
+                "You are walking on a frozen lake. Reach the goal G without falling into a hole O.",
+                "Symbols: P player, _ frozen ice, O hole, G goal, X player in a hole, √ player on the goal.",
+                "Moves: Left, Down, Right, Up. A move into the edge of the map leaves you where you are.",
+                slippery,
+                "Reward: +1 for reaching the goal, 0 otherwise. Falling into a hole ends the episode.",
+            ]
+        )
 
     # ----- policies -----
     @property
@@ -242,8 +257,10 @@ class FrozenLakeEnv(AgentEnv):
             return path
         # No safe path: at least do not step into a hole or the border when that can be avoided.
         safe = [
-            d for d in DIRECTIONS
-            if (t := _neighbour(self.desc, self.position, d)) != self.position and self.desc[t[0]][t[1]] != "H"
+            d
+            for d in DIRECTIONS
+            if (t := _neighbour(self.desc, self.position, d)) != self.position
+            and self.desc[t[0]][t[1]] != "H"
         ]
         return safe[:1] or ["Left"]
 

@@ -85,7 +85,9 @@ def load_jsonl(path: str) -> tuple[dict, ...]:
                 record = json.loads(line)
                 problems.append({"question": str(record["question"]), "answer": str(record["answer"])})
             except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                raise ValueError(f"{path}:{number}: expected a JSON object with question and answer ({exc})") from exc
+                raise ValueError(
+                    f"{path}:{number}: expected a JSON object with question and answer ({exc})"
+                ) from exc
     if not problems:
         raise ValueError(f"{path} holds no problems")
     return tuple(problems)
@@ -102,7 +104,9 @@ def load_hub(split: str) -> tuple[dict, ...]:
     try:
         import datasets
     except ImportError as exc:
-        raise RuntimeError(f"GSM8K data is unavailable: the `datasets` package is not installed. {how}") from exc
+        raise RuntimeError(
+            f"GSM8K data is unavailable: the `datasets` package is not installed. {how}"
+        ) from exc
     try:
         rows = datasets.load_dataset(HF_DATASET, HF_CONFIG, split=split)
     except Exception as exc:  # offline, hub errors, an unknown split: all need the same advice
@@ -159,7 +163,9 @@ class GSM8KEnv(AgentEnv):
         if "index" in options:
             index = options["index"]
             if not isinstance(index, (int, np.integer)) or not 0 <= index < len(problems):
-                raise ValueError(f"options['index'] must be an integer in [0, {len(problems)}), got {index!r}")
+                raise ValueError(
+                    f"options['index'] must be an integer in [0, {len(problems)}), got {index!r}"
+                )
             self.index = int(index)
         else:
             self.index = int(self.np_random.integers(len(problems)))
@@ -183,7 +189,9 @@ class GSM8KEnv(AgentEnv):
             return Applied(valid=False, message="Your answer holds no number; answer with a single number.")
         self.given = command.strip()
         self.correct = value == self.gold
-        return Applied(reward=1.0 if self.correct else 0.0, message="Correct." if self.correct else "Incorrect.")
+        return Applied(
+            reward=1.0 if self.correct else 0.0, message="Correct." if self.correct else "Incorrect."
+        )
 
     def _render_state(self) -> str:
         state = f"Question: {self.question}"
@@ -192,11 +200,15 @@ class GSM8KEnv(AgentEnv):
         return state
 
     def _task_instructions(self) -> str:
-        return "\n".join([
-            "Solve the grade-school math word problem. Think step by step, then give the final answer.",
-            "The answer is a single number: no units and no words, e.g. 18 or -3 or 2.5 (not 18 dollars).",
-            "Reward: 1 if your number equals the correct answer, 0 otherwise. Your first number is final.",
-        ])
+        return "\n".join(
+            [
+                "Solve the grade-school math word problem. Think step by step, then give the final answer.",
+                "The answer is a single number: no units and no words, e.g. 18 or -3 or 2.5 (not 18 "
+                "dollars).",
+                "Reward: 1 if your number equals the correct answer, 0 otherwise. Your first number "
+                "is final.",
+            ]
+        )
 
     def _oracle_commands(self) -> list[str]:
         text = format(self.gold.normalize(), "f")

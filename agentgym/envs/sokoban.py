@@ -178,7 +178,9 @@ def _displacement_score(boxes: int, targets: int, cols: int, cache: dict[int, in
                 for order in itertools.permutations(target_cells)
             )
         else:  # nearest target per box: a lower bound, cheap for many boxes
-            displacement = sum(min(abs(br - tr) + abs(bc - tc) for tr, tc in target_cells) for br, bc in box_cells)
+            displacement = sum(
+                min(abs(br - tr) + abs(bc - tc) for tr, tc in target_cells) for br, bc in box_cells
+            )
         score = cache[boxes] = (boxes & ~targets).bit_count() * displacement
     return score
 
@@ -284,7 +286,9 @@ def live_cells(floor: int, cols: int, targets: int) -> int:
         live = grown
 
 
-def solve(room: Room, boxes: int | None = None, player: int | None = None, live: int | None = None) -> list[int] | None:
+def solve(
+    room: Room, boxes: int | None = None, player: int | None = None, live: int | None = None
+) -> list[int] | None:
     """A shortest list of direction indices that puts every box on a target, or None if there is none."""
     boxes = room.boxes if boxes is None else boxes
     player = room.player if player is None else player
@@ -392,7 +396,9 @@ class SokobanEnv(AgentEnv):
         if num_boxes < 1 or num_boxes > (rows - 2) * (cols - 2) // 3:
             raise ValueError(f"num_boxes must be between 1 and a third of the inner cells, got {num_boxes}")
         if observation_format not in ("grid", "coords", "both"):
-            raise ValueError(f"observation_format must be 'grid', 'coords' or 'both', got {observation_format!r}")
+            raise ValueError(
+                f"observation_format must be 'grid', 'coords' or 'both', got {observation_format!r}"
+            )
         self.dim_room = (rows, cols)
         self.num_boxes = num_boxes
         self.observation_format = observation_format
@@ -417,7 +423,11 @@ class SokobanEnv(AgentEnv):
             self.room = Room.from_text(str(options["room"]))
         else:
             self.room = generate_room(
-                self.np_random, self.dim_room, self.num_boxes, self.solution_budget, self.num_gen_steps,
+                self.np_random,
+                self.dim_room,
+                self.num_boxes,
+                self.solution_budget,
+                self.num_gen_steps,
                 hard=self.hard_rooms,
             )
         self.boxes, self.player = self.room.boxes, self.room.player
@@ -452,7 +462,9 @@ class SokobanEnv(AgentEnv):
         ahead = self.player + offset
         if not room.floor >> ahead & 1:
             return "a wall is in the way"
-        if self.boxes >> ahead & 1 and (not room.floor >> (ahead + offset) & 1 or self.boxes >> (ahead + offset) & 1):
+        if self.boxes >> ahead & 1 and (
+            not room.floor >> (ahead + offset) & 1 or self.boxes >> (ahead + offset) & 1
+        ):
             return "the box cannot move (a wall or another box is behind it)"
         return None
 
@@ -472,16 +484,20 @@ class SokobanEnv(AgentEnv):
             return ", ".join(f"({cell // room.cols}, {cell % room.cols})" for cell in _cells(mask)) or "none"
 
         # The border is always walls; list only the walls inside it.
-        inner = sum(1 << (r * room.cols + c) for r in range(1, room.rows - 1) for c in range(1, room.cols - 1))
+        inner = sum(
+            1 << (r * room.cols + c) for r in range(1, room.rows - 1) for c in range(1, room.cols - 1)
+        )
         inner_walls = inner & ~room.floor
         walls = f"rows 0 and {room.rows - 1}, columns 0 and {room.cols - 1}"
-        return "\n".join([
-            f"Player: ({self.player // room.cols}, {self.player % room.cols})",
-            f"Boxes: {listed(self.boxes)}",
-            f"Targets: {listed(room.targets)}",
-            f"Boxes on targets: {listed(self.boxes & room.targets)}",
-            f"Walls: {walls}" + (f", and {listed(inner_walls)}" if inner_walls else ""),
-        ])
+        return "\n".join(
+            [
+                f"Player: ({self.player // room.cols}, {self.player % room.cols})",
+                f"Boxes: {listed(self.boxes)}",
+                f"Targets: {listed(room.targets)}",
+                f"Boxes on targets: {listed(self.boxes & room.targets)}",
+                f"Walls: {walls}" + (f", and {listed(inner_walls)}" if inner_walls else ""),
+            ]
+        )
 
     def _render_state(self) -> str:
         if self.room is None:
@@ -496,15 +512,20 @@ class SokobanEnv(AgentEnv):
     def _task_instructions(self) -> str:
         lines = [
             "You are solving the Sokoban puzzle. Push every box onto a target.",
-            f"Symbols: {WALL} wall, {EMPTY} empty, {TARGET} target, {BOX} box, {BOX_ON_TARGET} box on target, "
+            f"Symbols: {WALL} wall, {EMPTY} empty, {TARGET} target, {BOX} box, {BOX_ON_TARGET} box on "
+            "target, "
             f"{PLAYER} you, {PLAYER_ON_TARGET} you on a target.",
-            "Each action moves you one cell Up, Down, Left or Right. Walking into a box pushes it one cell if "
+            "Each action moves you one cell Up, Down, Left or Right. Walking into a box pushes it "
+            "one cell if "
             "the cell behind it is free; you cannot pull boxes or push two at once. Walls block you.",
             f"Rewards: {STEP_REWARD} per action, +{BOX_ON_TARGET_REWARD:g} when a box reaches a target, "
-            f"{BOX_OFF_TARGET_REWARD:g} when one leaves it, +{SOLVED_REWARD:g} when every box is on a target.",
+            f"{BOX_OFF_TARGET_REWARD:g} when one leaves it, +{SOLVED_REWARD:g} when every box is on a "
+            "target.",
         ]
         if self.observation_format != "grid":
-            lines.append("Coordinates are (row, column), counted from (0, 0) at the top left; Up lowers the row.")
+            lines.append(
+                "Coordinates are (row, column), counted from (0, 0) at the top left; Up lowers the row."
+            )
         if self.max_actions is not None:
             lines.append(f"You have {self.max_actions} actions in all.")
         return "\n".join(lines)

@@ -47,7 +47,7 @@ def default_cache_dir() -> Path:
 
 
 def game_key(world_size: int, nb_objects: int, quest_length: int) -> str:
-    """The cache folder of one generation setting; the TextWorld version is part of it, as games may differ."""
+    """The cache folder of one generation setting, TextWorld's version included (games may differ)."""
     import textworld
 
     return f"tw{textworld.__version__}-w{world_size}-o{nb_objects}-q{quest_length}"
@@ -152,10 +152,14 @@ class AdmissibleCommandEnv(AgentEnv):
 
     @staticmethod
     def _rejected(command: str) -> Applied:
-        return Applied(valid=False, message=f"'{command}' is not an admissible command now; nothing happened.")
+        return Applied(
+            valid=False, message=f"'{command}' is not an admissible command now; nothing happened."
+        )
 
     def _admissible_line(self) -> str:
-        return "" if self.terminal else "Admissible commands: " + ", ".join(self._state["admissible_commands"])
+        return (
+            "" if self.terminal else "Admissible commands: " + ", ".join(self._state["admissible_commands"])
+        )
 
     def _random_command(self, rng: np.random.Generator) -> str:
         commands = self._state["admissible_commands"]
@@ -209,7 +213,9 @@ class TextWorldEnv(AdmissibleCommandEnv):
             return _check_game_file(options["game_file"]), None
         if "game_seed" in options:
             seed = int(options["game_seed"])
-            return generate_game(self.world_size, self.nb_objects, self.quest_length, seed, self.cache_dir), seed
+            return generate_game(
+                self.world_size, self.nb_objects, self.quest_length, seed, self.cache_dir
+            ), seed
         if self.game_file is not None:
             return self.game_file, None
         errors = []
@@ -219,7 +225,9 @@ class TextWorldEnv(AdmissibleCommandEnv):
             else:
                 seed = int(self.np_random.integers(GAME_SEED_RANGE))
             try:
-                path = generate_game(self.world_size, self.nb_objects, self.quest_length, seed, self.cache_dir)
+                path = generate_game(
+                    self.world_size, self.nb_objects, self.quest_length, seed, self.cache_dir
+                )
                 return path, seed
             except GenerationError as exc:  # this seed has no quest of that length; draw another
                 errors.append(str(exc))
@@ -232,8 +240,13 @@ class TextWorldEnv(AdmissibleCommandEnv):
             return
         self.close()
         infos = textworld.EnvInfos(
-            admissible_commands=True, policy_commands=True, objective=True,
-            score=True, max_score=True, won=True, lost=True,
+            admissible_commands=True,
+            policy_commands=True,
+            objective=True,
+            score=True,
+            max_score=True,
+            won=True,
+            lost=True,
         )
         with warnings.catch_warnings():
             # Jericho knows only the classic games; TextWorld's own wrappers track score and state instead.
@@ -299,7 +312,8 @@ def _check_game_file(path: str | os.PathLike) -> Path:
     path = Path(path).expanduser().resolve()
     if path.suffix == ".ulx":
         raise ValueError(
-            f"{path}: TextWorld 1.7 no longer plays Glulx (.ulx) games; regenerate the game as .z8 with tw-make"
+            f"{path}: TextWorld 1.7 no longer plays Glulx (.ulx) games; regenerate the game as .z8 "
+            "with tw-make"
         )
     if not re.fullmatch(r"\.z[1-8]", path.suffix):
         raise ValueError(f"{path}: expected a Z-machine game file (.z8) made by TextWorld")
@@ -307,7 +321,8 @@ def _check_game_file(path: str | os.PathLike) -> Path:
         raise FileNotFoundError(f"game file {path} does not exist")
     if not path.with_suffix(".json").is_file():
         raise FileNotFoundError(
-            f"{path.with_suffix('.json')} is missing: TextWorld needs the game's metadata beside the .z8 file "
+            f"{path.with_suffix('.json')} is missing: TextWorld needs the game's metadata beside the "
+            ".z8 file "
             "(tw-make writes both) to list admissible commands and the winning policy"
         )
     return path

@@ -58,7 +58,7 @@ def turns_from_token_transcript(
         start = end
         while start > 0 and mask[start - 1]:
             start -= 1
-        turns.append(TurnSample(list(ids[:start]), list(ids[start:end + 1])))
+        turns.append(TurnSample(list(ids[:start]), list(ids[start : end + 1])))
     return turns
 
 
@@ -149,8 +149,11 @@ def mi_from_turns(
         return result
     scoring_kwargs.setdefault("pad_id", tokenizer.pad_token_id or 0)
     scores = cross_score(model, contexts, reasonings, owner, naive=naive, **scoring_kwargs)
-    per_token = ema.update(scores.logp_mean, owner) if ema is not None else mutual_information(
-        scores.logp_mean, owner)
+    per_token = (
+        ema.update(scores.logp_mean, owner)
+        if ema is not None
+        else mutual_information(scores.logp_mean, owner)
+    )
     per_sequence = mutual_information(scores.logp_sum, owner)
     result.update(per_token)
     for key in ("mi", "conditional_entropy", "marginal_entropy", "retrieval_acc", "mi_zscore"):
@@ -192,8 +195,13 @@ def score_batch(
     for mode in modes:
         picked = sample_turns(counts, mode, max_samples, seed)
         result["mi"][mode] = mi_from_turns(
-            model, tokenizer, [episodes[e][t] for e, t in picked], think_tag=think_tag,
-            ema=None if ema is None else ema.get(mode), **scoring_kwargs)
+            model,
+            tokenizer,
+            [episodes[e][t] for e, t in picked],
+            think_tag=think_tag,
+            ema=None if ema is None else ema.get(mode),
+            **scoring_kwargs,
+        )
 
     if not own_pass:
         return result
@@ -206,8 +214,10 @@ def score_batch(
     result["entropy"] = float(np.concatenate(entropies).mean()) if total else None
     result["entropy_tokens"] = total
     if control_tokens:
-        masses = [wrong_control_mass(tokenizer, fmt, turn.response_ids, score.probe_probs, probes)
-                  for turn, score in per_turn]
+        masses = [
+            wrong_control_mass(tokenizer, fmt, turn.response_ids, score.probe_probs, probes)
+            for turn, score in per_turn
+        ]
         result["control_tokens"] = control_spike_report(masses)
     return result
 
@@ -216,8 +226,10 @@ def _is_token_exact(episode: Sequence[TurnSample]) -> bool:
     """Each turn's prompt extends the previous turn's prompt + response (a token-exact transcript)."""
     for before, after in zip(episode, episode[1:], strict=False):
         seen = len(before.prompt_ids) + len(before.response_ids)
-        if after.prompt_ids[:len(before.prompt_ids)] != before.prompt_ids or \
-                after.prompt_ids[len(before.prompt_ids):seen] != before.response_ids:
+        if (
+            after.prompt_ids[: len(before.prompt_ids)] != before.prompt_ids
+            or after.prompt_ids[len(before.prompt_ids) : seen] != before.response_ids
+        ):
             return False
     return True
 
@@ -246,7 +258,7 @@ def own_prompt_scores(
             head = episode[0].prompt_ids
             last = episode[-1]
             contexts.append(head)
-            continuations.append(last.prompt_ids[len(head):] + last.response_ids)
+            continuations.append(last.prompt_ids[len(head) :] + last.response_ids)
             for turn in episode:
                 spans.append((turn, len(contexts) - 1, len(turn.prompt_ids) - len(head)))
         else:
@@ -255,14 +267,23 @@ def own_prompt_scores(
                 continuations.append(turn.response_ids)
                 spans.append((turn, len(contexts) - 1, 0))
     pairs = [(k, k) for k in range(len(contexts))]
-    scores = score_pairs(model, contexts, continuations, pairs, with_entropy=True, probe_ids=probe_ids,
-                         **scoring_kwargs)
+    scores = score_pairs(
+        model, contexts, continuations, pairs, with_entropy=True, probe_ids=probe_ids, **scoring_kwargs
+    )
     out = []
     for turn, k, start in spans:
         whole = scores[(k, k)]
         end = start + len(turn.response_ids)
-        out.append((turn, PairScore(whole.logprobs[start:end], whole.entropy[start:end],
-                                    None if whole.probe_probs is None else whole.probe_probs[start:end])))
+        out.append(
+            (
+                turn,
+                PairScore(
+                    whole.logprobs[start:end],
+                    whole.entropy[start:end],
+                    None if whole.probe_probs is None else whole.probe_probs[start:end],
+                ),
+            )
+        )
     return out
 
 

@@ -65,6 +65,7 @@ SPIKE_THRESHOLD = 0.5
 
 # ----- control markers and their grammar -----
 
+
 def control_markers(fmt: ResponseFormat) -> list[str]:
     """The textual control markers of a format (end-of-turn excluded)."""
     think = getattr(fmt, "think_tag", "think")
@@ -86,8 +87,14 @@ def _transitions(fmt: ResponseFormat) -> dict[int, dict[str, int]]:
         return {0: start, 1: {t_close: 2}, 2: {a_open: 3}, 3: {a_close: 4}, 4: {EOT: 5}, 5: {}}
     if isinstance(fmt, ToolCallFormat):
         c_open, c_close = f"<{fmt.tag}>", f"</{fmt.tag}>"
-        return {0: {t_open: 1, c_open: 3}, 1: {t_close: 2}, 2: {c_open: 3}, 3: {c_close: 4},
-                4: {c_open: 3, EOT: 5}, 5: {}}
+        return {
+            0: {t_open: 1, c_open: 3},
+            1: {t_close: 2},
+            2: {c_open: 3},
+            3: {c_close: 4},
+            4: {c_open: 3, EOT: 5},
+            5: {},
+        }
     if isinstance(fmt, PythonCallFormat):
         return {0: {t_open: 1, EOT: 5}, 1: {t_close: 2}, 2: {EOT: 5}, 5: {}}
     raise ValueError(f"no control grammar for {fmt!r}")
@@ -127,6 +134,7 @@ class ControlGrammar:
 
 # ----- (c) turn states -----
 
+
 def turn_state(response: str, format_ok: bool, ends_episode: bool, fmt: ResponseFormat | str) -> str:
     """The state of one assistant turn (definitions in the module docstring)."""
     if format_ok:
@@ -158,6 +166,7 @@ def turn_state_shares(records: Sequence[dict[str, Any]], fmt: ResponseFormat | s
 
 
 # ----- (c) control-token spikes -----
+
 
 def control_token_ids(tokenizer: Any, fmt: ResponseFormat | str) -> dict[int, set[str]]:
     """Token id -> the control markers that start with it (see the module docstring for the rule)."""
@@ -211,8 +220,11 @@ def wrong_control_mass(
         if state is None:
             break
         legal = grammar.legal(state)
-        wrong = sum(probe_probs[t, k] for k, tok in enumerate(probe_ids)
-                    if tok in markers_of and not (markers_of[tok] & legal))
+        wrong = sum(
+            probe_probs[t, k]
+            for k, tok in enumerate(probe_ids)
+            if tok in markers_of and not (markers_of[tok] & legal)
+        )
         masses.append(float(wrong))
     return np.array(masses)
 
@@ -221,8 +233,12 @@ def control_spike_report(per_turn_masses: Sequence[np.ndarray]) -> dict[str, flo
     """Aggregate the per-position wrong control masses of many turns."""
     scored = [m for m in per_turn_masses if len(m)]
     if not scored:
-        return {"wrong_control_mass_mean": None, "wrong_control_mass_spike": None, "spike_turn_rate": None,
-                "turns_scored": 0}
+        return {
+            "wrong_control_mass_mean": None,
+            "wrong_control_mass_spike": None,
+            "spike_turn_rate": None,
+            "turns_scored": 0,
+        }
     peaks = np.array([m.max() for m in scored])
     return {
         "wrong_control_mass_mean": float(np.concatenate(scored).mean()),
@@ -233,6 +249,7 @@ def control_spike_report(per_turn_masses: Sequence[np.ndarray]) -> dict[str, flo
 
 
 # ----- (b) schema variants -----
+
 
 def trained_format_name(env_id: str, env_kwargs: dict[str, Any] | None) -> str:
     """The name of the format an environment uses with these kwargs: the ``response_format`` given, else
@@ -250,8 +267,11 @@ def trained_format_name(env_id: str, env_kwargs: dict[str, Any] | None) -> str:
             module, _, name = entry.partition(":")
             entry = getattr(importlib.import_module(module), name)
         for cls in getattr(entry, "__mro__", ()):
-            param = inspect.signature(cls.__init__).parameters.get("response_format") if "__init__" in vars(
-                cls) else None
+            param = (
+                inspect.signature(cls.__init__).parameters.get("response_format")
+                if "__init__" in vars(cls)
+                else None
+            )
             if param is not None and param.default is not inspect.Parameter.empty:
                 fmt = param.default
                 break
@@ -286,16 +306,28 @@ def evaluate_format_variants(
         raise ValueError(f"format {base!r} has no schema variants; known: {', '.join(VARIANTS)}")
     out = Path(out) if out is not None else None
     if trained is None:
-        trained = evaluate(env_id, policy, episodes, out=None if out is None else out / "variants" / base,
-                           env_kwargs=env_kwargs, **evaluate_kwargs)
+        trained = evaluate(
+            env_id,
+            policy,
+            episodes,
+            out=None if out is None else out / "variants" / base,
+            env_kwargs=env_kwargs,
+            **evaluate_kwargs,
+        )
     report: dict[str, Any] = {
         "trained_format": base,
         "trained": {k: trained[k] for k in ("success_rate", "format_valid_rate")},
         "variants": {},
     }
     for name in names:
-        summary = evaluate(env_id, policy, episodes, out=None if out is None else out / "variants" / name,
-                           env_kwargs={**env_kwargs, "response_format": name}, **evaluate_kwargs)
+        summary = evaluate(
+            env_id,
+            policy,
+            episodes,
+            out=None if out is None else out / "variants" / name,
+            env_kwargs={**env_kwargs, "response_format": name},
+            **evaluate_kwargs,
+        )
         report["variants"][name] = {
             "success_rate": summary["success_rate"],
             "format_valid_rate": summary["format_valid_rate"],

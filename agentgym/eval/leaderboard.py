@@ -28,12 +28,23 @@ from pathlib import Path
 from typing import Any
 
 RUNS = "runs"
-METRIC_KEYS = ("episodes", "success_rate", "success_ci95", "mean_return", "format_valid_rate",
-               "format_valid_rate_per_turn", "action_valid_rate", "mean_turns", "success_by_turn", "turn_states")
+METRIC_KEYS = (
+    "episodes",
+    "success_rate",
+    "success_ci95",
+    "mean_return",
+    "format_valid_rate",
+    "format_valid_rate_per_turn",
+    "action_valid_rate",
+    "mean_turns",
+    "success_by_turn",
+    "turn_states",
+)
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf")
 
 
 # ----- runs -----
+
 
 def _portable(value: Any) -> Any:
     """Local file paths become their base names, so a config hashes the same on every machine."""
@@ -81,8 +92,11 @@ def config_hash(summary: dict[str, Any]) -> str:
 
 def machine() -> dict[str, Any]:
     """What the run ran on (no host names)."""
-    info: dict[str, Any] = {"platform": platform.platform(), "python": platform.python_version(),
-                            "cpus": os.cpu_count()}
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+    }
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.exists():
         found = re.search(r"model name\s*:\s*(.+)", cpuinfo.read_text(errors="replace"))
@@ -120,16 +134,23 @@ def run_entry(summary: dict[str, Any], *, date: str | None = None, notes: str = 
     metrics = {k: summary[k] for k in METRIC_KEYS if k in summary}
     metrics.update(_diagnostics_digest(summary))
     if "format_variants" in summary:
-        metrics["format_variants"] = {name: {k: v[k] for k in ("success_rate", "format_valid_rate", "success_drop",
-                                                               "format_valid_drop")}
-                                      for name, v in summary["format_variants"]["variants"].items()}
+        metrics["format_variants"] = {
+            name: {
+                k: v[k] for k in ("success_rate", "format_valid_rate", "success_drop", "format_valid_drop")
+            }
+            for name, v in summary["format_variants"]["variants"].items()
+        }
     seed = summary.get("seed", 0)
     return {
         "env": summary["env"],
         "policy": portable_policy(summary["policy"]),
         "model": model_name(summary["policy"], policy_kwargs),
         "config_hash": config_hash(summary),
-        "seeds": {"first": seed, "last": seed + summary["episodes"] - 1, "rule": "episode i uses seed first + i"},
+        "seeds": {
+            "first": seed,
+            "last": seed + summary["episodes"] - 1,
+            "rule": "episode i uses seed first + i",
+        },
         "env_kwargs": _portable(summary.get("env_kwargs", {})),
         "policy_kwargs": _portable(policy_kwargs),
         "response_format": summary.get("response_format"),
@@ -177,11 +198,14 @@ def boards(runs: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     for run in runs:
         grouped.setdefault(run["env"], []).append(run)
     for env_runs in grouped.values():
-        env_runs.sort(key=lambda r: (-r["metrics"]["success_rate"], -r["metrics"]["mean_return"], r["policy"]))
+        env_runs.sort(
+            key=lambda r: (-r["metrics"]["success_rate"], -r["metrics"]["mean_return"], r["policy"])
+        )
     return dict(sorted(grouped.items()))
 
 
 # ----- rendering -----
+
 
 def _fmt(value: Any, digits: int = 3) -> str:
     if value is None:
@@ -196,32 +220,60 @@ def _policy_label(run: dict[str, Any]) -> str:
     return f"{kind}:{run['model']}" if run.get("model") else run["policy"]
 
 
-COLUMNS = ("#", "policy", "success (95% CI)", "return", "format-valid", "turns", "MI first turn", "entropy",
-           "episodes", "format", "date", "config")
+COLUMNS = (
+    "#",
+    "policy",
+    "success (95% CI)",
+    "return",
+    "format-valid",
+    "turns",
+    "MI first turn",
+    "entropy",
+    "episodes",
+    "format",
+    "date",
+    "config",
+)
 
 
 def _row(rank: int, run: dict[str, Any]) -> list[str]:
     m = run["metrics"]
     low, high = m.get("success_ci95", [None, None])
     return [
-        str(rank), _policy_label(run), f"{m['success_rate']:.3f} [{_fmt(low, 2)}, {_fmt(high, 2)}]",
-        _fmt(m.get("mean_return")), _fmt(m.get("format_valid_rate")), _fmt(m.get("mean_turns"), 2),
-        _fmt(m.get("mi_first_turn")), _fmt(m.get("entropy")), str(m["episodes"]), str(run.get("response_format")),
-        run["date"][:10], run["config_hash"],
+        str(rank),
+        _policy_label(run),
+        f"{m['success_rate']:.3f} [{_fmt(low, 2)}, {_fmt(high, 2)}]",
+        _fmt(m.get("mean_return")),
+        _fmt(m.get("format_valid_rate")),
+        _fmt(m.get("mean_turns"), 2),
+        _fmt(m.get("mi_first_turn")),
+        _fmt(m.get("entropy")),
+        str(m["episodes"]),
+        str(run.get("response_format")),
+        run["date"][:10],
+        run["config_hash"],
     ]
 
 
 def render_markdown(env_id: str, runs: Sequence[dict[str, Any]]) -> str:
-    lines = [f"# {env_id}", "", "Rendered by `agentgym leaderboard` from `runs/`; best success first. "
-             "MI and entropy exist for model policies only (see DESIGN.md, Metrics).", "",
-             "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines = [
+        f"# {env_id}",
+        "",
+        "Rendered by `agentgym leaderboard` from `runs/`; best success first. "
+        "MI and entropy exist for model policies only (see DESIGN.md, Metrics).",
+        "",
+        "| " + " | ".join(COLUMNS) + " |",
+        "|" + "---|" * len(COLUMNS),
+    ]
     for rank, run in enumerate(runs, start=1):
         lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in _row(rank, run)) + " |")
     lines += ["", "Machines:", ""]
     for run in runs:
         mach = run.get("machine", {})
-        lines.append(f"- {_policy_label(run)} ({run['config_hash']}): {mach.get('cpu') or mach.get('platform')}, "
-                     f"{mach.get('cpus')} CPUs, GPU {mach.get('gpu') or 'none'}; {run.get('notes') or ''}".rstrip("; "))
+        lines.append(
+            f"- {_policy_label(run)} ({run['config_hash']}): {mach.get('cpu') or mach.get('platform')}, "
+            f"{mach.get('cpus')} CPUs, GPU {mach.get('gpu') or 'none'}; {run.get('notes') or ''}".rstrip("; ")
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -237,20 +289,28 @@ def _svg_chart(title: str, series: Sequence[tuple[str, Sequence[float]]], y_labe
     def y(v: float) -> float:
         return top + (height - top - bottom) * (1 - v)
 
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
-             f'aria-label="{html.escape(title)}">',
-             f'<text x="{width / 2}" y="15" text-anchor="middle" font-size="12">{html.escape(title)}</text>']
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
+        f'aria-label="{html.escape(title)}">',
+        f'<text x="{width / 2}" y="15" text-anchor="middle" font-size="12">{html.escape(title)}</text>',
+    ]
     for tick in (0.0, 0.25, 0.5, 0.75, 1.0):
-        parts.append(f'<line x1="{left}" x2="{width - right}" y1="{y(tick):.1f}" y2="{y(tick):.1f}" '
-                     f'stroke="#ddd"/><text x="{left - 4}" y="{y(tick) + 4:.1f}" text-anchor="end" '
-                     f'font-size="10">{tick:.2f}</text>')
+        parts.append(
+            f'<line x1="{left}" x2="{width - right}" y1="{y(tick):.1f}" y2="{y(tick):.1f}" '
+            f'stroke="#ddd"/><text x="{left - 4}" y="{y(tick) + 4:.1f}" text-anchor="end" '
+            f'font-size="10">{tick:.2f}</text>'
+        )
     every = max(1, -(-longest // 10))  # at most about ten tick labels
     for t in range(0, longest, every):
-        parts.append(f'<text x="{x(t):.1f}" y="{height - bottom + 14}" text-anchor="middle" font-size="10">'
-                     f'{t + 1}</text>')
+        parts.append(
+            f'<text x="{x(t):.1f}" y="{height - bottom + 14}" text-anchor="middle" font-size="10">'
+            f"{t + 1}</text>"
+        )
     parts.append(f'<text x="{width / 2}" y="{height - 2}" text-anchor="middle" font-size="10">turn</text>')
-    parts.append(f'<text x="10" y="{top + (height - top - bottom) / 2}" font-size="10" text-anchor="middle" '
-                 f'transform="rotate(-90 10 {top + (height - top - bottom) / 2})">{html.escape(y_label)}</text>')
+    parts.append(
+        f'<text x="10" y="{top + (height - top - bottom) / 2}" font-size="10" text-anchor="middle" '
+        f'transform="rotate(-90 10 {top + (height - top - bottom) / 2})">{html.escape(y_label)}</text>'
+    )
     for k, (name, values) in enumerate(series):
         color = PALETTE[k % len(PALETTE)]
         points = " ".join(f"{x(t):.1f},{y(v):.1f}" for t, v in enumerate(values))
@@ -258,35 +318,49 @@ def _svg_chart(title: str, series: Sequence[tuple[str, Sequence[float]]], y_labe
             parts.append(f'<circle cx="{x(0):.1f}" cy="{y(values[0]):.1f}" r="3" fill="{color}"/>')
         elif values:
             dash = "" if k == 0 else f' stroke-dasharray="{3 + 2 * k} 3"'  # overlapping runs stay visible
-            parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="2"{dash} points="{points}">'
-                         f'<title>{html.escape(name)}</title></polyline>')
+            parts.append(
+                f'<polyline fill="none" stroke="{color}" stroke-width="2"{dash} points="{points}">'
+                f"<title>{html.escape(name)}</title></polyline>"
+            )
     parts.append("</svg>")
     return "".join(parts)
 
 
 def render_html(grouped: dict[str, list[dict[str, Any]]]) -> str:
-    out = ["<!doctype html>", '<html lang="en"><head><meta charset="utf-8"><title>agentgym leaderboard</title>',
-           "<style>body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}"
-           "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;"
-           "font-size:13px}th{background:#f4f4f4}.charts{display:flex;flex-wrap:wrap;gap:1em}"
-           ".legend span{display:inline-block;margin-right:1em;font-size:13px}</style></head><body>",
-           "<h1>agentgym leaderboard</h1>",
-           "<p>One stored JSON per run (<code>leaderboards/runs/</code>); rendered by "
-           "<code>agentgym leaderboard</code>. Curves: cumulative success by turn and the format-valid rate of "
-           "each turn.</p>"]
+    out = [
+        "<!doctype html>",
+        '<html lang="en"><head><meta charset="utf-8"><title>agentgym leaderboard</title>',
+        "<style>body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}"
+        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;"
+        "font-size:13px}th{background:#f4f4f4}.charts{display:flex;flex-wrap:wrap;gap:1em}"
+        ".legend span{display:inline-block;margin-right:1em;font-size:13px}</style></head><body>",
+        "<h1>agentgym leaderboard</h1>",
+        "<p>One stored JSON per run (<code>leaderboards/runs/</code>); rendered by "
+        "<code>agentgym leaderboard</code>. Curves: cumulative success by turn and the format-valid rate of "
+        "each turn.</p>",
+    ]
     for env_id, runs in grouped.items():
-        out.append(f'<h2 id="{env_slug(env_id)}">{html.escape(env_id)}</h2><table><tr>'
-                   + "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS) + "</tr>")
+        out.append(
+            f'<h2 id="{env_slug(env_id)}">{html.escape(env_id)}</h2><table><tr>'
+            + "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS)
+            + "</tr>"
+        )
         for rank, run in enumerate(runs, start=1):
-            out.append("<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in _row(rank, run)) + "</tr>")
+            out.append(
+                "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in _row(rank, run)) + "</tr>"
+            )
         out.append("</table>")
-        legend = "".join(f'<span style="color:{PALETTE[k % len(PALETTE)]}">&#9632; {html.escape(_policy_label(r))}'
-                         f"</span>" for k, r in enumerate(runs))
+        legend = "".join(
+            f'<span style="color:{PALETTE[k % len(PALETTE)]}">&#9632; {html.escape(_policy_label(r))}</span>'
+            for k, r in enumerate(runs)
+        )
         success = [(_policy_label(r), r["metrics"].get("success_by_turn", [])) for r in runs]
         valid = [(_policy_label(r), r["metrics"].get("format_valid_rate_per_turn", [])) for r in runs]
-        out.append(f'<div class="legend">{legend}</div><div class="charts">'
-                   f"{_svg_chart('success within t turns', success, 'success')}"
-                   f"{_svg_chart('format-valid rate at turn t', valid, 'format-valid')}</div>")
+        out.append(
+            f'<div class="legend">{legend}</div><div class="charts">'
+            f"{_svg_chart('success within t turns', success, 'success')}"
+            f"{_svg_chart('format-valid rate at turn t', valid, 'format-valid')}</div>"
+        )
     out.append("</body></html>")
     return "\n".join(out) + "\n"
 
@@ -296,21 +370,29 @@ def render(directory: str | Path = "leaderboards") -> list[Path]:
     directory = Path(directory)
     grouped = boards(load_runs(directory))
     written = []
-    index = ["# Leaderboards", "", "Rendered by `agentgym leaderboard` from the run files in `runs/` "
-             "(one JSON per `agentgym eval --submit`). Open `index.html` for the curves.", ""]
+    index = [
+        "# Leaderboards",
+        "",
+        "Rendered by `agentgym leaderboard` from the run files in `runs/` "
+        "(one JSON per `agentgym eval --submit`). Open `index.html` for the curves.",
+        "",
+    ]
     for env_id, runs in grouped.items():
         path = directory / f"{env_slug(env_id)}.md"
         path.write_text(render_markdown(env_id, runs), encoding="utf-8")
         written.append(path)
         best = runs[0]
-        index.append(f"- [{env_id}]({path.name}): {len(runs)} runs; best {_policy_label(best)} "
-                     f"(success {best['metrics']['success_rate']:.3f})")
+        index.append(
+            f"- [{env_id}]({path.name}): {len(runs)} runs; best {_policy_label(best)} "
+            f"(success {best['metrics']['success_rate']:.3f})"
+        )
     (directory / "README.md").write_text("\n".join(index) + "\n", encoding="utf-8")
     (directory / "index.html").write_text(render_html(grouped), encoding="utf-8")
     return [*written, directory / "README.md", directory / "index.html"]
 
 
 # ----- command line -----
+
 
 def _cmd_leaderboard(args: argparse.Namespace) -> int:
     for out in args.add:
@@ -328,7 +410,12 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
 def add_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser("leaderboard", help="render leaderboards/ to Markdown and HTML")
     parser.add_argument("--dir", default="leaderboards", help="the leaderboard folder (runs/ inside)")
-    parser.add_argument("--add", nargs="*", default=[], metavar="OUT",
-                        help="first add the summary.json of these `agentgym eval --out` folders")
+    parser.add_argument(
+        "--add",
+        nargs="*",
+        default=[],
+        metavar="OUT",
+        help="first add the summary.json of these `agentgym eval --out` folders",
+    )
     parser.add_argument("--notes", default="", help="a note stored with the runs added by --add")
     parser.set_defaults(func=_cmd_leaderboard)

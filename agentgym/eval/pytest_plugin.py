@@ -43,8 +43,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--agentgym-out", default=None, help="write trajectories.jsonl and summary.json here")
     group.addoption("--agentgym-env-kwargs", default="{}", help="JSON keyword arguments of gymnasium.make")
     group.addoption("--agentgym-policy-kwargs", default="{}", help="JSON keyword arguments of the policy")
-    group.addoption("--agentgym-no-diagnostics", action="store_true",
-                    help="skip MI / entropy / control-token diagnostics of model policies")
+    group.addoption(
+        "--agentgym-no-diagnostics",
+        action="store_true",
+        help="skip MI / entropy / control-token diagnostics of model policies",
+    )
     group.addoption("--agentgym-only", action="store_true", help="run only the episode tests")
 
 
@@ -115,14 +118,20 @@ def pytest_configure(config: pytest.Config) -> None:
     if not policy:
         raise pytest.UsageError("--agentgym-env needs --agentgym-policy")
     if env_id not in gym.registry:
-        raise pytest.UsageError(f"unknown environment {env_id!r}; agentgym environments: {', '.join(agentgym.ENVS)}")
+        raise pytest.UsageError(
+            f"unknown environment {env_id!r}; agentgym environments: {', '.join(agentgym.ENVS)}"
+        )
     episodes = config.getoption("agentgym_episodes")
     if episodes < 1:
         raise pytest.UsageError("--agentgym-episodes must be at least 1")
     out = config.getoption("agentgym_out")
     state = _EvalState(
-        env_id=env_id, policy_spec=policy, episodes=episodes, seed=config.getoption("agentgym_seed"),
-        out=Path(out).resolve() if out else None, env_kwargs=_json_option(config, "agentgym_env_kwargs"),
+        env_id=env_id,
+        policy_spec=policy,
+        episodes=episodes,
+        seed=config.getoption("agentgym_seed"),
+        out=Path(out).resolve() if out else None,
+        env_kwargs=_json_option(config, "agentgym_env_kwargs"),
         policy_kwargs=_json_option(config, "agentgym_policy_kwargs"),
         diagnostics=not config.getoption("agentgym_no_diagnostics"),
     )
@@ -134,8 +143,13 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def _run_identity(state: _EvalState) -> dict[str, Any]:
     # the same run.json as `agentgym eval`, so neither route overwrites the other's different run
-    return {"env": state.env_id, "policy": state.policy_spec, "seed": state.seed, "env_kwargs": state.env_kwargs,
-            "policy_kwargs": state.policy_kwargs}
+    return {
+        "env": state.env_id,
+        "policy": state.policy_spec,
+        "seed": state.seed,
+        "env_kwargs": state.env_kwargs,
+        "policy_kwargs": state.policy_kwargs,
+    }
 
 
 def _claim_out_dir(state: _EvalState) -> None:
@@ -175,7 +189,9 @@ class AgentgymEpisode(pytest.Item):
         return f"episode with seed {self.seed} raised:\n{excinfo.getrepr(style='short')}"
 
 
-def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(
+    session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
+) -> None:
     state = _state(config)
     if state is None:
         return
@@ -184,8 +200,11 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         items.clear()
     for i in range(state.episodes):
         seed = state.seed + i
-        items.append(AgentgymEpisode.from_parent(session, name=f"seed={seed}", seed=seed,
-                                                 nodeid=f"agentgym::{state.env_id}::seed={seed}"))
+        items.append(
+            AgentgymEpisode.from_parent(
+                session, name=f"seed={seed}", seed=seed, nodeid=f"agentgym::{state.env_id}::seed={seed}"
+            )
+        )
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -222,14 +241,22 @@ def _finish(state: _EvalState) -> None:
     state.records = records
     if not records:
         return
-    summary = build_summary(records, env_id=state.env_id, policy_spec=state.policy_spec, seed=state.seed,
-                            env_kwargs=state.env_kwargs, policy_kwargs=state.policy_kwargs,
-                            workers=max(1, state.workers_seen), elapsed=time.perf_counter() - state.started,
-                            played_now=len(records))
+    summary = build_summary(
+        records,
+        env_id=state.env_id,
+        policy_spec=state.policy_spec,
+        seed=state.seed,
+        env_kwargs=state.env_kwargs,
+        policy_kwargs=state.policy_kwargs,
+        workers=max(1, state.workers_seen),
+        elapsed=time.perf_counter() - state.started,
+        played_now=len(records),
+    )
     summary["route"] = "pytest"
     if state.diagnostics and wants_diagnostics(state.policy_spec, None):
-        summary["diagnostics"] = model_diagnostics(state.policy(), records, summary["response_format"],
-                                                   seed=state.seed)
+        summary["diagnostics"] = model_diagnostics(
+            state.policy(), records, summary["response_format"], seed=state.seed
+        )
     state.summary = summary
     if state.out is not None:
         with (state.out / "trajectories.jsonl").open("w", encoding="utf-8") as f:
@@ -248,7 +275,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     terminalreporter.write_line(
         f"{summary['env']} {summary['policy']}: {summary['episodes']} episodes, success "
         f"{summary['success_rate']:.3f} [{low:.3f}, {high:.3f}], return {summary['mean_return']:.3f}, "
-        f"format-valid {summary['format_valid_rate']:.3f}")
+        f"format-valid {summary['format_valid_rate']:.3f}"
+    )
     if state.out is not None:
         terminalreporter.write_line(f"wrote {state.out}/trajectories.jsonl and {state.out}/summary.json")
 

@@ -190,8 +190,13 @@ def evaluate(
     batch_size = batch_size or default_batch_size(policy_spec)
     seeds = [seed + i for i in range(episodes)]
 
-    run = {"env": env_id, "policy": policy_spec, "seed": seed, "env_kwargs": env_kwargs,
-           "policy_kwargs": policy_kwargs}
+    run = {
+        "env": env_id,
+        "policy": policy_spec,
+        "seed": seed,
+        "env_kwargs": env_kwargs,
+        "policy_kwargs": policy_kwargs,
+    }
     log = None
     stored: dict[int, dict[str, Any]] = {}
     if out is not None:
@@ -211,8 +216,13 @@ def evaluate(
     wanted = set(seeds)
     todo = [s for s in seeds if s not in stored]
 
-    bar = tqdm(total=episodes, initial=episodes - len(todo), desc=f"{env_id} {policy_spec}", disable=not progress,
-               unit="ep")
+    bar = tqdm(
+        total=episodes,
+        initial=episodes - len(todo),
+        desc=f"{env_id} {policy_spec}",
+        disable=not progress,
+        unit="ep",
+    )
     played = {s: stored[s] for s in seeds if s in stored}
 
     def on_record(record: dict[str, Any]) -> None:
@@ -230,24 +240,40 @@ def evaluate(
             if todo and workers == 1:
                 if own is None:
                     own = make_policy(policy_spec, **policy_kwargs)
-                run_episodes(_make_env_factory(env_id, env_kwargs), env_id, todo, own, batch_size,
-                             lambda ep: on_record(episode_record(ep)))
+                run_episodes(
+                    _make_env_factory(env_id, env_kwargs),
+                    env_id,
+                    todo,
+                    own,
+                    batch_size,
+                    lambda ep: on_record(episode_record(ep)),
+                )
             elif todo:
-                _run_in_workers(env_id, env_kwargs, policy_spec, policy_kwargs, todo, batch_size, workers,
-                                on_record)
+                _run_in_workers(
+                    env_id, env_kwargs, policy_spec, policy_kwargs, todo, batch_size, workers, on_record
+                )
         finally:
             bar.close()
         elapsed = time.perf_counter() - started
 
         records = [played[s] for s in sorted(played) if s in wanted]
-        summary = build_summary(records, env_id=env_id, policy_spec=policy_spec, seed=seed, env_kwargs=env_kwargs,
-                                policy_kwargs=policy_kwargs, workers=workers, elapsed=elapsed,
-                                played_now=len(todo))
+        summary = build_summary(
+            records,
+            env_id=env_id,
+            policy_spec=policy_spec,
+            seed=seed,
+            env_kwargs=env_kwargs,
+            policy_kwargs=policy_kwargs,
+            workers=workers,
+            elapsed=elapsed,
+            played_now=len(todo),
+        )
         if diagnostics and wants_diagnostics(policy_spec, own):
             if own is None:
                 own = make_policy(policy_spec, **policy_kwargs)
-            summary["diagnostics"] = model_diagnostics(own, records, summary["response_format"],
-                                                       max_samples=diagnostics_samples, seed=seed)
+            summary["diagnostics"] = model_diagnostics(
+                own, records, summary["response_format"], max_samples=diagnostics_samples, seed=seed
+            )
     finally:
         if isinstance(policy, str) and own is not None:
             own.close()
@@ -289,7 +315,11 @@ def success_by_turn(records: list[dict[str, Any]]) -> list[float]:
     """Entry t is the share of episodes won within t + 1 turns (the success curve of the leaderboard)."""
     longest = max((r["turns"] for r in records), default=0)
     n = len(records)
-    return [sum(bool(r["success"]) and r["turns"] <= t + 1 for r in records) / n for t in range(longest)] if n else []
+    return (
+        [sum(bool(r["success"]) and r["turns"] <= t + 1 for r in records) / n for t in range(longest)]
+        if n
+        else []
+    )
 
 
 def episode_reports(records: list[dict[str, Any]], env_id: str, env_kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -329,7 +359,12 @@ def turn_samples(policy: HFPolicy, record: dict[str, Any]) -> list[Any]:
 
 
 def model_diagnostics(
-    policy: Policy, records: list[dict[str, Any]], response_format: str, *, max_samples: int = 64, seed: int = 0
+    policy: Policy,
+    records: list[dict[str, Any]],
+    response_format: str,
+    *,
+    max_samples: int = 64,
+    seed: int = 0,
 ) -> dict[str, Any]:
     """MI, entropy and control-token spikes of stored episodes, scored with the policy's model."""
     from agentgym.eval.diagnostics import score_batch
@@ -338,7 +373,14 @@ def model_diagnostics(
         raise ValueError(f"diagnostics need an hf: or checkpoint: policy, got {policy.spec!r}")
     started = time.perf_counter()
     episodes = [turn_samples(policy, r) for r in records]
-    report = score_batch(policy.model, policy.tokenizer, episodes, response_format=response_format,
-                         max_samples=max_samples, max_scored_turns=4 * max_samples, seed=seed)
+    report = score_batch(
+        policy.model,
+        policy.tokenizer,
+        episodes,
+        response_format=response_format,
+        max_samples=max_samples,
+        max_scored_turns=4 * max_samples,
+        seed=seed,
+    )
     report["elapsed_s"] = round(time.perf_counter() - started, 3)
     return report

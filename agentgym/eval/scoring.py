@@ -101,8 +101,11 @@ def _wants_entropy(with_entropy: bool | Collection[tuple[int, int]], pair: tuple
 
 
 def _empty_score(with_entropy, pair, probe_ids) -> PairScore:
-    return PairScore(np.zeros(0), np.zeros(0) if _wants_entropy(with_entropy, pair) else None,
-                     np.zeros((0, len(probe_ids))) if probe_ids else None)
+    return PairScore(
+        np.zeros(0),
+        np.zeros(0) if _wants_entropy(with_entropy, pair) else None,
+        np.zeros((0, len(probe_ids))) if probe_ids else None,
+    )
 
 
 def _to_numpy(values: Any) -> np.ndarray:
@@ -159,11 +162,32 @@ def score_pairs(
             results[(i, j)] = _empty_score(with_entropy, (i, j), probe_ids)
     with _inference(model):
         if strategy == "packed":
-            _score_packed(model, contexts, continuations, by_context, results, with_entropy, probe_ids, pad_id,
-                          token_budget, max_rows)
+            _score_packed(
+                model,
+                contexts,
+                continuations,
+                by_context,
+                results,
+                with_entropy,
+                probe_ids,
+                pad_id,
+                token_budget,
+                max_rows,
+            )
         else:
-            _score_cached(model, contexts, continuations, by_context, results, with_entropy, probe_ids, pad_id,
-                          token_budget, max_rows, context_group)
+            _score_cached(
+                model,
+                contexts,
+                continuations,
+                by_context,
+                results,
+                with_entropy,
+                probe_ids,
+                pad_id,
+                token_budget,
+                max_rows,
+                context_group,
+            )
     return results
 
 
@@ -176,8 +200,18 @@ def _pick_strategy(model: Any, contexts, continuations, pairs) -> str:
     return "packed" if 16 * continuation_tokens <= context_tokens else "cache"
 
 
-def _score_packed(model, contexts, continuations, by_context, results, with_entropy, probe_ids, pad_id,
-                  token_budget, max_rows) -> None:
+def _score_packed(
+    model,
+    contexts,
+    continuations,
+    by_context,
+    results,
+    with_entropy,
+    probe_ids,
+    pad_id,
+    token_budget,
+    max_rows,
+) -> None:
     import torch
 
     device = _device(model)
@@ -214,9 +248,9 @@ def _score_packed(model, contexts, continuations, by_context, results, with_entr
             at = n_ctx
             for k, i in enumerate(items, start=1):
                 n = len(continuations[i])
-                ids[b, at:at + n] = torch.tensor(list(continuations[i]))
-                segment[b, at:at + n] = k
-                positions[b, at:at + n] = torch.arange(n_ctx, n_ctx + n)
+                ids[b, at : at + n] = torch.tensor(list(continuations[i]))
+                segment[b, at : at + n] = k
+                positions[b, at : at + n] = torch.arange(n_ctx, n_ctx + n)
                 reads.append((b, i, j, [n_ctx - 1, *range(at, at + n - 1)]))
                 at += n
         seg_q, seg_k = segment.unsqueeze(2), segment.unsqueeze(1)
@@ -225,13 +259,21 @@ def _score_packed(model, contexts, continuations, by_context, results, with_entr
         allowed |= torch.eye(width, dtype=torch.bool) & (seg_q < 0)  # pads see themselves: no empty rows
         dtype = next(model.parameters()).dtype
         mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
-        out = model(input_ids=ids.to(device), attention_mask=mask.unsqueeze(1).to(device),
-                    position_ids=positions.to(device), use_cache=False)
+        out = model(
+            input_ids=ids.to(device),
+            attention_mask=mask.unsqueeze(1).to(device),
+            position_ids=positions.to(device),
+            use_cache=False,
+        )
         # 3. The logits that predict each continuation, flattened into one (1, tokens, V) batch.
         flat = [(b, p) for b, _, _, where in reads for p in where]
-        logits = out.logits[torch.tensor([b for b, _ in flat], device=device),
-                            torch.tensor([p for _, p in flat], device=device)].unsqueeze(0)
-        targets = torch.tensor([t for _, i, _, _ in reads for t in continuations[i]], device=device).unsqueeze(0)
+        logits = out.logits[
+            torch.tensor([b for b, _ in flat], device=device),
+            torch.tensor([p for _, p in flat], device=device),
+        ].unsqueeze(0)
+        targets = torch.tensor(
+            [t for _, i, _, _ in reads for t in continuations[i]], device=device
+        ).unsqueeze(0)
         need = [k for k, (_, i, j, where) in enumerate(reads) if _wants_entropy(with_entropy, (i, j))]
         chosen, entropy, probes = _token_stats(logits, targets, [0] if need else [], probe_ids)
         offset = 0
@@ -245,15 +287,26 @@ def _score_packed(model, contexts, continuations, by_context, results, with_entr
             )
 
 
-def _score_cached(model, contexts, continuations, by_context, results, with_entropy, probe_ids, pad_id,
-                  token_budget, max_rows, context_group) -> None:
+def _score_cached(
+    model,
+    contexts,
+    continuations,
+    by_context,
+    results,
+    with_entropy,
+    probe_ids,
+    pad_id,
+    token_budget,
+    max_rows,
+    context_group,
+) -> None:
     import torch
     from transformers.cache_utils import DynamicCache
 
     device = _device(model)
     wanted = sorted(by_context)
     for start in range(0, len(wanted), context_group):
-        group = wanted[start:start + context_group]
+        group = wanted[start : start + context_group]
         # 1. The contexts of this group minus their last token, left-padded, in one pass: the cache.
         #    The last token is fed with the continuation, so its logits predict the first token.
         heads = [list(contexts[j][:-1]) for j in group]
@@ -263,8 +316,13 @@ def _score_cached(model, contexts, continuations, by_context, results, with_entr
             ids = torch.tensor([[pad_id] * (width - len(h)) + h for h in heads], device=device)
             head_mask = torch.tensor([[0] * (width - len(h)) + [1] * len(h) for h in heads], device=device)
             positions = (head_mask.cumsum(-1) - 1).clamp(min=0)
-            out = model(input_ids=ids, attention_mask=head_mask, position_ids=positions, use_cache=True,
-                        logits_to_keep=1)
+            out = model(
+                input_ids=ids,
+                attention_mask=head_mask,
+                position_ids=positions,
+                use_cache=True,
+                logits_to_keep=1,
+            )
             cache = out.past_key_values
         row_of = {j: r for r, j in enumerate(group)}
 
@@ -287,8 +345,13 @@ def _score_cached(model, contexts, continuations, by_context, results, with_entr
                     ddp_cache_data=[(layer.keys[rows], layer.values[rows]) for layer in cache.layers],
                     config=model.config,
                 )
-            out = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=past,
-                        use_cache=past is not None)
+            out = model(
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=positions,
+                past_key_values=past,
+                use_cache=past is not None,
+            )
             targets = torch.cat([ids[:, 1:], ids[:, :1]], dim=1)  # the last column is never read
             rows_h = [r for r, pair in enumerate(chunk) if _wants_entropy(with_entropy, pair)]
             chosen, entropy, probes = _token_stats(out.logits, targets, rows_h, probe_ids)
@@ -337,7 +400,7 @@ def score_pairs_naive(
             keep = max(len(continuations[i]) for i, _ in chunk) + 1
             out = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep)
             logits = out.logits[:, -keep:-1]  # position t predicts token t + 1
-            targets = ids[:, width - keep + 1:]
+            targets = ids[:, width - keep + 1 :]
             rows_h = [r for r, pair in enumerate(chunk) if _wants_entropy(with_entropy, pair)]
             chosen, entropy, probes = _token_stats(logits, targets, rows_h, probe_ids)
             for r, (i, _) in enumerate(chunk):

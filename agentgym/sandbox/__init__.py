@@ -63,8 +63,10 @@ def choose_backend() -> str:
     for backend in ("bwrap", "docker"):
         if unavailable_reason(backend) is None:
             return backend
-    message = (f"no isolating sandbox works on this machine (bwrap: {unavailable_reason('bwrap')}; docker: "
-               f"{unavailable_reason('docker')}); falling back to the 'subprocess' backend, which is NOT isolation")
+    message = (
+        f"no isolating sandbox works on this machine (bwrap: {unavailable_reason('bwrap')}; docker: "
+        f"{unavailable_reason('docker')}); falling back to the 'subprocess' backend, which is NOT isolation"
+    )
     warnings.warn(message, RuntimeWarning, stacklevel=3)
     log.warning(message)
     return "subprocess"
@@ -88,9 +90,15 @@ class Sandbox:
         fork_server: bool = True,
         image: str | None = None,
     ) -> None:
-        self.limits = Limits(timeout=timeout, memory_mb=memory_mb, cpu_seconds=cpu_seconds,
-                             max_processes=max_processes, max_file_mb=max_file_mb,
-                             max_output_bytes=max_output_bytes, scratch_mb=scratch_mb)
+        self.limits = Limits(
+            timeout=timeout,
+            memory_mb=memory_mb,
+            cpu_seconds=cpu_seconds,
+            max_processes=max_processes,
+            max_file_mb=max_file_mb,
+            max_output_bytes=max_output_bytes,
+            scratch_mb=scratch_mb,
+        )
         self.backend_name = choose_backend() if backend == "auto" else backend
         if self.backend_name not in BACKENDS:
             raise ValueError(f"unknown sandbox backend {backend!r}; choose from auto, {', '.join(BACKENDS)}")
@@ -165,5 +173,13 @@ def _close_shared() -> None:
             sandbox.close()
 
 
-__all__ = ["BACKENDS", "ExecResult", "Limits", "Sandbox", "SandboxError", "choose_backend", "shared_sandbox",
-           "unavailable_reason"]
+__all__ = [
+    "BACKENDS",
+    "ExecResult",
+    "Limits",
+    "Sandbox",
+    "SandboxError",
+    "choose_backend",
+    "shared_sandbox",
+    "unavailable_reason",
+]

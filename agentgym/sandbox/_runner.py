@@ -152,7 +152,13 @@ def worker(argv):
 # ----------------------------------------------------------------------------------------- fork server
 
 CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = (
-    0x00020000, 0x04000000, 0x08000000, 0x10000000, 0x20000000, 0x40000000)
+    0x00020000,
+    0x04000000,
+    0x08000000,
+    0x10000000,
+    0x20000000,
+    0x40000000,
+)
 MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 2, 4, 8, 1 << 14, 1 << 18
 PR_SET_DUMPABLE, PR_CAPBSET_DROP, PR_SET_SECUREBITS, PR_SET_NO_NEW_PRIVS = 4, 24, 28, 38
 PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
@@ -229,7 +235,9 @@ def _supervise(libc, conn, privileged, seccomp_program):
             for name, content in (("setgroups", "deny"), ("uid_map", "65534 0 1"), ("gid_map", "65534 0 1")):
                 with open("/proc/self/" + name, "w") as handle:
                     handle.write(content)
-        _check(libc.mount(None, b"/", None, ctypes.c_ulong(MS_REC | MS_PRIVATE), None), "making mounts private")
+        _check(
+            libc.mount(None, b"/", None, ctypes.c_ulong(MS_REC | MS_PRIVATE), None), "making mounts private"
+        )
     except OSError as error:
         _reply_error(conn, error)
         os._exit(1)
@@ -273,16 +281,34 @@ def _init(libc, conn, privileged, seccomp_program):
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
     header = [int(v) for v in _read_line(conn).split()]
-    (address_space, processes, file_size, open_files, cpu_seconds, scratch_bytes, shm_bytes, timeout_ms,
-     max_output, code_len, stdin_len) = header
+    (
+        address_space,
+        processes,
+        file_size,
+        open_files,
+        cpu_seconds,
+        scratch_bytes,
+        shm_bytes,
+        timeout_ms,
+        max_output,
+        code_len,
+        stdin_len,
+    ) = header
     code = _read_exactly(conn, code_len)
     stdin = _read_exactly(conn, stdin_len)
 
     flags = ctypes.c_ulong(MS_NOSUID | MS_NODEV)
-    _check(libc.mount(b"tmpfs", b"/tmp", b"tmpfs", flags, b"mode=1777,size=%d" % scratch_bytes), "mounting /tmp")
-    _check(libc.mount(b"tmpfs", b"/dev/shm", b"tmpfs", flags, b"mode=1777,size=%d" % shm_bytes), "mounting /dev/shm")
-    _check(libc.mount(b"proc", b"/proc", b"proc", ctypes.c_ulong(MS_NOSUID | MS_NODEV | MS_NOEXEC), None),
-           "mounting /proc")
+    _check(
+        libc.mount(b"tmpfs", b"/tmp", b"tmpfs", flags, b"mode=1777,size=%d" % scratch_bytes), "mounting /tmp"
+    )
+    _check(
+        libc.mount(b"tmpfs", b"/dev/shm", b"tmpfs", flags, b"mode=1777,size=%d" % shm_bytes),
+        "mounting /dev/shm",
+    )
+    _check(
+        libc.mount(b"proc", b"/proc", b"proc", ctypes.c_ulong(MS_NOSUID | MS_NODEV | MS_NOEXEC), None),
+        "mounting /proc",
+    )
     _loopback_up()
 
     stdin_r, stdin_w = os.pipe()
@@ -295,8 +321,13 @@ def _init(libc, conn, privileged, seccomp_program):
             os.close(conn)
             for fd in (stdin_w, out_r, err_r):
                 os.close(fd)
-            _become_program(libc, privileged, seccomp_program, (stdin_r, out_w, err_w),
-                            (address_space, processes, file_size, open_files, cpu_seconds))
+            _become_program(
+                libc,
+                privileged,
+                seccomp_program,
+                (stdin_r, out_w, err_w),
+                (address_space, processes, file_size, open_files, cpu_seconds),
+            )
             status = run_as_main(code.decode("utf-8", "replace"))
             _finish(status)
         finally:
@@ -349,7 +380,7 @@ def _init(libc, conn, privileged, seccomp_program):
             break
         if writable and writing:
             try:
-                written += os.write(stdin_w, stdin[written: written + 65536])
+                written += os.write(stdin_w, stdin[written : written + 65536])
             except OSError:  # the program closed its stdin
                 written = len(stdin)
             if written >= len(stdin):
@@ -375,7 +406,7 @@ def _kill_the_rest():
 def _write_all(fd, data):
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
 
 
 def _loopback_up():
@@ -384,7 +415,9 @@ def _loopback_up():
     import struct
 
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        fcntl.ioctl(probe.fileno(), SIOCSIFFLAGS, struct.pack("16sH22x", b"lo", IFF_UP | IFF_LOOPBACK | IFF_RUNNING))
+        fcntl.ioctl(
+            probe.fileno(), SIOCSIFFLAGS, struct.pack("16sH22x", b"lo", IFF_UP | IFF_LOOPBACK | IFF_RUNNING)
+        )
 
 
 def _become_program(libc, privileged, seccomp_program, stdio, limits):
@@ -427,12 +460,15 @@ def _become_program(libc, privileged, seccomp_program, stdio, limits):
 
     prctl(PR_SET_NO_NEW_PRIVS, 1, "setting no_new_privs")
     if seccomp_program:
+
         class Program(ctypes.Structure):
             _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_char_p)]
 
         program = Program(len(seccomp_program) // 8, seccomp_program)
-        _check(libc.prctl(PR_SET_SECCOMP, ulong(SECCOMP_MODE_FILTER), ctypes.byref(program), ulong(0), ulong(0)),
-               "loading the seccomp filter")
+        _check(
+            libc.prctl(PR_SET_SECCOMP, ulong(SECCOMP_MODE_FILTER), ctypes.byref(program), ulong(0), ulong(0)),
+            "loading the seccomp filter",
+        )
     os.chdir("/tmp")
     for name in list(sys.modules):
         if name not in _BOOT_MODULES:

@@ -49,7 +49,14 @@ class Limits:
     def __post_init__(self) -> None:
         if self.timeout <= 0:
             raise ValueError(f"timeout must be positive, got {self.timeout}")
-        for name in ("memory_mb", "max_processes", "max_file_mb", "max_output_bytes", "scratch_mb", "open_files"):
+        for name in (
+            "memory_mb",
+            "max_processes",
+            "max_file_mb",
+            "max_output_bytes",
+            "scratch_mb",
+            "open_files",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.cpu_seconds is not None and self.cpu_seconds < 1:
@@ -58,11 +65,20 @@ class Limits:
     def cpu_limit(self, timeout: float) -> int:
         return self.cpu_seconds if self.cpu_seconds is not None else max(1, math.ceil(timeout))
 
-    def runner_args(self, timeout: float, uid: int = -1, gid: int = -1, processes: int | None = None) -> list[str]:
+    def runner_args(
+        self, timeout: float, uid: int = -1, gid: int = -1, processes: int | None = None
+    ) -> list[str]:
         """The integer arguments of ``_runner.py`` (see its docstring); ``processes`` overrides the
         RLIMIT_NPROC value (which counts every process of the user, not only the run's)."""
-        values = (uid, gid, self.memory_mb << 20, self.max_processes if processes is None else processes,
-                  self.max_file_mb << 20, self.open_files, self.cpu_limit(timeout))
+        values = (
+            uid,
+            gid,
+            self.memory_mb << 20,
+            self.max_processes if processes is None else processes,
+            self.max_file_mb << 20,
+            self.open_files,
+            self.cpu_limit(timeout),
+        )
         return [str(v) for v in values]
 
 
@@ -164,12 +180,25 @@ def _remove_tree(path: Path) -> None:
     shutil.rmtree(path, onerror=make_writable_and_retry)
 
 
-def start_worker(argv: list[str], *, cwd: str | None = None, env: dict | None = None,
-                 pass_fds: tuple[int, ...] = (), cleanup: Path | None = None) -> Worker:
+def start_worker(
+    argv: list[str],
+    *,
+    cwd: str | None = None,
+    env: dict | None = None,
+    pass_fds: tuple[int, ...] = (),
+    cleanup: Path | None = None,
+) -> Worker:
     """Start a runner process in its own session (so its process group can be killed at once)."""
     process = subprocess.Popen(
-        argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd, env=env,
-        pass_fds=pass_fds, start_new_session=True, close_fds=True,
+        argv,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=cwd,
+        env=env,
+        pass_fds=pass_fds,
+        start_new_session=True,
+        close_fds=True,
     )
     return Worker(process=process, cleanup=cleanup, owner_pid=os.getpid())
 
@@ -190,12 +219,21 @@ def wait_ready(worker: Worker, timeout: float = STARTUP_TIMEOUT) -> None:
         _, err = worker.process.communicate(timeout=GRACE_SECONDS)
     except (subprocess.TimeoutExpired, ValueError, OSError):
         err = b""
-    why = err.decode("utf-8", "replace").strip()[-2000:] or ("no answer" if not byte else f"unexpected {byte!r}")
+    why = err.decode("utf-8", "replace").strip()[-2000:] or (
+        "no answer" if not byte else f"unexpected {byte!r}"
+    )
     raise SandboxError(f"the sandbox did not start: {why}")
 
 
-def run_job(worker: Worker, code: str, stdin: str, timeout: float, limits: Limits, backend: str,
-            signal_exit_offset: bool = False) -> ExecResult:
+def run_job(
+    worker: Worker,
+    code: str,
+    stdin: str,
+    timeout: float,
+    limits: Limits,
+    backend: str,
+    signal_exit_offset: bool = False,
+) -> ExecResult:
     """Send one job to a ready worker and collect its result; the worker is killed afterwards.
 
     ``signal_exit_offset``: the worker reports a program killed by signal N as exit status 128 + N
@@ -222,19 +260,30 @@ def run_job(worker: Worker, code: str, stdin: str, timeout: float, limits: Limit
     return make_result(out, err, exit_code, timed_out, truncated, time.monotonic() - start, backend)
 
 
-def make_result(out: bytes, err: bytes, exit_code: int, timed_out: bool, truncated: bool, duration: float,
-                backend: str) -> ExecResult:
+def make_result(
+    out: bytes, err: bytes, exit_code: int, timed_out: bool, truncated: bool, duration: float, backend: str
+) -> ExecResult:
     """An ExecResult from a run's raw outcome: a CPU-time kill counts as timed out, and a MemoryError
     that ended the program as out of memory."""
     if exit_code == -signal.SIGXCPU:
         timed_out = True
     stderr = err.decode("utf-8", "replace")
     oom = exit_code != 0 and not timed_out and memory_error_in(stderr)
-    return ExecResult(stdout=out.decode("utf-8", "replace"), stderr=stderr, exit_code=exit_code,
-                      timed_out=timed_out, oom=oom, duration=duration, truncated=truncated, backend=backend)
+    return ExecResult(
+        stdout=out.decode("utf-8", "replace"),
+        stderr=stderr,
+        exit_code=exit_code,
+        timed_out=timed_out,
+        oom=oom,
+        duration=duration,
+        truncated=truncated,
+        backend=backend,
+    )
 
 
-def _exchange(process: subprocess.Popen, data: bytes, deadline: float, cap: int) -> tuple[bytes, bytes, bool, bool]:
+def _exchange(
+    process: subprocess.Popen, data: bytes, deadline: float, cap: int
+) -> tuple[bytes, bytes, bool, bool]:
     """Write ``data`` to the process's stdin while reading its stdout and stderr, until both close,
     the deadline passes (timed out) or a stream exceeds ``cap`` bytes (truncated).
 
@@ -269,7 +318,7 @@ def _exchange(process: subprocess.Popen, data: bytes, deadline: float, cap: int)
                 fd = key.fd
                 if fd == stdin_fd:
                     try:
-                        offset += os.write(fd, data[offset: offset + 65536])
+                        offset += os.write(fd, data[offset : offset + 65536])
                     except (BrokenPipeError, OSError):
                         offset = len(data)
                     if offset >= len(data):

@@ -58,12 +58,25 @@ from agentgym.sandbox.pool import PooledBackend, WorkerPool
 
 log = logging.getLogger(__name__)
 SANDBOX_PATH = "/usr/local/bin:/usr/bin:/bin"
-NAMESPACES = ("--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try",
-              "--new-session")
+NAMESPACES = (
+    "--unshare-ipc",
+    "--unshare-pid",
+    "--unshare-net",
+    "--unshare-uts",
+    "--unshare-cgroup-try",
+    "--new-session",
+)
 # What a fork server run by root needs: new namespaces and mounts (SYS_ADMIN), loopback up in them
 # (NET_ADMIN), killing a finished job's processes (KILL), switching a job to its own user (SETUID,
 # SETGID) and emptying its bounding set and locking its securebits (SETPCAP).
-FORKSERVER_CAPABILITIES = ("CAP_SYS_ADMIN", "CAP_NET_ADMIN", "CAP_KILL", "CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP")
+FORKSERVER_CAPABILITIES = (
+    "CAP_SYS_ADMIN",
+    "CAP_NET_ADMIN",
+    "CAP_KILL",
+    "CAP_SETUID",
+    "CAP_SETGID",
+    "CAP_SETPCAP",
+)
 
 
 def bwrap_binary() -> str | None:
@@ -101,14 +114,35 @@ def _python_binds(python: str) -> list[str]:
 
 def _filesystem_and_environment(python: str) -> list[str]:
     """A clean environment; read-only system and interpreter; fresh /proc, /dev, /dev/shm and /tmp."""
-    return ["--clearenv", "--setenv", "PATH", SANDBOX_PATH, "--setenv", "HOME", "/tmp", "--setenv", "LANG", "C.UTF-8",
-            *_system_binds(), *_python_binds(python),
-            "--proc", "/proc", "--dev", "/dev",
-            "--perms", "1777", "--size", str(SHM_BYTES), "--tmpfs", "/dev/shm"]
+    return [
+        "--clearenv",
+        "--setenv",
+        "PATH",
+        SANDBOX_PATH,
+        "--setenv",
+        "HOME",
+        "/tmp",
+        "--setenv",
+        "LANG",
+        "C.UTF-8",
+        *_system_binds(),
+        *_python_binds(python),
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        "--perms",
+        "1777",
+        "--size",
+        str(SHM_BYTES),
+        "--tmpfs",
+        "/dev/shm",
+    ]
 
 
-def bwrap_command(limits: Limits, timeout: float, *, privileged: bool, python: str,
-                  seccomp_fd: int | None) -> list[str]:
+def bwrap_command(
+    limits: Limits, timeout: float, *, privileged: bool, python: str, seccomp_fd: int | None
+) -> list[str]:
     """The full bwrap command line of one single-use worker (see the module docstring)."""
     args = [bwrap_binary() or "bwrap", *NAMESPACES, "--die-with-parent"]
     entry: list[str] = []
@@ -124,14 +158,33 @@ def bwrap_command(limits: Limits, timeout: float, *, privileged: bool, python: s
             args += ["--cap-add", "CAP_SETPCAP"]
             if not setpriv.startswith("/usr/"):
                 args += ["--ro-bind", setpriv, setpriv]
-            entry = [setpriv, f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--inh-caps=-all",
-                     "--bounding-set=-all", "--"]
+            entry = [
+                setpriv,
+                f"--reuid={uid}",
+                f"--regid={gid}",
+                "--clear-groups",
+                "--inh-caps=-all",
+                "--bounding-set=-all",
+                "--",
+            ]
             uid = gid = -1  # done: the runner need not switch user itself
     else:
         args += ["--unshare-user", "--uid", "65534", "--gid", "65534", "--cap-drop", "ALL"]
     args += _filesystem_and_environment(python)
-    args += ["--perms", "1777", "--size", str(limits.scratch_mb << 20), "--tmpfs", "/tmp",
-             "--remount-ro", "/dev", "--remount-ro", "/", "--chdir", "/tmp"]
+    args += [
+        "--perms",
+        "1777",
+        "--size",
+        str(limits.scratch_mb << 20),
+        "--tmpfs",
+        "/tmp",
+        "--remount-ro",
+        "/dev",
+        "--remount-ro",
+        "/",
+        "--chdir",
+        "/tmp",
+    ]
     if seccomp_fd is not None:
         args += ["--seccomp", str(seccomp_fd)]
     args += ["--", *entry, python, *PYTHON_FLAGS, "-c", RUNNER_SOURCE, *limits.runner_args(timeout, uid, gid)]
@@ -155,10 +208,30 @@ def forkserver_command(control_fd: int, *, privileged: bool, python: str) -> lis
     else:
         args += ["--unshare-user", "--uid", "0", "--gid", "0", "--cap-add", "ALL"]
     args += _filesystem_and_environment(python)
-    args += ["--size", str(1 << 20), "--tmpfs", "/tmp", "--remount-ro", "/dev", "--remount-ro", "/", "--chdir", "/tmp"]
+    args += [
+        "--size",
+        str(1 << 20),
+        "--tmpfs",
+        "/tmp",
+        "--remount-ro",
+        "/dev",
+        "--remount-ro",
+        "/",
+        "--chdir",
+        "/tmp",
+    ]
     program = seccomp.filter_program() or b""
-    args += ["--", python, *PYTHON_FLAGS, "-c", RUNNER_SOURCE, "forkserver", str(control_fd),
-             "1" if privileged else "0", program.hex()]
+    args += [
+        "--",
+        python,
+        *PYTHON_FLAGS,
+        "-c",
+        RUNNER_SOURCE,
+        "forkserver",
+        str(control_fd),
+        "1" if privileged else "0",
+        program.hex(),
+    ]
     return args
 
 
@@ -178,7 +251,8 @@ class BwrapBackend(PooledBackend):
         self._fallback_pool_size = pool_size
         if fork_server:
             self.fork_server = ForkServer(
-                lambda fd: forkserver_command(fd, privileged=self.privileged, python=self.python), self.name)
+                lambda fd: forkserver_command(fd, privileged=self.privileged, python=self.python), self.name
+            )
             pool_size = 0
         super().__init__(limits, pool_size)
 
@@ -186,14 +260,19 @@ class BwrapBackend(PooledBackend):
         server = self.fork_server
         if server is not None:
             try:
-                return server.run(code, stdin, self.limits.timeout if timeout is None else timeout, self.limits)
+                return server.run(
+                    code, stdin, self.limits.timeout if timeout is None else timeout, self.limits
+                )
             except SetupError as error:
                 if server.proven:
                     raise
                 # Some kernels refuse what the fork server does per job (nested mounts or namespaces)
                 # while a whole bwrap per run works: fall back to that, and say so.
-                log.warning("agentgym sandbox: bwrap's fork server does not work here (%s); "
-                            "starting one sandbox per run instead", error)
+                log.warning(
+                    "agentgym sandbox: bwrap's fork server does not work here (%s); "
+                    "starting one sandbox per run instead",
+                    error,
+                )
                 self.fork_server = None
                 server.close()
                 if self._fallback_pool_size > 0 and self._pool is None:
@@ -203,8 +282,9 @@ class BwrapBackend(PooledBackend):
     def start(self, timeout: float) -> Worker:
         fd = seccomp.filter_fd()
         try:
-            argv = bwrap_command(self.limits, timeout, privileged=self.privileged, python=self.python,
-                                 seccomp_fd=fd)
+            argv = bwrap_command(
+                self.limits, timeout, privileged=self.privileged, python=self.python, seccomp_fd=fd
+            )
             # bwrap gets no environment either: run by a user other than root, it is PID 1 of the
             # sandbox and the same user as the program, which could read its /proc/1/environ.
             return start_worker(argv, env={}, pass_fds=() if fd is None else (fd,))
@@ -237,12 +317,15 @@ def _probe(fork_server: bool) -> str | None:
         if backend is not None:
             backend.close()
     if result.stdout.strip() != "42" or result.exit_code != 0:
-        return f"a test program failed in the sandbox: exit {result.exit_code}, stderr {result.stderr[-500:]!r}"
+        return (
+            f"a test program failed in the sandbox: exit {result.exit_code}, stderr {result.stderr[-500:]!r}"
+        )
     return None
 
 
 def unavailable_reason() -> str | None:
-    """Why bwrap cannot be used here in either mode (checked once per process by running a program), or None."""
+    """Why bwrap cannot be used here in either mode (checked once per process by running a program)
+    or None."""
     if bwrap_binary() is None:
         return "bwrap is not installed (Debian/Ubuntu: apt-get install bubblewrap)"
     with _probe_lock:
@@ -259,11 +342,23 @@ def fork_server_problem() -> str | None:
 
 def describe() -> str:
     """How this machine's bwrap sandboxes are set up, for ``agentgym sandbox doctor``."""
-    version = subprocess.run([bwrap_binary() or "bwrap", "--version"], capture_output=True, text=True).stdout.strip()
-    user = ("run as root: no user namespace, the program drops to a random unprivileged uid"
-            if os.geteuid() == 0 else "user namespace, sandbox uid 65534")
+    version = subprocess.run(
+        [bwrap_binary() or "bwrap", "--version"], capture_output=True, text=True
+    ).stdout.strip()
+    user = (
+        "run as root: no user namespace, the program drops to a random unprivileged uid"
+        if os.geteuid() == 0
+        else "user namespace, sandbox uid 65534"
+    )
     problem = fork_server_problem()
-    user += ("; jobs forked by a fork server into namespaces of their own" if problem is None
-             else f"; one sandbox per run (the fork server does not work here: {problem})")
-    filt = "seccomp filter on" if seccomp.filter_program() is not None else "no seccomp filter on this architecture"
+    user += (
+        "; jobs forked by a fork server into namespaces of their own"
+        if problem is None
+        else f"; one sandbox per run (the fork server does not work here: {problem})"
+    )
+    filt = (
+        "seccomp filter on"
+        if seccomp.filter_program() is not None
+        else "no seccomp filter on this architecture"
+    )
     return f"{version}; {user}; {filt}"

@@ -1,4 +1,4 @@
-"""``agentgym sandbox run FILE | doctor | build-image``; the main CLI adds it with ``add_parser(subparsers)``."""
+"""``agentgym sandbox run FILE | doctor | build-image``; the main CLI adds it with ``add_parser``."""
 
 from __future__ import annotations
 
@@ -12,8 +12,11 @@ from agentgym.sandbox import BACKENDS
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Register the ``sandbox`` command on the main parser's ``subparsers``."""
-    parser = subparsers.add_parser("sandbox", help="run code in the sandbox; check the sandbox backends",
-                                   description="Sandboxed code execution.")
+    parser = subparsers.add_parser(
+        "sandbox",
+        help="run code in the sandbox; check the sandbox backends",
+        description="Sandboxed code execution.",
+    )
     commands = parser.add_subparsers(dest="sandbox_command", metavar="{run,doctor,build-image}")
 
     def usage(args: argparse.Namespace) -> int:
@@ -36,7 +39,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     doctor.add_argument("--json", action="store_true", help="print the report as JSON")
     doctor.set_defaults(func=_doctor)
 
-    build = commands.add_parser("build-image", help="build the docker backend's image from sandboxes/Dockerfile")
+    build = commands.add_parser(
+        "build-image", help="build the docker backend's image from sandboxes/Dockerfile"
+    )
     build.set_defaults(func=_build_image)
     return parser
 
@@ -50,8 +55,13 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     stdin = Path(args.stdin_file).read_text(encoding="utf-8") if args.stdin_file else (args.stdin or "")
     try:
-        with Sandbox(args.backend, timeout=args.timeout, memory_mb=args.memory_mb,
-                     max_processes=args.max_processes, pool_size=0) as box:
+        with Sandbox(
+            args.backend,
+            timeout=args.timeout,
+            memory_mb=args.memory_mb,
+            max_processes=args.max_processes,
+            pool_size=0,
+        ) as box:
             result = box.run(code, stdin=stdin)
     except SandboxError as error:
         print(f"sandbox error: {error}", file=sys.stderr)

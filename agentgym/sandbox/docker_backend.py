@@ -31,19 +31,27 @@ DOCKERFILE_DIR = Path(__file__).resolve().parents[2] / "sandboxes"
 MAX_JOB_BYTES = 96 * 1024  # code + stdin travel in environment variables (each at most 128 KiB on Linux)
 
 
-def container_kwargs(code: str, stdin: str, limits: Limits, timeout: float, image: str = DEFAULT_IMAGE,
-                     cpus: float = 1.0) -> dict:
+def container_kwargs(
+    code: str, stdin: str, limits: Limits, timeout: float, image: str = DEFAULT_IMAGE, cpus: float = 1.0
+) -> dict:
     """Keyword arguments of ``client.containers.run`` for one run (a pure function, so it is unit-tested)."""
     code_b64 = base64.b64encode(code.encode("utf-8", "replace")).decode()
     stdin_b64 = base64.b64encode(stdin.encode("utf-8", "replace")).decode()
     if len(code_b64) + len(stdin_b64) > MAX_JOB_BYTES:
-        raise SandboxError(f"code and stdin together must stay under {MAX_JOB_BYTES * 3 // 4} bytes in the docker backend")
+        raise SandboxError(
+            f"code and stdin together must stay under {MAX_JOB_BYTES * 3 // 4} bytes in the docker backend"
+        )
     memory = f"{limits.memory_mb}m"
     return {
         "image": image,
         "command": ["python", *PYTHON_FLAGS, "-c", RUNNER_SOURCE, *limits.runner_args(timeout)],
-        "environment": {"AGENTGYM_CODE": code_b64, "AGENTGYM_STDIN": stdin_b64, "HOME": "/tmp",
-                        "LANG": "C.UTF-8", "PATH": "/usr/local/bin:/usr/bin:/bin"},
+        "environment": {
+            "AGENTGYM_CODE": code_b64,
+            "AGENTGYM_STDIN": stdin_b64,
+            "HOME": "/tmp",
+            "LANG": "C.UTF-8",
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+        },
         "user": SANDBOX_USER,
         "working_dir": "/tmp",
         "network_mode": "none",
@@ -58,8 +66,10 @@ def container_kwargs(code: str, stdin: str, limits: Limits, timeout: float, imag
         "security_opt": ["no-new-privileges"],
         "cap_drop": ["ALL"],
         "init": True,  # a real PID 1 that reaps orphans and passes on signals
-        "log_config": {"type": "json-file", "config": {"max-size": str(2 * limits.max_output_bytes + 65536),
-                                                       "max-file": "1"}},
+        "log_config": {
+            "type": "json-file",
+            "config": {"max-size": str(2 * limits.max_output_bytes + 65536), "max-file": "1"},
+        },
         "detach": True,
         "stdin_open": False,
         "tty": False,
@@ -138,7 +148,13 @@ class DockerBackend(Backend):
             timed_out = True
         stderr = err[:cap].decode("utf-8", "replace")
         return ExecResult(
-            stdout=out[:cap].decode("utf-8", "replace"), stderr=stderr, exit_code=exit_code, timed_out=timed_out,
-            oom=oom_killed or (exit_code != 0 and not timed_out and memory_error_in(err[-4096:].decode("utf-8", "replace"))),
-            duration=duration, truncated=len(out) > cap or len(err) > cap, backend=self.name,
+            stdout=out[:cap].decode("utf-8", "replace"),
+            stderr=stderr,
+            exit_code=exit_code,
+            timed_out=timed_out,
+            oom=oom_killed
+            or (exit_code != 0 and not timed_out and memory_error_in(err[-4096:].decode("utf-8", "replace"))),
+            duration=duration,
+            truncated=len(out) > cap or len(err) > cap,
+            backend=self.name,
         )

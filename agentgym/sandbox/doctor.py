@@ -27,8 +27,11 @@ def diagnose() -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         default = choose_backend()
-    why = (f"forced by {BACKEND_ENV}" if os.environ.get(BACKEND_ENV)
-           else "the first that works of bwrap, docker, subprocess")
+    why = (
+        f"forced by {BACKEND_ENV}"
+        if os.environ.get(BACKEND_ENV)
+        else "the first that works of bwrap, docker, subprocess"
+    )
     return {"default": default, "default_reason": why, "backends": [asdict(s) for s in statuses]}
 
 

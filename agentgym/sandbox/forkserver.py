@@ -59,8 +59,14 @@ class ForkServer:
         host_end, server_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             process = subprocess.Popen(
-                self._command(server_end.fileno()), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE, pass_fds=(server_end.fileno(),), start_new_session=True, env={})
+                self._command(server_end.fileno()),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                pass_fds=(server_end.fileno(),),
+                start_new_session=True,
+                env={},
+            )
         finally:
             server_end.close()
         host_end.settimeout(STARTUP_TIMEOUT)
@@ -102,9 +108,19 @@ class ForkServer:
     def run(self, code: str, stdin: str, timeout: float, limits: Limits) -> ExecResult:
         payload = code.encode("utf-8", "replace")
         data = stdin.encode("utf-8", "replace")
-        header = (limits.memory_mb << 20, limits.max_processes, limits.max_file_mb << 20, limits.open_files,
-                  limits.cpu_limit(timeout), limits.scratch_mb << 20, SHM_BYTES, int(timeout * 1000),
-                  limits.max_output_bytes, len(payload), len(data))
+        header = (
+            limits.memory_mb << 20,
+            limits.max_processes,
+            limits.max_file_mb << 20,
+            limits.open_files,
+            limits.cpu_limit(timeout),
+            limits.scratch_mb << 20,
+            SHM_BYTES,
+            int(timeout * 1000),
+            limits.max_output_bytes,
+            len(payload),
+            len(data),
+        )
         start = time.monotonic()
         host_deadline = start + timeout + GRACE_SECONDS + HOST_SLACK_SECONDS
         host_end, job_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -119,8 +135,15 @@ class ForkServer:
                 reply = _receive_reply(host_end, host_deadline)
             except TimeoutError:
                 # Closing our end (leaving this block) makes the job's init kill the whole job.
-                return make_result(b"", b"the sandbox did not answer in time", -signal.SIGKILL, True, False,
-                                   time.monotonic() - start, self.name)
+                return make_result(
+                    b"",
+                    b"the sandbox did not answer in time",
+                    -signal.SIGKILL,
+                    True,
+                    False,
+                    time.monotonic() - start,
+                    self.name,
+                )
             except OSError as error:
                 raise SandboxError(f"the sandbox failed during a run: {error}") from error
         exit_code, timed_out, truncated, duration_ns, out, err = reply
@@ -164,12 +187,21 @@ def _receive_reply(conn: socket.socket, deadline: float) -> tuple[int, bool, boo
         buffer += _recv_some(conn, deadline)
     line, _, rest = bytes(buffer).partition(b"\n")
     if line.startswith(b"E "):
-        raise SetupError(f"the sandbox failed: {line[2:].decode('utf-8', 'replace')}{rest.decode('utf-8', 'replace')}")
+        raise SetupError(
+            f"the sandbox failed: {line[2:].decode('utf-8', 'replace')}{rest.decode('utf-8', 'replace')}"
+        )
     exit_code, timed_out, truncated, duration_ns, out_len, err_len = (int(v) for v in line.split())
     body = bytearray(rest)
     while len(body) < out_len + err_len:
         body += _recv_some(conn, deadline)
-    return exit_code, bool(timed_out), bool(truncated), duration_ns, bytes(body[:out_len]), bytes(body[out_len:])
+    return (
+        exit_code,
+        bool(timed_out),
+        bool(truncated),
+        duration_ns,
+        bytes(body[:out_len]),
+        bytes(body[out_len:]),
+    )
 
 
 def _recv_some(conn: socket.socket, deadline: float) -> bytes:

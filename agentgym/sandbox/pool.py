@@ -98,7 +98,7 @@ class WorkerPool:
 
 
 class PooledBackend(Backend):
-    """A backend whose runs use single-use workers (``start``), pre-started by a pool when ``pool_size`` > 0."""
+    """A backend whose runs use single-use workers (``start``), pre-started by a pool if ``pool_size`` > 0."""
 
     signal_exit_offset = False  # True if the worker reports death by signal N as exit status 128 + N
 

@@ -21,8 +21,10 @@ from agentgym.sandbox.base import PYTHON_FLAGS, RUNNER_SOURCE, Limits, Worker, p
 from agentgym.sandbox.pool import PooledBackend
 
 log = logging.getLogger(__name__)
-WARNING = ("the 'subprocess' sandbox backend is NOT isolation: code runs as this user with the host's files and "
-           "network, limited only by rlimits and a timeout; use bwrap or docker for untrusted code")
+WARNING = (
+    "the 'subprocess' sandbox backend is NOT isolation: code runs as this user with the host's files and "
+    "network, limited only by rlimits and a timeout; use bwrap or docker for untrusted code"
+)
 
 
 class SubprocessBackend(PooledBackend):
@@ -36,12 +38,22 @@ class SubprocessBackend(PooledBackend):
 
     def start(self, timeout: float) -> Worker:
         scratch = Path(tempfile.mkdtemp(prefix="agentgym-sandbox-"))
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(scratch), "TMPDIR": str(scratch),
-               "LANG": "C.UTF-8"}
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(scratch),
+            "TMPDIR": str(scratch),
+            "LANG": "C.UTF-8",
+        }
         # RLIMIT_NPROC counts all of this user's processes and threads: without the ones it already
         # has, a user with a desktop session could not start a single process in a run.
         processes = self.limits.max_processes + (_tasks_of_user(os.getuid()) if os.geteuid() != 0 else 0)
-        argv = [self.python, *PYTHON_FLAGS, "-c", RUNNER_SOURCE, *self.limits.runner_args(timeout, processes=processes)]
+        argv = [
+            self.python,
+            *PYTHON_FLAGS,
+            "-c",
+            RUNNER_SOURCE,
+            *self.limits.runner_args(timeout, processes=processes),
+        ]
         try:
             return start_worker(argv, cwd=str(scratch), env=env, cleanup=scratch)
         except OSError:

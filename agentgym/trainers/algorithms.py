@@ -11,9 +11,13 @@ from __future__ import annotations
 import torch
 
 
-def token_logprobs(logits: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0,
-                   with_entropy: bool = False,
-                   entropy_grad: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+def token_logprobs(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    temperature: float = 1.0,
+    with_entropy: bool = False,
+    entropy_grad: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """log p(target) under softmax(logits / temperature), and optionally the entropy of that distribution
     (differentiable only with ``entropy_grad``: as a metric it costs no autograd memory).
 
@@ -36,8 +40,9 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (values * mask).sum() / mask.sum().clamp(min=1)
 
 
-def masked_gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float = 1.0,
-               lam: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+def masked_gae(
+    rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float = 1.0, lam: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Generalized advantage estimation over the trainable tokens only.
 
     Positions where ``mask`` is 0 are skipped as if they were not there: the next value and the running
@@ -60,8 +65,9 @@ def masked_gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, 
     return advantages, (advantages + values) * mask
 
 
-def group_advantages(returns: torch.Tensor, group_ids: torch.Tensor, scale_by_std: bool = True,
-                     eps: float = 1e-6) -> torch.Tensor:
+def group_advantages(
+    returns: torch.Tensor, group_ids: torch.Tensor, scale_by_std: bool = True, eps: float = 1e-6
+) -> torch.Tensor:
     """One advantage per episode relative to its group: GRPO's z-score, or Dr.GRPO's mean-only baseline.
 
     The std is the unbiased sample std of the group (a single-episode group gets advantage 0).
@@ -80,9 +86,14 @@ def group_advantages(returns: torch.Tensor, group_ids: torch.Tensor, scale_by_st
     return advantages.float()
 
 
-def clipped_policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor,
-                        clip_low: float = 0.2, clip_high: float = 0.28,
-                        weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def clipped_policy_loss(
+    logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    advantages: torch.Tensor,
+    clip_low: float = 0.2,
+    clip_high: float = 0.28,
+    weights: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """PPO's clipped surrogate with asymmetric clipping (clip-higher, DAPO): per-token loss, ratio, clipped.
 
     The ratio is clipped to [1 - clip_low, 1 + clip_high]. ``weights`` (optional, no gradient) multiply the
@@ -111,8 +122,9 @@ def kl_estimate(logp: torch.Tensor, ref_logp: torch.Tensor, estimator: str = "k3
     raise ValueError(f"KL estimator must be 'k1' or 'k3', got {estimator!r}")
 
 
-def clipped_value_loss(values: torch.Tensor, old_values: torch.Tensor, targets: torch.Tensor,
-                       clip: float | None = 0.2) -> tuple[torch.Tensor, torch.Tensor]:
+def clipped_value_loss(
+    values: torch.Tensor, old_values: torch.Tensor, targets: torch.Tensor, clip: float | None = 0.2
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token critic loss 0.5 (V - target)^2, PPO-clipped around the rollout-time values."""
     loss = (values - targets) ** 2
     if clip is None:

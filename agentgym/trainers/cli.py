@@ -22,8 +22,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "train",
         help="train a policy with RL (PPO, GRPO, Dr.GRPO) and SFT",
         description="Train from a YAML config; key=value arguments override it (OmegaConf dotlist), "
-                    "e.g. trainer.steps=100 algorithm.name=ppo. Rerun with the same trainer.output_dir to "
-                    "resume from its last checkpoint.",
+        "e.g. trainer.steps=100 algorithm.name=ppo. Rerun with the same trainer.output_dir to "
+        "resume from its last checkpoint.",
     )
     parser.add_argument("--config", required=True, help="a YAML config, e.g. configs/quickstart.yaml")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")

@@ -141,7 +141,9 @@ class TrainerConfig:
     progress: bool = True
     plots: bool = True
     threads: int | None = None  # torch CPU threads; None leaves torch's default
-    diagnostics_every: int = 0  # MI, entropy and control-token diagnostics of every k-th rollout batch; 0: off
+    diagnostics_every: int = (
+        0  # MI, entropy and control-token diagnostics of every k-th rollout batch; 0: off
+    )
     diagnostics_samples: int = 64  # (prompt, reasoning) pairs per MI estimate
 
 
@@ -160,8 +162,9 @@ class TrainConfig:
 ALGORITHMS = ("ppo", "grpo", "drgrpo")
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
-                base: dict[str, Any] | None = None) -> DictConfig:
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | None = None, base: dict[str, Any] | None = None
+) -> DictConfig:
     """Defaults, then the YAML file ``path``, then ``base`` (a dict), then ``key=value`` overrides."""
     config = OmegaConf.structured(TrainConfig)
     if path is not None and not Path(path).exists():
@@ -174,7 +177,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if overrides:
             config = OmegaConf.merge(config, OmegaConf.from_dotlist(list(overrides)))
         if OmegaConf.is_missing(config.trainer, "output_dir"):
-            raise ValueError("set trainer.output_dir (the run directory), e.g. trainer.output_dir=runs/my-run")
+            raise ValueError(
+                "set trainer.output_dir (the run directory), e.g. trainer.output_dir=runs/my-run"
+            )
     except OmegaConfBaseException as exc:
         raise ValueError(f"bad config: {exc}".splitlines()[0]) from None
     validate(config)
@@ -198,6 +203,10 @@ def validate(config: DictConfig) -> None:
     if a.mini_batches < 1 or a.ppo_epochs < 1 or a.micro_batch_size < 1:
         raise ValueError("algorithm.mini_batches, ppo_epochs and micro_batch_size must be at least 1")
     if config.model.lora.enabled and r.engine == "vllm":
-        raise ValueError("rollout.engine=vllm loads full weights into the engine; it does not take LoRA adapters")
+        raise ValueError(
+            "rollout.engine=vllm loads full weights into the engine; it does not take LoRA adapters"
+        )
     if config.model.dtype not in ("auto", "float32", "bfloat16", "float16"):
-        raise ValueError(f"model.dtype must be auto, float32, bfloat16 or float16, got {config.model.dtype!r}")
+        raise ValueError(
+            f"model.dtype must be auto, float32, bfloat16 or float16, got {config.model.dtype!r}"
+        )

@@ -117,7 +117,9 @@ def gathered_for_generation(model: torch.nn.Module, runtime: Runtime):
                 module.reshard()
 
 
-def full_state_dict(model: torch.nn.Module, runtime: Runtime, every_rank: bool = False) -> dict[str, torch.Tensor]:
+def full_state_dict(
+    model: torch.nn.Module, runtime: Runtime, every_rank: bool = False
+) -> dict[str, torch.Tensor]:
     """The full (unsharded) state dict; every rank must call it. By default rank 0 gets it on the CPU (for
     checkpoints); ``every_rank`` gives each rank the full tensors on its device (to refresh a per-rank
     rollout engine)."""
@@ -125,7 +127,9 @@ def full_state_dict(model: torch.nn.Module, runtime: Runtime, every_rank: bool =
         return model.state_dict()
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=not every_rank))
+    return get_model_state_dict(
+        model, options=StateDictOptions(full_state_dict=True, cpu_offload=not every_rank)
+    )
 
 
 def optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, runtime: Runtime) -> dict:
@@ -133,16 +137,19 @@ def optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, ru
         return optimizer.state_dict()
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
 
-    return get_optimizer_state_dict(model, optimizer,
-                                    options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    return get_optimizer_state_dict(
+        model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
+    )
 
 
-def load_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict,
-                         runtime: Runtime) -> None:
+def load_optimizer_state(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict, runtime: Runtime
+) -> None:
     if not runtime.distributed:
         optimizer.load_state_dict(state)
         return
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
-    set_optimizer_state_dict(model, optimizer, state,
-                             options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
+    set_optimizer_state_dict(
+        model, optimizer, state, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
+    )

@@ -43,7 +43,7 @@ def plot_metrics(metrics_file: str | Path, out_dir: str | Path) -> list[Path]:
     cols = 3
     rows = -(-len(curves) // cols)
     overview, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
-    for ax in axes.flat[len(curves):]:
+    for ax in axes.flat[len(curves) :]:
         ax.axis("off")
     for (key, title), ax in zip(curves, axes.flat, strict=False):
         steps = [r["step"] for r in rl if key in r]

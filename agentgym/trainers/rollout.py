@@ -67,10 +67,10 @@ def observation_ids(tokenizer: Any, chat: Chat, response_ended: bool) -> list[in
         raise ValueError("observation_ids expects a chat that ends with an assistant then a user message")
     probe = [*chat[:-2], {"role": "assistant", "content": _SENTINEL}, chat[-1]]
     text = tokenizer.apply_chat_template(probe, tokenize=False, add_generation_prompt=True)
-    tail = text[text.rindex(_SENTINEL) + len(_SENTINEL):]
+    tail = text[text.rindex(_SENTINEL) + len(_SENTINEL) :]
     eos = tokenizer.eos_token
     if response_ended and eos and tail.startswith(eos):
-        tail = tail[len(eos):]  # the sampled end-of-turn token already closes the message
+        tail = tail[len(eos) :]  # the sampled end-of-turn token already closes the message
     return tokenizer.encode(tail, add_special_tokens=False)
 
 
@@ -90,13 +90,16 @@ class TranscriptBook:
             if entry is None or entry[0] is not chat:
                 transcript = Transcript()
                 first = self.tokenizer.apply_chat_template(
-                    chat, add_generation_prompt=True, tokenize=True, return_dict=False)
+                    chat, add_generation_prompt=True, tokenize=True, return_dict=False
+                )
                 transcript.extend(first, trained=False)
             else:
                 _, transcript, seen = entry
                 if len(chat) != seen + 2:
-                    raise RuntimeError(f"a chat grew from {seen} to {len(chat)} messages; expected one reply "
-                                       "and one observation")
+                    raise RuntimeError(
+                        f"a chat grew from {seen} to {len(chat)} messages; expected one reply "
+                        "and one observation"
+                    )
                 ended = bool(transcript.ids) and transcript.ids[-1] == self.tokenizer.eos_token_id
                 transcript.extend(observation_ids(self.tokenizer, chat, ended), trained=False)
             self._live[id(chat)] = (chat, transcript, len(chat))
@@ -187,13 +190,20 @@ def play(
         if on_transcript is not None:
             on_transcript(transcript)
 
-    run_episodes(lambda: gym.make(env_id, **env_kwargs), env_id, all_seeds, policy,
-                 batch_size=batch_size or len(all_seeds), on_episode=finished)
+    run_episodes(
+        lambda: gym.make(env_id, **env_kwargs),
+        env_id,
+        all_seeds,
+        policy,
+        batch_size=batch_size or len(all_seeds),
+        on_episode=finished,
+    )
     transcripts.sort(key=lambda t: t.group)  # stable: finishing order within a group
     return transcripts
 
 
 # ----- batches for the model -----
+
 
 @dataclass
 class TokenBatch:
@@ -212,7 +222,7 @@ class TokenBatch:
 
     @property
     def targets(self) -> torch.Tensor:
-        return self.input_ids[:, 1 + self.start:]
+        return self.input_ids[:, 1 + self.start :]
 
     def to(self, device: str | torch.device) -> TokenBatch:
         tensors = {f: getattr(self, f).to(device) for f in self.__dataclass_fields__ if f != "start"}
@@ -249,8 +259,15 @@ def make_batch(transcripts: Sequence[Transcript], pad_id: int, reward_placement:
     position_ids = (attention.cumsum(-1) - 1).clamp(min=0)
     trainable = mask[:, 1:].any(dim=0).nonzero()
     start = int(trainable[0]) if len(trainable) else 0
-    return TokenBatch(input_ids, attention, position_ids, mask[:, 1 + start:], sampler[:, 1 + start:],
-                      rewards[:, 1 + start:], start)
+    return TokenBatch(
+        input_ids,
+        attention,
+        position_ids,
+        mask[:, 1 + start :],
+        sampler[:, 1 + start :],
+        rewards[:, 1 + start :],
+        start,
+    )
 
 
 def model_logits(model: Any, batch: TokenBatch) -> torch.Tensor:
@@ -258,10 +275,15 @@ def model_logits(model: Any, batch: TokenBatch) -> torch.Tensor:
     (batch, time - 1 - start, vocab or 1). Causal LMs compute only those rows of the output layer."""
     width = batch.input_ids.shape[1]
     extra = {"logits_to_keep": width - batch.start} if batch.start and _keeps_logits(model) else {}
-    out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                position_ids=batch.position_ids, use_cache=False, **extra)
+    out = model(
+        input_ids=batch.input_ids,
+        attention_mask=batch.attention_mask,
+        position_ids=batch.position_ids,
+        use_cache=False,
+        **extra,
+    )
     logits = out.logits
-    return logits[:, -(width - batch.start):-1] if not extra else logits[:, :-1]
+    return logits[:, -(width - batch.start) : -1] if not extra else logits[:, :-1]
 
 
 def _keeps_logits(model: Any) -> bool:

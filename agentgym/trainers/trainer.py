@@ -59,8 +59,15 @@ def disable_dropout(model: torch.nn.Module) -> None:
         if isinstance(getattr(module, "attention_dropout", None), float):
             module.attention_dropout = 0.0
     config = getattr(model, "config", None)
-    for key in ("attention_dropout", "attn_pdrop", "resid_pdrop", "embd_pdrop", "hidden_dropout",
-                "classifier_dropout", "summary_first_dropout"):
+    for key in (
+        "attention_dropout",
+        "attn_pdrop",
+        "resid_pdrop",
+        "embd_pdrop",
+        "hidden_dropout",
+        "classifier_dropout",
+        "summary_first_dropout",
+    ):
         if isinstance(getattr(config, key, None), float):
             setattr(config, key, 0.0)
 
@@ -68,9 +75,15 @@ def disable_dropout(model: torch.nn.Module) -> None:
 class Prepared:
     """One micro-batch with everything the update needs that does not change during the update."""
 
-    def __init__(self, batch: TokenBatch, advantages: torch.Tensor, old_logp: torch.Tensor | None,
-                 ref_logp: torch.Tensor | None, old_values: torch.Tensor | None,
-                 value_targets: torch.Tensor | None) -> None:
+    def __init__(
+        self,
+        batch: TokenBatch,
+        advantages: torch.Tensor,
+        old_logp: torch.Tensor | None,
+        ref_logp: torch.Tensor | None,
+        old_values: torch.Tensor | None,
+        value_targets: torch.Tensor | None,
+    ) -> None:
         self.batch, self.advantages, self.old_logp = batch, advantages, old_logp
         self.ref_logp, self.old_values, self.value_targets = ref_logp, old_values, value_targets
 
@@ -138,8 +151,9 @@ class Trainer:
         model.to(rt.device)
         self.model = shard_model(model, rt)
         params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(params, lr=self.algo.lr, weight_decay=self.algo.weight_decay,
-                                           betas=(0.9, 0.999))
+        self.optimizer = torch.optim.AdamW(
+            params, lr=self.algo.lr, weight_decay=self.algo.weight_decay, betas=(0.9, 0.999)
+        )
         self.critic = self.critic_optimizer = None
         if self.algo.name == "ppo":
             self._load_critic(resume / "critic" if resume is not None else source)
@@ -158,8 +172,14 @@ class Trainer:
             tiny, env = self.cfg.model.tiny, self.cfg.env
             corpus = env_corpus([env.id], seeds=tiny.corpus_seeds, env_kwargs={env.id: dict(env.kwargs)})
             tokenizer = train_tokenizer(corpus, vocab_size=tiny.vocab_size, separate_pad=tiny.separate_pad)
-            model = build_tiny_model(tokenizer, arch=tiny.arch, hidden_size=tiny.hidden_size, layers=tiny.layers,
-                                     heads=tiny.heads, seed=tiny.seed)
+            model = build_tiny_model(
+                tokenizer,
+                arch=tiny.arch,
+                hidden_size=tiny.hidden_size,
+                layers=tiny.layers,
+                heads=tiny.heads,
+                seed=tiny.seed,
+            )
             tmp = self.run_dir / "init.tmp"
             shutil.rmtree(tmp, ignore_errors=True)
             model.save_pretrained(tmp)
@@ -175,8 +195,16 @@ class Trainer:
             return PeftModel.from_pretrained(model, resume / "adapter", is_trainable=True)
         lc = self.cfg.model.lora
         target = lc.target_modules if isinstance(lc.target_modules, str) else list(lc.target_modules)
-        return get_peft_model(model, LoraConfig(r=lc.r, lora_alpha=lc.alpha, lora_dropout=lc.dropout,
-                                                target_modules=target, task_type="CAUSAL_LM"))
+        return get_peft_model(
+            model,
+            LoraConfig(
+                r=lc.r,
+                lora_alpha=lc.alpha,
+                lora_dropout=lc.dropout,
+                target_modules=target,
+                task_type="CAUSAL_LM",
+            ),
+        )
 
     def _load_critic(self, source: Path | str) -> None:
         from transformers import AutoModelForTokenClassification
@@ -186,8 +214,9 @@ class Trainer:
         critic.config.pad_token_id = self.tokenizer.pad_token_id
         critic.to(self.runtime.device)
         self.critic = shard_model(critic, self.runtime)
-        self.critic_optimizer = torch.optim.AdamW(self.critic.parameters(), lr=self.algo.critic_lr,
-                                                  weight_decay=self.algo.weight_decay)
+        self.critic_optimizer = torch.optim.AdamW(
+            self.critic.parameters(), lr=self.algo.critic_lr, weight_decay=self.algo.weight_decay
+        )
 
     def _make_sampler(self) -> TokenExactPolicy:
         r = self.cfg.rollout
@@ -195,10 +224,20 @@ class Trainer:
         if r.engine == "vllm":
             from agentgym.trainers.vllm_engine import VLLMEngine
 
-            engine = VLLMEngine(self._initial_model_dir(), self.tokenizer, r,
-                                seed=self.cfg.trainer.seed * 1024 + self.runtime.rank)
-        return TokenExactPolicy(self.model, self.tokenizer, temperature=r.temperature,
-                                max_new_tokens=r.max_new_tokens, device=str(self.runtime.device), engine=engine)
+            engine = VLLMEngine(
+                self._initial_model_dir(),
+                self.tokenizer,
+                r,
+                seed=self.cfg.trainer.seed * 1024 + self.runtime.rank,
+            )
+        return TokenExactPolicy(
+            self.model,
+            self.tokenizer,
+            temperature=r.temperature,
+            max_new_tokens=r.max_new_tokens,
+            device=str(self.runtime.device),
+            engine=engine,
+        )
 
     def _load_reference(self) -> None:
         """A frozen copy of the policy as RL starts (checkpoint-0), only when the KL term is on."""
@@ -224,15 +263,23 @@ class Trainer:
         results: dict[str, Any] = {}
         if cfg.trainer.eval_before_rl and cfg.trainer.eval_episodes > 0:
             results["before_rl"] = self.evaluate(self.run_dir / "checkpoint-0")
-        bar = tqdm(total=cfg.trainer.steps, initial=self.state["step"], desc="RL", unit="step",
-                   disable=not (cfg.trainer.progress and rt.is_main))
+        bar = tqdm(
+            total=cfg.trainer.steps,
+            initial=self.state["step"],
+            desc="RL",
+            unit="step",
+            disable=not (cfg.trainer.progress and rt.is_main),
+        )
         recent: list[float] = []
         while self.state["step"] < cfg.trainer.steps:
             metrics = self.rl_step()
             recent = (recent + [metrics["success"]])[-10:]
             bar.update(1)
-            bar.set_postfix(success=f"{metrics['success']:.2f}", avg10=f"{np.mean(recent):.2f}",
-                            kept=f"{metrics['kept_ratio']:.2f}")
+            bar.set_postfix(
+                success=f"{metrics['success']:.2f}",
+                avg10=f"{np.mean(recent):.2f}",
+                kept=f"{metrics['kept_ratio']:.2f}",
+            )
             saved = self._maybe_interleave()
             step = self.state["step"]
             if not saved and (step % cfg.trainer.save_every == 0 or step == cfg.trainer.steps):
@@ -242,10 +289,23 @@ class Trainer:
         if cfg.trainer.eval_episodes > 0:
             results["final"] = self.evaluate(final)
         if rt.is_main:
-            summary = {"run_dir": str(self.run_dir), "steps": self.state["step"], "final_checkpoint": str(final)}
+            summary = {
+                "run_dir": str(self.run_dir),
+                "steps": self.state["step"],
+                "final_checkpoint": str(final),
+            }
             for key, value in results.items():
-                summary[key] = {k: value[k] for k in ("policy", "episodes", "success_rate", "success_ci95",
-                                                      "mean_return", "format_valid_rate")}
+                summary[key] = {
+                    k: value[k]
+                    for k in (
+                        "policy",
+                        "episodes",
+                        "success_rate",
+                        "success_ci95",
+                        "mean_return",
+                        "format_valid_rate",
+                    )
+                }
             (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
             if cfg.trainer.plots:
                 from agentgym.trainers.plots import plot_metrics
@@ -287,7 +347,9 @@ class Trainer:
             "return_mean": float(np.mean(returns)),
             "return_std": float(np.std(returns)),
             **stats,
-            "format_valid_rate": float(np.mean([v for o in all_transcripts for v in o["format_ok"]] or [0.0])),
+            "format_valid_rate": float(
+                np.mean([v for o in all_transcripts for v in o["format_ok"]] or [0.0])
+            ),
             "mean_turns": float(np.mean([len(o["format_ok"]) for o in all_transcripts])),
             "response_tokens_per_episode": generated / max(1, len(all_transcripts)),
             "rollout_tokens": generated,
@@ -308,15 +370,21 @@ class Trainer:
         cfg, rt = self.cfg, self.runtime
         r = cfg.rollout
         seeds = [cfg.env.train_seed + step * r.prompts_per_step + i for i in range(r.prompts_per_step)]
-        mine = seeds[rt.rank::rt.world]
+        mine = seeds[rt.rank :: rt.world]
         self.model.eval()
         # sampling seeds depend only on (run seed, step, rank): ranks draw differently, a resumed run the same
         self.sampler._seed = ((cfg.trainer.seed * 1_000_003 + step) * 1024 + rt.rank) * 1000
         if self.sampler.engine is not None:
             self.sampler.engine.sync_weights(self.model, rt)
         with torch.no_grad(), rt.autocast(), gathered_for_generation(self.model, rt):
-            local = play(cfg.env.id, mine, r.group_size, self.sampler, env_kwargs=dict(cfg.env.kwargs),
-                         batch_size=r.batch_size)
+            local = play(
+                cfg.env.id,
+                mine,
+                r.group_size,
+                self.sampler,
+                env_kwargs=dict(cfg.env.kwargs),
+                batch_size=r.batch_size,
+            )
         for t in local:  # global group index: the position of its seed in this step's seed list
             t.group = seeds.index(mine[t.group])
         table = np.zeros((len(seeds), r.group_size))
@@ -344,17 +412,27 @@ class Trainer:
             self._mi_emas = {"first_turn": MutualInformationEMA(), "trajectory": MutualInformationEMA()}
         started = time.process_time()
         episodes = [turns_from_token_transcript(t.ids, t.mask, t.turn_ends) for t in transcripts]
-        report = score_batch(self.model, self.tokenizer, episodes, max_samples=self.cfg.trainer.diagnostics_samples,
-                             seed=step, ema=self._mi_emas)
+        report = score_batch(
+            self.model,
+            self.tokenizer,
+            episodes,
+            max_samples=self.cfg.trainer.diagnostics_samples,
+            seed=step,
+            ema=self._mi_emas,
+        )
         return {**flatten(report, "diag"), "diag/cpu_s": time.process_time() - started}
 
-    def _remember_failures(self, step: int, seeds: list[int], returns: np.ndarray,
-                           transcripts: Sequence[Transcript]) -> None:
-        """Seeds whose group mostly failed, for interleaved SFT (kept for the last ``failure_window`` steps)."""
+    def _remember_failures(
+        self, step: int, seeds: list[int], returns: np.ndarray, transcripts: Sequence[Transcript]
+    ) -> None:
+        """Seeds whose group mostly failed, for interleaved SFT (kept for ``failure_window`` steps)."""
         if not self.cfg.interleave.enabled:
             return
-        outcomes = [o for part in self.runtime.all_gather_objects(
-            [(t.group, t.success) for t in transcripts]) for o in part]
+        outcomes = [
+            o
+            for part in self.runtime.all_gather_objects([(t.group, t.success) for t in transcripts])
+            for o in part
+        ]
         rates = {}
         for group, success in outcomes:
             rates.setdefault(group, []).append(success)
@@ -377,37 +455,75 @@ class Trainer:
 
     def _sft_phase(self, seeds: list[int], epochs: int, lr: float, phase: str) -> None:
         cfg, rt = self.cfg, self.runtime
-        mine = seeds[rt.rank::rt.world]
+        mine = seeds[rt.rank :: rt.world]
         transcripts = expert_transcripts(cfg.env.id, mine, self.tokenizer, dict(cfg.env.kwargs))
         filler = None
         if rt.distributed:  # pads the ranks that have fewer SFT batches than others (never trained on)
-            filler = expert_transcripts(cfg.env.id, [cfg.env.sft_seed], self.tokenizer, dict(cfg.env.kwargs))[0]
+            filler = expert_transcripts(cfg.env.id, [cfg.env.sft_seed], self.tokenizer, dict(cfg.env.kwargs))[
+                0
+            ]
         params = [p for p in self.model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=self.algo.weight_decay)
         started = time.perf_counter()
-        logs = sft_epochs(self.model, optimizer, transcripts, epochs, max(1, cfg.sft.batch_size // rt.world),
-                          self.tokenizer.pad_token_id, rt, seed=cfg.trainer.seed + self.state["step"],
-                          micro_batch_size=self.algo.micro_batch_size, max_grad_norm=self.algo.max_grad_norm,
-                          filler=filler)
+        logs = sft_epochs(
+            self.model,
+            optimizer,
+            transcripts,
+            epochs,
+            max(1, cfg.sft.batch_size // rt.world),
+            self.tokenizer.pad_token_id,
+            rt,
+            seed=cfg.trainer.seed + self.state["step"],
+            micro_batch_size=self.algo.micro_batch_size,
+            max_grad_norm=self.algo.max_grad_norm,
+            filler=filler,
+        )
         elapsed = time.perf_counter() - started
         for i, log in enumerate(logs):
-            self._log({"step": self.state["step"], "phase": phase, "sft_step": i + 1, "tasks": len(seeds), **log,
-                       "sft_time_s": elapsed})
+            self._log(
+                {
+                    "step": self.state["step"],
+                    "phase": phase,
+                    "sft_step": i + 1,
+                    "tasks": len(seeds),
+                    **log,
+                    "sft_time_s": elapsed,
+                }
+            )
 
     # ----- the update -----
     def _lr(self, step: int) -> float:
         warmup = self.algo.warmup_steps
         return self.algo.lr * min(1.0, (step + 1) / warmup) if warmup else self.algo.lr
 
-    def _update(self, transcripts: list[Transcript], returns: np.ndarray, kept: list[int],
-                kept_ratio: float, filler: Transcript | None = None) -> dict[str, float]:
+    def _update(
+        self,
+        transcripts: list[Transcript],
+        returns: np.ndarray,
+        kept: list[int],
+        kept_ratio: float,
+        filler: Transcript | None = None,
+    ) -> dict[str, float]:
         cfg, rt, algo = self.cfg, self.runtime, self.algo
         prepared = self._prepare(transcripts, returns, kept_ratio, filler)
         for group in self.optimizer.param_groups:
             group["lr"] = self._lr(self.state["step"])
         needs_entropy_grad = algo.entropy_coef != 0
-        sums = dict.fromkeys(("tokens", "policy_loss", "entropy", "ratio", "clip_frac", "approx_kl", "kl",
-                              "value_loss", "value_clip_frac", "importance_weight"), 0.0)
+        sums = dict.fromkeys(
+            (
+                "tokens",
+                "policy_loss",
+                "entropy",
+                "ratio",
+                "clip_frac",
+                "approx_kl",
+                "kl",
+                "value_loss",
+                "value_clip_frac",
+                "importance_weight",
+            ),
+            0.0,
+        )
         grad_norms, critic_norms = [], []
         rng = np.random.default_rng([cfg.trainer.seed, self.state["step"]])
         for _epoch in range(algo.ppo_epochs):
@@ -438,18 +554,28 @@ class Trainer:
             out.pop("value_clip_frac")
         if self.sampler.engine is None:
             out.pop("importance_weight")
-        out.update({"grad_norm": float(np.mean(grad_norms)) if grad_norms else 0.0,
-                    "train_tokens": tokens, "skipped": 0.0,
-                    "train_episodes": rt.all_sum(len(transcripts))})
+        out.update(
+            {
+                "grad_norm": float(np.mean(grad_norms)) if grad_norms else 0.0,
+                "train_tokens": tokens,
+                "skipped": 0.0,
+                "train_episodes": rt.all_sum(len(transcripts)),
+            }
+        )
         if critic_norms:
             out["critic_grad_norm"] = float(np.mean(critic_norms))
-        out["advantage_abs_mean"] = rt.all_sum(sum(float((p.advantages.abs() * p.batch.loss_mask).sum())
-                                                   for p in prepared)) / (rt.all_sum(sum(p.tokens for p in prepared))
-                                                                          or 1.0)
+        out["advantage_abs_mean"] = rt.all_sum(
+            sum(float((p.advantages.abs() * p.batch.loss_mask).sum()) for p in prepared)
+        ) / (rt.all_sum(sum(p.tokens for p in prepared)) or 1.0)
         return out
 
-    def _prepare(self, transcripts: list[Transcript], returns: np.ndarray, kept_ratio: float,
-                 filler: Transcript | None = None) -> list[Prepared]:
+    def _prepare(
+        self,
+        transcripts: list[Transcript],
+        returns: np.ndarray,
+        kept_ratio: float,
+        filler: Transcript | None = None,
+    ) -> list[Prepared]:
         """Micro-batches with advantages, old log-probs (when the policy moves before they are used), the
         reference log-probs (KL) and the critic's values (PPO), all computed once before the update."""
         cfg, rt, algo = self.cfg, self.runtime, self.algo
@@ -462,16 +588,19 @@ class Trainer:
             with torch.no_grad(), rt.autocast():
                 if recompute_old:
                     self.model.eval()
-                    old_logp, _ = alg.token_logprobs(model_logits(self.model, batch), batch.targets,
-                                                     cfg.rollout.temperature)
+                    old_logp, _ = alg.token_logprobs(
+                        model_logits(self.model, batch), batch.targets, cfg.rollout.temperature
+                    )
                 if self.ref is not None:
-                    ref_logp, _ = alg.token_logprobs(model_logits(self.ref, batch), batch.targets,
-                                                     cfg.rollout.temperature)
+                    ref_logp, _ = alg.token_logprobs(
+                        model_logits(self.ref, batch), batch.targets, cfg.rollout.temperature
+                    )
                 if algo.name == "ppo":
                     self.critic.eval()
                     old_values = model_logits(self.critic, batch)[..., 0].float()
-                    advantages, value_targets = alg.masked_gae(batch.rewards, old_values, batch.loss_mask,
-                                                               algo.gamma, algo.lam)
+                    advantages, value_targets = alg.masked_gae(
+                        batch.rewards, old_values, batch.loss_mask, algo.gamma, algo.lam
+                    )
                 else:
                     episode_returns = torch.tensor([t.episode_return for t in chunk])
                     groups = torch.tensor([t.group for t in chunk])
@@ -481,18 +610,23 @@ class Trainer:
         if algo.name == "ppo":  # whiten GAE advantages over every trainable token of the step
             n = rt.all_sum(sum(p.tokens for p in prepared))
             mean = rt.all_sum(sum(float((p.advantages * p.batch.loss_mask).sum()) for p in prepared)) / n
-            var = rt.all_sum(sum(float((((p.advantages - mean) ** 2) * p.batch.loss_mask).sum())
-                                 for p in prepared)) / n
+            var = (
+                rt.all_sum(
+                    sum(float((((p.advantages - mean) ** 2) * p.batch.loss_mask).sum()) for p in prepared)
+                )
+                / n
+            )
             for p in prepared:
-                p.advantages = (p.advantages - mean) / (var ** 0.5 + algo.norm_eps) * p.batch.loss_mask
+                p.advantages = (p.advantages - mean) / (var**0.5 + algo.norm_eps) * p.batch.loss_mask
         scale = kept_ratio_scale(kept_ratio, cfg.filter.scale_advantages)
         if scale != 1.0:
             for p in prepared:
                 p.advantages = p.advantages * scale
         return prepared
 
-    def _group_advantage(self, episode_returns: torch.Tensor, groups: torch.Tensor,
-                         table: np.ndarray) -> torch.Tensor:
+    def _group_advantage(
+        self, episode_returns: torch.Tensor, groups: torch.Tensor, table: np.ndarray
+    ) -> torch.Tensor:
         """GRPO / Dr.GRPO advantages from the full group (every rank's episodes of that seed)."""
         out = torch.zeros(len(episode_returns))
         for i, (ret, g) in enumerate(zip(episode_returns.tolist(), groups.tolist(), strict=True)):
@@ -507,15 +641,21 @@ class Trainer:
         algo, rt, mask = self.algo, self.runtime, p.batch.loss_mask
         with rt.autocast():
             logits = model_logits(self.model, p.batch)
-        logp, entropy = alg.token_logprobs(logits, p.batch.targets, self.cfg.rollout.temperature,
-                                           with_entropy=True, entropy_grad=entropy_grad)
+        logp, entropy = alg.token_logprobs(
+            logits,
+            p.batch.targets,
+            self.cfg.rollout.temperature,
+            with_entropy=True,
+            entropy_grad=entropy_grad,
+        )
         old = p.old_logp if p.old_logp is not None else logp.detach()
         weights = None
         if self.sampler.engine is not None and self.cfg.rollout.importance_cap:
             # the sampler (vLLM) and the trainer disagree slightly: truncated importance weights correct it
             weights = torch.exp(old - p.batch.sampler_logprobs).clamp(max=self.cfg.rollout.importance_cap)
-        per_token, ratio, clipped = alg.clipped_policy_loss(logp, old, p.advantages, algo.clip_low,
-                                                            algo.clip_high, weights)
+        per_token, ratio, clipped = alg.clipped_policy_loss(
+            logp, old, p.advantages, algo.clip_low, algo.clip_high, weights
+        )
         loss = per_token
         kl_value = 0.0
         if p.ref_logp is not None:
@@ -546,11 +686,16 @@ class Trainer:
             values = model_logits(self.critic, p.batch)[..., 0].float()
         loss, clipped = alg.clipped_value_loss(values, p.old_values, p.value_targets, self.algo.value_clip)
         ((loss * mask).sum() * rt.world / total).backward()
-        return {"value_loss": float((loss.detach() * mask).sum()), "value_clip_frac": float((clipped * mask).sum())}
+        return {
+            "value_loss": float((loss.detach() * mask).sum()),
+            "value_clip_frac": float((clipped * mask).sum()),
+        }
 
     def _step(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> float:
         params = [q for q in model.parameters() if q.grad is not None]
-        norm = torch.nn.utils.clip_grad_norm_(params, self.algo.max_grad_norm or float("inf")) if params else 0.0
+        norm = (
+            torch.nn.utils.clip_grad_norm_(params, self.algo.max_grad_norm or float("inf")) if params else 0.0
+        )
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
@@ -563,13 +708,24 @@ class Trainer:
         result = None
         if self.runtime.is_main:
             t = self.cfg.trainer
-            policy = HFPolicy(str(checkpoint), temperature=t.eval_temperature,
-                              max_new_tokens=self.cfg.rollout.max_new_tokens, device=str(self.runtime.device))
+            policy = HFPolicy(
+                str(checkpoint),
+                temperature=t.eval_temperature,
+                max_new_tokens=self.cfg.rollout.max_new_tokens,
+                device=str(self.runtime.device),
+            )
             policy.spec = f"hf:{checkpoint}"
             try:
-                result = evaluate(self.cfg.env.id, policy, t.eval_episodes, seed=self.cfg.env.eval_seed,
-                                  out=self.run_dir / "eval" / checkpoint.name, env_kwargs=dict(self.cfg.env.kwargs),
-                                  batch_size=t.eval_batch_size, progress=t.progress)
+                result = evaluate(
+                    self.cfg.env.id,
+                    policy,
+                    t.eval_episodes,
+                    seed=self.cfg.env.eval_seed,
+                    out=self.run_dir / "eval" / checkpoint.name,
+                    env_kwargs=dict(self.cfg.env.kwargs),
+                    batch_size=t.eval_batch_size,
+                    progress=t.progress,
+                )
             finally:
                 policy.close()
         self.runtime.barrier()
@@ -586,21 +742,28 @@ class Trainer:
         weights = full_state_dict(self.model, rt)
         critic_weights = full_state_dict(self.critic, rt) if self.critic is not None else None
         opt = optimizer_state(self.model, self.optimizer, rt)
-        critic_opt = (optimizer_state(self.critic, self.critic_optimizer, rt)
-                      if self.critic is not None else None)
+        critic_opt = (
+            optimizer_state(self.critic, self.critic_optimizer, rt) if self.critic is not None else None
+        )
         if rt.is_main:
             shutil.rmtree(tmp, ignore_errors=True)
             self._save_policy(tmp, weights)
             self.tokenizer.save_pretrained(tmp)
             if self.critic is not None:
                 self.critic.save_pretrained(tmp / "critic", state_dict=critic_weights)
-            torch.save({
-                "state": self.state,
-                "optimizer": opt,
-                "critic_optimizer": critic_opt,
-                "rng": {"python": random.getstate(), "numpy": np.random.get_state(),
-                        "torch": torch.get_rng_state()},
-            }, tmp / STATE_FILE)
+            torch.save(
+                {
+                    "state": self.state,
+                    "optimizer": opt,
+                    "critic_optimizer": critic_opt,
+                    "rng": {
+                        "python": random.getstate(),
+                        "numpy": np.random.get_state(),
+                        "torch": torch.get_rng_state(),
+                    },
+                },
+                tmp / STATE_FILE,
+            )
             shutil.rmtree(final, ignore_errors=True)
             os.replace(tmp, final)
             self._prune_checkpoints()
@@ -620,8 +783,10 @@ class Trainer:
         keep = self.cfg.trainer.keep_checkpoints
         if not keep:
             return
-        found = sorted((p for p in self.run_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
-                       key=lambda p: int(p.name.split("-")[-1]))
+        found = sorted(
+            (p for p in self.run_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
+            key=lambda p: int(p.name.split("-")[-1]),
+        )
         for path in found[:-keep]:
             if path.name != "checkpoint-0":  # the reference policy and the before-RL eval
                 shutil.rmtree(path, ignore_errors=True)

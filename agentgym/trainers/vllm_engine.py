@@ -28,23 +28,39 @@ class VLLMEngine:
         # in-process engine, so weights can be handed over as tensors without serialization
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         self.tokenizer = tokenizer
-        self.llm = vllm.LLM(model=str(model_dir), tokenizer=str(model_dir), seed=seed, dtype="bfloat16",
-                            gpu_memory_utilization=rollout.vllm_gpu_memory_utilization,
-                            enable_prefix_caching=True, logprobs_mode="processed_logprobs")
+        self.llm = vllm.LLM(
+            model=str(model_dir),
+            tokenizer=str(model_dir),
+            seed=seed,
+            dtype="bfloat16",
+            gpu_memory_utilization=rollout.vllm_gpu_memory_utilization,
+            enable_prefix_caching=True,
+            logprobs_mode="processed_logprobs",
+        )
         self._calls = 0
         self._seed = seed
 
-    def generate(self, prompts: Sequence[list[int]], temperature: float, max_new_tokens: int) -> list[Generation]:
+    def generate(
+        self, prompts: Sequence[list[int]], temperature: float, max_new_tokens: int
+    ) -> list[Generation]:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
         eos = self.tokenizer.eos_token_id
         self._calls += 1
-        params = SamplingParams(temperature=temperature, top_p=1.0, top_k=-1 if temperature > 0 else 1,
-                                max_tokens=max_new_tokens, logprobs=0, stop_token_ids=[eos],
-                                skip_special_tokens=True, seed=self._seed * 100_003 + self._calls)
-        outputs = self.llm.generate([TokensPrompt(prompt_token_ids=list(p)) for p in prompts], params,
-                                    use_tqdm=False)
+        params = SamplingParams(
+            temperature=temperature,
+            top_p=1.0,
+            top_k=-1 if temperature > 0 else 1,
+            max_tokens=max_new_tokens,
+            logprobs=0,
+            stop_token_ids=[eos],
+            skip_special_tokens=True,
+            seed=self._seed * 100_003 + self._calls,
+        )
+        outputs = self.llm.generate(
+            [TokensPrompt(prompt_token_ids=list(p)) for p in prompts], params, use_tqdm=False
+        )
         generations = []
         for out in outputs:
             completion = out.outputs[0]

@@ -105,10 +105,16 @@ class ShopApp:
             query = request.args.get("q", "").strip().lower()
             page = _page_number(request.args.get("page"))
             asins = session.shop.search.search(query, TOP_N) if query else []
-            shown = asins[(page - 1) * PER_PAGE: page * PER_PAGE]
+            shown = asins[(page - 1) * PER_PAGE : page * PER_PAGE]
             return render_template(
-                "results_page.html", sid=sid, instruction=session.goal.instruction, query=query, page=page,
-                per_page=PER_PAGE, total=len(asins), visited=session.visited,
+                "results_page.html",
+                sid=sid,
+                instruction=session.goal.instruction,
+                query=query,
+                page=page,
+                per_page=PER_PAGE,
+                total=len(asins),
+                visited=session.visited,
                 products=[session.shop.catalogue.by_asin[a] for a in shown],
             )
 
@@ -129,9 +135,16 @@ class ShopApp:
                 return json.dumps({**options, name: value})
 
             return render_template(
-                "item_page.html", sid=sid, instruction=session.goal.instruction, product=product,
-                query=request.args.get("q", ""), page=_page_number(request.args.get("page")), options=options,
-                options_json=json.dumps(options), with_option=with_option, sub_pages=SUB_PAGES,
+                "item_page.html",
+                sid=sid,
+                instruction=session.goal.instruction,
+                product=product,
+                query=request.args.get("q", ""),
+                page=_page_number(request.args.get("page")),
+                options=options,
+                options_json=json.dumps(options),
+                with_option=with_option,
+                sub_pages=SUB_PAGES,
             )
 
         @app.get("/item/<sid>/<asin>/<sub>")
@@ -143,8 +156,13 @@ class ShopApp:
                 abort(404, "unknown page")
             options = _parse_options(request.args.get("options"))
             return render_template(
-                "sub_page.html", sid=sid, instruction=session.goal.instruction, product=product,
-                sub_page=names[sub], query=request.args.get("q", ""), page=_page_number(request.args.get("page")),
+                "sub_page.html",
+                sid=sid,
+                instruction=session.goal.instruction,
+                product=product,
+                sub_page=names[sub],
+                query=request.args.get("q", ""),
+                page=_page_number(request.args.get("page")),
                 options_json=json.dumps(options),
             )
 
@@ -160,6 +178,9 @@ class ShopApp:
                     session.purchase = {"asin": asin, "options": options, "price": price}
                     session.reward, session.reward_parts = reward, parts
             return render_template(
-                "done_page.html", instruction=session.goal.instruction, asin=session.purchase["asin"],
-                options=session.purchase["options"], reward=session.reward,
+                "done_page.html",
+                instruction=session.goal.instruction,
+                asin=session.purchase["asin"],
+                options=session.purchase["options"],
+                reward=session.reward,
             )

@@ -169,8 +169,9 @@ class BrowserHost:
         args = list(LAUNCH_ARGS)
         if hasattr(os, "geteuid") and os.geteuid() == 0:
             args.append("--no-sandbox")  # Chromium refuses to start as root with its sandbox on
-        self.browser = await self._playwright.chromium.launch(executable_path=self.executable, headless=True,
-                                                             args=args)
+        self.browser = await self._playwright.chromium.launch(
+            executable_path=self.executable, headless=True, args=args
+        )
         self.generation += 1
         self.launches += 1
 

@@ -30,8 +30,12 @@ def _executable(path: str | os.PathLike) -> bool:
 def _playwright_chromium() -> str | None:
     """The newest Chromium that ``playwright install`` left in its cache, if any."""
     root = os.environ.get("PLAYWRIGHT_BROWSERS_PATH") or str(Path.home() / ".cache" / "ms-playwright")
-    patterns = ("chromium-*/chrome-linux*/chrome", "chromium_headless_shell-*/chrome-linux*/headless_shell",
-                "chromium-*/chrome-mac*/Chromium.app/Contents/MacOS/Chromium", "chromium-*/chrome-win*/chrome.exe")
+    patterns = (
+        "chromium-*/chrome-linux*/chrome",
+        "chromium_headless_shell-*/chrome-linux*/headless_shell",
+        "chromium-*/chrome-mac*/Chromium.app/Contents/MacOS/Chromium",
+        "chromium-*/chrome-win*/chrome.exe",
+    )
     found = [p for pattern in patterns for p in glob.glob(os.path.join(root, pattern)) if _executable(p)]
     return sorted(found)[-1] if found else None
 
@@ -41,8 +45,12 @@ def find_chromium() -> str | None:
     chosen = os.environ.get(CHROMIUM_ENV_VAR)
     if chosen:
         return chosen if _executable(chosen) else None
-    system = ("/usr/lib/chromium/chromium-headless-shell", "/usr/bin/chromium", shutil.which("chromium"),
-              shutil.which("chromium-browser"))
+    system = (
+        "/usr/lib/chromium/chromium-headless-shell",
+        "/usr/bin/chromium",
+        shutil.which("chromium"),
+        shutil.which("chromium-browser"),
+    )
     for candidate in (_playwright_chromium(), *system):
         if candidate and _executable(candidate):
             return candidate

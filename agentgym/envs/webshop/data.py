@@ -110,7 +110,7 @@ class Catalogue:
         self.by_asin = {p.asin: p for p in self.products}
 
     def goals(self, kind: str = "synthetic", split: str = "test") -> list[Goal]:
-        """The goals of one kind in one split: the first 500 shuffled goals are ``test``, the rest ``train``."""
+        """The goals of one kind in one split: the first 500 shuffled goals are ``test``, others ``train``."""
         if kind not in GOAL_KINDS:
             raise ValueError(f"goals must be one of {GOAL_KINDS}, got {kind!r}")
         if split not in SPLITS:
@@ -192,24 +192,30 @@ def build_catalogue(
         bullets = bullets if isinstance(bullets, list) else [bullets or ""]
         review = review_by_asin.get(asin, {})
         rating = review.get("average_rating") or raw.get("average_rating") or "N.A."
-        products.append(Product(
-            asin=asin,
-            title=raw.get("name") or "",
-            description=raw.get("full_description") or "",
-            bullet_points=[str(b) for b in bullets],
-            category=raw.get("category") or "",
-            query=(raw.get("query") or "").lower().strip(),
-            product_category=raw.get("product_category") or "",
-            pricing=pricing,
-            price_tag=price_tag,
-            options=clean_options(raw.get("customization_options")),
-            attributes=list(attributes.get(asin, {}).get("attributes") or ["DUMMY_ATTR"]),
-            rating=str(rating),
-            reviews=[
-                {"score": r.get("score", r.get("stars")), "title": r.get("title", ""), "body": r.get("body", r.get("review", ""))}
-                for r in review.get("reviews") or raw.get("reviews") or []
-            ],
-        ))
+        products.append(
+            Product(
+                asin=asin,
+                title=raw.get("name") or "",
+                description=raw.get("full_description") or "",
+                bullet_points=[str(b) for b in bullets],
+                category=raw.get("category") or "",
+                query=(raw.get("query") or "").lower().strip(),
+                product_category=raw.get("product_category") or "",
+                pricing=pricing,
+                price_tag=price_tag,
+                options=clean_options(raw.get("customization_options")),
+                attributes=list(attributes.get(asin, {}).get("attributes") or ["DUMMY_ATTR"]),
+                rating=str(rating),
+                reviews=[
+                    {
+                        "score": r.get("score", r.get("stars")),
+                        "title": r.get("title", ""),
+                        "body": r.get("body", r.get("review", "")),
+                    }
+                    for r in review.get("reviews") or raw.get("reviews") or []
+                ],
+            )
+        )
 
     rng = random.Random(PRICE_SEED)
     prices = {p.asin: product_price(p.pricing, rng) for p in products}
@@ -220,17 +226,31 @@ def build_catalogue(
     return Catalogue(name, products, prices, {"synthetic": synthetic, "human": human})
 
 
-def _goal(product: Product, kind: str, instruction: str, attributes: list[str], options: dict[str, str],
-          price_upper: float) -> Goal:
+def _goal(
+    product: Product,
+    kind: str,
+    instruction: str,
+    attributes: list[str],
+    options: dict[str, str],
+    price_upper: float,
+) -> Goal:
     return Goal(
-        asin=product.asin, instruction=instruction, attributes=list(attributes), options=options,
-        price_upper=price_upper, query=product.query, category=product.category,
-        product_category=product.product_category, name=product.title, kind=kind,
+        asin=product.asin,
+        instruction=instruction,
+        attributes=list(attributes),
+        options=options,
+        price_upper=price_upper,
+        query=product.query,
+        category=product.category,
+        product_category=product.product_category,
+        name=product.title,
+        kind=kind,
     )
 
 
-def _synthetic_goals(products: list[Product], prices: dict[str, float], attributes: dict[str, dict],
-                     rng: random.Random) -> list[Goal]:
+def _synthetic_goals(
+    products: list[Product], prices: dict[str, float], attributes: dict[str, dict], rng: random.Random
+) -> list[Goal]:
     goals: list[Goal] = []
     attribute_counts: dict[str, int] = defaultdict(int)
     for product in products:
@@ -245,8 +265,16 @@ def _synthetic_goals(products: list[Product], prices: dict[str, float], attribut
             options = dict(zip(names, combination, strict=True))
             option_text = ", and ".join(f"{k}: {v}" for k, v in options.items())
             option_text = f" with {option_text}" if option_text else ""
-            goals.append(_goal(product, "synthetic", f"{instruction}{option_text}{price_text}", wanted, options,
-                               price_upper))
+            goals.append(
+                _goal(
+                    product,
+                    "synthetic",
+                    f"{instruction}{option_text}{price_text}",
+                    wanted,
+                    options,
+                    price_upper,
+                )
+            )
             for attribute in wanted:
                 attribute_counts[attribute] += 1
     for goal in goals:  # rarer attributes weigh more, as upstream's goal sampling weights
@@ -254,8 +282,9 @@ def _synthetic_goals(products: list[Product], prices: dict[str, float], attribut
     return goals
 
 
-def _human_goals(products: list[Product], prices: dict[str, float], human: dict[str, list[dict]],
-                 rng: random.Random) -> list[Goal]:
+def _human_goals(
+    products: list[Product], prices: dict[str, float], human: dict[str, list[dict]], rng: random.Random
+) -> list[Goal]:
     goals: list[Goal] = []
     for product in products:
         for record in human.get(product.asin, []):
@@ -278,8 +307,10 @@ def _find(data_dir: Path, stem: str, preferred: str, required: bool) -> Path | N
     if len(matches) == 1:
         return matches[0]
     if len(matches) > 1:
-        raise FileNotFoundError(f"several {stem}*.json files in {data_dir} ({[m.name for m in matches]}); "
-                                f"keep one, or name it {preferred}")
+        raise FileNotFoundError(
+            f"several {stem}*.json files in {data_dir} ({[m.name for m in matches]}); "
+            f"keep one, or name it {preferred}"
+        )
     if required:
         raise FileNotFoundError(
             f"no {stem}*.json in {data_dir}. WebShop's data files (items_shuffle_1000.json, "

@@ -54,11 +54,18 @@ from agentgym.envs.webshop.reward import token_set_ratio
 from agentgym.envs.webshop.server import ShopServer
 from agentgym.formats import Tool, match_tool
 
-SEARCH_TOOL = Tool("search", "Search the shop (only on a page with a search bar).",
-                   {"query": "the search keywords"}, "search[{query}]")
-CLICK_TOOL = Tool("click", "Click a button or link on the page by its text.",
-                  {"element": "the exact text of a clickable element, e.g. a product ID, an option, Buy Now"},
-                  "click[{element}]")
+SEARCH_TOOL = Tool(
+    "search",
+    "Search the shop (only on a page with a search bar).",
+    {"query": "the search keywords"},
+    "search[{query}]",
+)
+CLICK_TOOL = Tool(
+    "click",
+    "Click a button or link on the page by its text.",
+    {"element": "the exact text of a clickable element, e.g. a product ID, an option, Buy Now"},
+    "click[{element}]",
+)
 
 
 def _label(text: str) -> str:
@@ -89,7 +96,9 @@ class WebShopEnv(AgentEnv):
         self.catalogue: Catalogue = load_catalogue(path) if path else generated_catalogue(num_products)
         self.goal_list: list[Goal] = self.catalogue.goals(goals, split)
         if not self.goal_list:
-            raise ValueError(f"the {self.catalogue.name} catalogue has no {goals} goals in the {split!r} split")
+            raise ValueError(
+                f"the {self.catalogue.name} catalogue has no {goals} goals in the {split!r} split"
+            )
         self._closed = True
         self.server = ShopServer.acquire()
         try:
@@ -141,13 +150,16 @@ class WebShopEnv(AgentEnv):
     def _apply(self, command: str) -> Applied:
         found = match_tool(command, self.tools)
         if found is None:
-            return Applied(valid=False, message=f"Unknown action {command!r}; use search[query] or click[element].")
+            return Applied(
+                valid=False, message=f"Unknown action {command!r}; use search[query] or click[element]."
+            )
         tool, arguments = found
         if tool.name == "search":
             query = arguments["query"].strip()
             if not self._page["has_search"]:
-                return Applied(valid=False, message="There is no search bar on this page; "
-                                                    "click[Back to Search] first.")
+                return Applied(
+                    valid=False, message="There is no search bar on this page; click[Back to Search] first."
+                )
             if not query:
                 return Applied(valid=False, message="The search query is empty.")
             return self._browse(lambda: self.tab.search(query.lower()))
@@ -156,8 +168,11 @@ class WebShopEnv(AgentEnv):
         if wanted == "search" and self._page["has_search"]:
             return Applied(valid=False, message="To search, use search[your query].")
         if wanted not in labels:
-            return Applied(valid=False, message=f"There is no clickable element {arguments['element']!r} on this "
-                                                "page; see the available actions.")
+            return Applied(
+                valid=False,
+                message=f"There is no clickable element {arguments['element']!r} on this "
+                "page; see the available actions.",
+            )
         index = labels.index(wanted)
         return self._browse(lambda: self.tab.click(index))
 
@@ -168,9 +183,8 @@ class WebShopEnv(AgentEnv):
         except (PlaywrightError, TimeoutError) as exc:
             crashed = not self.host.alive()
             self._aborted = (
-                ("The browser crashed" if crashed else f"The browser failed ({type(exc).__name__})")
-                + "; the episode was aborted and the browser restarted."
-            )
+                "The browser crashed" if crashed else f"The browser failed ({type(exc).__name__})"
+            ) + "; the episode was aborted and the browser restarted."
             self._aborted_now = True
             try:
                 self._ensure_tab(force=True)
@@ -181,8 +195,10 @@ class WebShopEnv(AgentEnv):
         if session is not None and session.purchase is not None and self._purchase is None:
             self._purchase = dict(session.purchase)
             self._reward, self._reward_parts = float(session.reward), dict(session.reward_parts)
-            return Applied(reward=self._reward, message=f"You bought {self._purchase['asin']}; "
-                                                        f"the reward is {self._reward:.3f}.")
+            return Applied(
+                reward=self._reward,
+                message=f"You bought {self._purchase['asin']}; the reward is {self._reward:.3f}.",
+            )
         return Applied()
 
     def step(self, action: str):
@@ -205,8 +221,12 @@ class WebShopEnv(AgentEnv):
         info = super()._info(format_ok, action_valid, **extra)
         if self._started and (self.terminal or self.turn >= self.max_turns or self.actions_left == 0):
             info.update(
-                goal=self.goal.as_dict(), goal_index=self.goal_index, purchase=self._purchase,
-                reward=self._reward, reward_parts=self._reward_parts, aborted=self._aborted is not None,
+                goal=self.goal.as_dict(),
+                goal_index=self.goal_index,
+                purchase=self._purchase,
+                reward=self._reward,
+                reward_parts=self._reward_parts,
+                aborted=self._aborted is not None,
             )
         return info
 
@@ -225,7 +245,8 @@ class WebShopEnv(AgentEnv):
 
     def _task_instructions(self) -> str:
         return (
-            "You are shopping on WebShop, a web store, in a web browser. Buy the product that the instruction "
+            "You are shopping on WebShop, a web store, in a web browser. Buy the product that the "
+            "instruction "
             "on the page asks for: the right kind of product, with the requested attributes and options "
             "(size, color, ...), below the price limit.\n"
             "The page shows its text with clickable elements marked as [button] text [button_] "
@@ -278,8 +299,11 @@ class WebShopEnv(AgentEnv):
                 return "The product is not in these results.", "click[Back to Search]"
             page = int(args.get("page", ["1"])[0])
             later = ranked.index(target) >= page * 10
-            return ("The product is on a later page.", "click[Next >]") if later else \
-                ("The product is on an earlier page.", "click[< Prev]")
+            return (
+                ("The product is on a later page.", "click[Next >]")
+                if later
+                else ("The product is on an earlier page.", "click[< Prev]")
+            )
         if parts[:1] == ["item"] and len(parts) == 3:
             if parts[2] != target:
                 return "This is not the product I want.", "click[< Prev]"

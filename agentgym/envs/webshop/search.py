@@ -20,9 +20,39 @@ TOP_N = 50
 K1, B = 0.9, 0.4  # Pyserini's BM25 defaults
 # Lucene's EnglishAnalyzer stop words
 LUCENE_STOP_WORDS = [
-    "a", "an", "and", "are", "as", "at", "be", "but", "by", "for", "if", "in", "into", "is", "it", "no", "not",
-    "of", "on", "or", "such", "that", "the", "their", "then", "there", "these", "they", "this", "to", "was",
-    "will", "with",
+    "a",
+    "an",
+    "and",
+    "are",
+    "as",
+    "at",
+    "be",
+    "but",
+    "by",
+    "for",
+    "if",
+    "in",
+    "into",
+    "is",
+    "it",
+    "no",
+    "not",
+    "of",
+    "on",
+    "or",
+    "such",
+    "that",
+    "the",
+    "their",
+    "then",
+    "there",
+    "these",
+    "they",
+    "this",
+    "to",
+    "was",
+    "will",
+    "with",
 ]
 
 
@@ -39,14 +69,17 @@ class SearchEngine:
         self.asins = [p.asin for p in products]
         stemmer = Stemmer.Stemmer("porter")
         self.tokenizer = bm25s.tokenization.Tokenizer(stopwords=LUCENE_STOP_WORDS, stemmer=stemmer.stemWord)
-        corpus = self.tokenizer.tokenize([product_document(p) for p in products], show_progress=False,
-                                         return_as="tuple")
+        corpus = self.tokenizer.tokenize(
+            [product_document(p) for p in products], show_progress=False, return_as="tuple"
+        )
         self.index = bm25s.BM25(k1=K1, b=B, method="lucene")
         self.index.index(corpus, show_progress=False)
         self.vocabulary = set(self.tokenizer.get_vocab_dict())
 
     def search(self, query: str, k: int = TOP_N) -> list[str]:
-        tokens = self.tokenizer.tokenize([query], update_vocab=False, show_progress=False, return_as="string")[0]
+        tokens = self.tokenizer.tokenize(
+            [query], update_vocab=False, show_progress=False, return_as="string"
+        )[0]
         tokens = [t for t in tokens if t in self.vocabulary]
         if not tokens:
             return []
