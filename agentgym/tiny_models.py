@@ -10,6 +10,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import gymnasium as gym
+
+from agentgym.env import AgentEnv
+from agentgym.policies import DEFAULT_CHAT_TEMPLATE
+
 EOS = "<|endoftext|>"
 PAD = "<|pad|>"
 ROLE_TOKENS = ["<|system|>", "<|user|>", "<|assistant|>"]
@@ -22,8 +27,6 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 1024, separate_pad: 
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
-
-    from agentgym.policies import DEFAULT_CHAT_TEMPLATE
 
     specials = [EOS, *ROLE_TOKENS] + ([PAD] if separate_pad else [])
     tokenizer = Tokenizer(models.BPE())
@@ -48,17 +51,18 @@ def env_corpus(
     env_ids: Sequence[str], seeds: int = 50, env_kwargs: dict[str, dict] | None = None
 ) -> list[str]:
     """Instructions, observations and oracle answers of ``seeds`` episodes of each environment."""
-    import gymnasium as gym
-
     texts: list[str] = []
     for env_id in env_ids:
         env = gym.make(env_id, **(env_kwargs or {}).get(env_id, {}))
+        agent = env.unwrapped
+        if not isinstance(agent, AgentEnv):
+            raise TypeError(f"{env_id} is not an agentgym environment: it has no oracle to learn text from")
         for seed in range(seeds):
             obs, info = env.reset(seed=seed)
             texts += [info["instructions"], obs]
             done = False
             while not done:
-                action = env.unwrapped.oracle_action()
+                action = agent.oracle_action()
                 obs, _, terminated, truncated, _ = env.step(action)
                 texts += [action, obs]
                 done = terminated or truncated
@@ -77,7 +81,7 @@ def build_tiny_model(
 ) -> Any:
     """A randomly initialised causal LM sized for ``tokenizer``: ``llama`` (RoPE, GQA) or ``gpt2``."""
     import torch
-    from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig
+    from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, PretrainedConfig
 
     torch.manual_seed(seed)
     common = {
@@ -87,7 +91,7 @@ def build_tiny_model(
         "pad_token_id": tokenizer.pad_token_id,
     }
     if arch == "llama":
-        config = LlamaConfig(
+        config: PretrainedConfig = LlamaConfig(
             hidden_size=hidden_size,
             intermediate_size=hidden_size * 2,
             num_hidden_layers=layers,

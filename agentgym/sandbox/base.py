@@ -205,6 +205,7 @@ def start_worker(
 
 def wait_ready(worker: Worker, timeout: float = STARTUP_TIMEOUT) -> None:
     """Wait for the runner's ``R``; raise SandboxError (with the sandbox's own error) if it never comes."""
+    assert worker.process.stdout is not None  # started with stdout=PIPE
     fd = worker.process.stdout.fileno()
     with selectors.DefaultSelector() as selector:
         selector.register(fd, selectors.EVENT_READ)
@@ -290,7 +291,9 @@ def _exchange(
     Reads stop shortly after the process itself has exited, even if a descendant that escaped its
     process group still holds the pipes open (possible only in the subprocess backend).
     """
-    stdin_fd, out_fd, err_fd = process.stdin.fileno(), process.stdout.fileno(), process.stderr.fileno()
+    stdin, stdout, stderr = process.stdin, process.stdout, process.stderr
+    assert stdin is not None and stdout is not None and stderr is not None  # started with PIPEs
+    stdin_fd, out_fd, err_fd = stdin.fileno(), stdout.fileno(), stderr.fileno()
     buffers: dict[int, bytearray] = {out_fd: bytearray(), err_fd: bytearray()}
     timed_out = truncated = False
     exited_at: float | None = None
@@ -302,7 +305,7 @@ def _exchange(
             os.set_blocking(stdin_fd, False)
             selector.register(stdin_fd, selectors.EVENT_WRITE)
         else:
-            process.stdin.close()
+            stdin.close()
         reading = {out_fd, err_fd}
         while reading:
             now = time.monotonic()
@@ -323,7 +326,7 @@ def _exchange(
                         offset = len(data)
                     if offset >= len(data):
                         selector.unregister(fd)
-                        process.stdin.close()
+                        stdin.close()
                     continue
                 chunk = os.read(fd, 65536)
                 if not chunk:
@@ -337,9 +340,9 @@ def _exchange(
                     truncated = True
             if truncated:
                 break
-    if not process.stdin.closed:
+    if not stdin.closed:
         try:
-            process.stdin.close()
+            stdin.close()
         except OSError:
             pass
     return bytes(buffers[out_fd]), bytes(buffers[err_fd]), timed_out, truncated

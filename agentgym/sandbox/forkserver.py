@@ -83,6 +83,7 @@ class ForkServer:
             host_end.close()
             why = err.decode("utf-8", "replace").strip()[-2000:] or "no answer"
             raise SetupError(f"the sandbox did not start: {why}")
+        assert process.stderr is not None  # started with stderr=PIPE
         process.stderr.close()  # later errors come back over each job's socket
         host_end.settimeout(None)
         self._process, self._control = process, host_end
@@ -97,6 +98,7 @@ class ForkServer:
             for attempt in range(2):
                 if self._control is None:
                     self._start()
+                assert self._control is not None  # _start sets it or raises
                 try:
                     socket.send_fds(self._control, [b"J"], [job_end.fileno()])
                     return
