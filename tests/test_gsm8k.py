@@ -1,16 +1,31 @@
-"""GSM8K: the answer checker, data loading (local JSONL, the hub, the offline error) and the env."""
+"""GSM8K: the math-verify grader (in and out of the main thread), data loading and the env."""
 
 from __future__ import annotations
 
 import json
 import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
 import gymnasium as gym
+import numpy as np
 import pytest
 
 import agentgym  # noqa: F401  (registers the environments)
-from agentgym.envs.gsm8k import GSM8KEnv, extract_number, gold_number, is_correct, load_hub, load_jsonl
+from agentgym.envs.gsm8k import (
+    GSM8KEnv,
+    _GradingHelper,
+    answer_variants,
+    gold_number,
+    grade,
+    is_correct,
+    load_hub,
+    load_jsonl,
+)
+
+math_verify = pytest.importorskip("math_verify")
 
 PROBLEMS = [
     {
@@ -39,32 +54,57 @@ def _answer(text: str) -> str:
     return f"<think>thinking</think><answer>{text}</answer>"
 
 
-# ----- the checker -----
+def _math_verify_direct(answer: str, gold_line: str) -> bool:
+    """math-verify called as its README shows, on the text after '#### ' as the data set writes it."""
+    return bool(math_verify.verify(math_verify.parse(gold_line), math_verify.parse(answer)))
+
+
+# ----- the grader -----
 @pytest.mark.parametrize(
     "answer,gold",
     [
         ("18", "18"),
         ("18.", "18"),
-        ("$18", "18"),
-        ("1,234", "1234"),
         ("18.0", "18"),
+        ("18.00", "18"),
+        ("$18", "18"),
+        ("$18.00", "18"),
         ("The answer is 18.", "18"),
-        ("-3", "-3"),
-        ("\\boxed{18}", "18"),
-        ("$1,234.", "1234"),
-        ("18 dollars", "18"),
-        ("2.5", "2.5"),
         ("First 3 + 15 = 18, so the answer is 18", "18"),
+        ("x = 18", "18"),
+        # thousands separators, plain and in LaTeX
+        ("1,234", "1234"),
+        ("$1,234.", "1,234"),
+        ("1,234,567", "1234567"),
+        ("\\boxed{2{,}125}", "2125"),
+        ("\\boxed{2,\\!125}", "2125"),
+        ("$\\boxed{2,125}$", "2125"),
+        ("\\boxed{\\$2,125}", "2125"),
+        # negative amounts, with currency
+        ("-3", "-3"),
         ("5 - 8 = -3", "-3"),
         ("\\boxed{-3}", "-3"),
-        ("1,234,567", "1234567"),
+        ("\\boxed{-\\$10}", "-10"),
+        ("$-10", "-10"),
+        ("-10 dollars", "-10"),
+        # fractions and decimals equal to the gold
+        ("36/2", "18"),
+        ("\\frac{36}{2}", "18"),
+        ("\\boxed{\\frac{54}{3}}", "18"),
         ("12.50", "12.5"),
+        ("2.5", "2.5"),
+        ("5/2", "2.5"),
+        # units
+        ("18 dollars", "18"),
+        ("18 apples", "18"),
+        ("18 \\text{ apples}", "18"),
+        ("\\boxed{18\\text{ dollars}}", "18"),
         ("50%", "50"),
-        ("The result: \\boxed{18} (from 3 steps)", "18"),
     ],
 )
-def test_checker_accepts(answer, gold):
-    assert is_correct(answer, gold)
+def test_grader_accepts(answer, gold):
+    assert grade(answer, gold) is True
+    assert is_correct(answer, Decimal(gold.replace(",", "")))
 
 
 @pytest.mark.parametrize(
@@ -73,27 +113,44 @@ def test_checker_accepts(answer, gold):
         ("18.5", "18"),
         ("180", "18"),
         ("1.8", "18"),
+        ("0.18", "18"),
+        ("18000", "18"),
         ("-18", "18"),
         ("18", "-18"),
         ("81", "18"),
-        ("18 or maybe 19", "18"),
-        ("eighteen", "18"),
-        ("", "18"),
         ("1,23", "123"),
-        ("5-3", "-3"),
-        ("0.18", "18"),
-        ("18000", "18"),
+        ("5-3", "-3"),  # an expression worth 2, not the number -3
+        ("37/2", "18"),
         ("\\boxed{17} not 18", "18"),
+        ("\\boxed{2{,}126}", "2125"),
+        ("\\boxed{\\$10}", "-10"),
+        # two numbers: one answer, read by its last number
+        ("18 || 19", "18"),
+        ("18 or maybe 19", "18"),
+        ("18, 19", "18"),
     ],
 )
-def test_checker_rejects_near_misses(answer, gold):
+def test_grader_rejects_near_misses(answer, gold):
+    assert grade(answer, gold) is False
     assert not is_correct(answer, gold)
 
 
-def test_extract_number_takes_the_last_number():
-    assert extract_number("3 apples and 4 pears: 7") == Decimal(7)
-    assert extract_number("no number here") is None
-    assert extract_number("\\boxed{}") is None
+@pytest.mark.parametrize("answer", ["eighteen", "", "I do not know", "-$10"])
+def test_grader_reads_no_number(answer):
+    # Bare "-$10": math-verify takes the "$" for the start of inline math and reads nothing (as it does).
+    assert grade(answer, "-10") is None
+    assert not is_correct(answer, "-10")
+
+
+def test_grader_agrees_with_math_verify_on_the_named_cases():
+    for answer, gold in [("18 || 19", "19"), ("\\dfrac{36}{2}", "18"), ("\\$18", "18"), ("2,125", "2,125")]:
+        assert is_correct(answer, gold) == _math_verify_direct(answer, gold), answer
+
+
+def test_timeout_must_be_whole_seconds():
+    for bad in (0, 0.5, True, "1"):
+        with pytest.raises(ValueError, match="whole seconds"):
+            grade("18", "18", timeout_s=bad)
 
 
 def test_gold_number_strips_commas_and_needs_the_gold_line():
@@ -103,16 +160,100 @@ def test_gold_number_strips_commas_and_needs_the_gold_line():
         gold_number("no gold line")
 
 
+# ----- timeouts, in and out of the main thread -----
+HUGE = "\\boxed{9^{9^{9^{9}}}}"  # sympy would compute 9^(9^(9^9)) for ever
+
+
+def test_pathological_answer_times_out_in_the_main_thread():
+    start = time.monotonic()
+    assert grade(HUGE, "18", timeout_s=1) is False
+    assert time.monotonic() - start < 10
+
+
+def test_grading_from_other_threads_matches_the_main_thread():
+    cases = [
+        ("18", "18"),
+        ("\\boxed{2{,}125}", "2125"),
+        ("36/2", "18"),
+        ("18 || 19", "18"),
+        ("eighteen", "18"),
+    ]
+    here = [grade(a, g) for a, g in cases]
+    with ThreadPoolExecutor(max_workers=3) as pool:  # as an eval worker or a server would call it
+        there = list(pool.map(lambda case: grade(*case), cases))
+    assert there == here == [True, True, True, False, None]
+
+
+def test_pathological_answer_times_out_in_another_thread():
+    result: list = []
+    worker = threading.Thread(target=lambda: result.append(grade(HUGE, "18", timeout_s=1)))
+    start = time.monotonic()
+    worker.start()
+    worker.join(timeout=60)
+    assert not worker.is_alive() and result == [False]
+    assert time.monotonic() - start < 30  # the helper's start-up (imports) plus its own 1 s timeout
+
+
+def test_a_stuck_helper_is_killed_and_replaced():
+    stuck = [sys.executable, "-c", "import time; print('ready', flush=True); time.sleep(600)"]
+    helper = _GradingHelper(command=stuck)
+    try:
+        start = time.monotonic()
+        assert helper.grade("18", "18", timeout_s=1) is False  # no reply within 3 * 1 + 2 s
+        assert time.monotonic() - start < 15
+        assert helper._process is None  # killed; the next request starts a new one
+        assert helper._start().poll() is None
+    finally:
+        helper.close()
+
+
+def test_a_helper_that_cannot_start_says_so():
+    helper = _GradingHelper(command=[sys.executable, "-c", "raise SystemExit(3)"])
+    with pytest.raises(RuntimeError, match="math-verify"):
+        helper.grade("18", "18", timeout_s=1)
+
+
+def test_without_math_verify_the_env_names_the_package(monkeypatch, jsonl):
+    monkeypatch.setitem(sys.modules, "math_verify", None)  # makes `import math_verify` fail
+    with pytest.raises(ImportError, match="pip install math-verify"):
+        GSM8KEnv(data_path=jsonl)
+
+
+# ----- real data -----
 @pytest.mark.data
-def test_checker_on_every_real_test_problem(shared_data):
+def test_grader_on_every_real_test_problem(shared_data):
     problems = load_jsonl(str(shared_data / "gsm8k" / "test.jsonl"))
     assert len(problems) == 1319
     for problem in problems:
-        gold_text = problem["answer"].rsplit("#### ", 1)[1].strip()
+        gold_text = problem["answer"].rsplit("#### ", 1)[1].strip()  # as written, e.g. 2,125
         gold = gold_number(problem["answer"])
         assert is_correct(gold_text, gold), gold_text
-        assert is_correct(f"The answer is {gold_text}.", gold), gold_text
-        assert not is_correct(str(gold + 1), gold), gold_text
+        assert not is_correct(format(gold + 1, "f"), gold), gold_text
+
+
+@pytest.mark.data
+def test_env_verdicts_equal_math_verify_on_varied_real_answers(shared_data):
+    """Differential: the env's verdict (format parsing, then the grader) equals math-verify's own verdict
+    on the text inside the answer tags, for every answer style of ``answer_variants`` on real problems."""
+    path = shared_data / "gsm8k" / "test.jsonl"
+    env = GSM8KEnv(data_path=path)
+    problems = env.problems
+    negative = [i for i, p in enumerate(problems) if gold_number(p["answer"]) < 0]
+    large = [i for i, p in enumerate(problems) if gold_number(p["answer"]) >= 1000][:4]
+    drawn = np.random.default_rng(0).choice(len(problems), size=10, replace=False).tolist()
+    checked, accepted, styles = 0, 0, set()
+    for index in sorted(set(negative + large + drawn)):
+        gold = gold_number(problems[index]["answer"])
+        gold_line = problems[index]["answer"].rsplit("#### ", 1)[1].strip()
+        for style, text, _meant in answer_variants(gold):
+            env.reset(options={"index": index})
+            _, reward, terminated, _, info = env.step(_answer(text))
+            expected = _math_verify_direct(text, gold_line)
+            assert info["success"] == expected, (index, style, text)
+            assert (reward == 1.0) == expected and (terminated or not info["action_valid"])
+            checked, accepted, styles = checked + 1, accepted + expected, styles | {style}
+    assert checked >= 300 and 0.3 < accepted / checked < 0.9  # both verdicts well represented
+    assert len(styles) == len(answer_variants(Decimal(2125)))
 
 
 @pytest.mark.data
@@ -194,6 +335,28 @@ def test_correct_wrong_and_numberless_answers(jsonl):
     env.reset(options={"index": 1})
     _, reward, terminated, _, info = env.step(_answer("1,243"))
     assert reward == 0.0 and terminated and not info["success"] and info["action_valid"]
+
+
+def test_the_answer_is_never_split(jsonl):
+    for response_format in ("answer", "answer-renamed", "answer-nothink"):
+        env = GSM8KEnv(data_path=jsonl, response_format=response_format)
+        env.reset(options={"index": 0})
+        response = env.format.render(["18 || 19"], env.tools, think="two guesses")
+        _, reward, terminated, _, info = env.step(response)
+        assert info["actions"] == ["18 || 19"] and reward == 0.0 and terminated and not info["success"]
+
+
+def test_latex_and_fraction_answers_through_the_env(jsonl):
+    env = GSM8KEnv(data_path=jsonl)
+    for index, text in [(1, "\\boxed{1{,}234}"), (1, "\\boxed{1,\\!234}"), (0, "36/2"), (2, "\\boxed{-3}")]:
+        env.reset(options={"index": index})
+        _, reward, terminated, _, info = env.step(_answer(text))
+        assert reward == 1.0 and terminated and info["success"], text
+    env = GSM8KEnv(data_path=jsonl, response_format="tool_call")
+    env.reset(options={"index": 0})
+    call = '<tool_call>{"name": "answer", "arguments": {"answer": "\\\\frac{36}{2}"}}</tool_call>'
+    _, reward, _, _, info = env.step(call)
+    assert reward == 1.0 and info["actions"] == ["\\frac{36}{2}"]
 
 
 def test_turn_limits(jsonl):

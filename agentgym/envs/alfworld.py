@@ -156,7 +156,91 @@ class _LoadedGame:
 
 
 class ALFWorldEnv(AdmissibleCommandEnv):
-    """Carry out an ALFRED household task (find, take, heat, cool, clean, put...) by text commands."""
+    """Carry out an ALFRED household task (find, take, heat, cool, clean, put...) by text commands.
+
+    ## Description
+
+    ALFWorld (Shridhar et al. 2021) turns the household tasks of the ALFRED benchmark into text games
+    played by TextWorld's PDDL engine. Each game is one trial: a room full of numbered receptacles and
+    objects, and a goal of one of six task types (``TASK_TYPES``): pick and place, examine in light,
+    clean / heat / cool then place, and pick two objects and place them. The games are ALFWorld's own
+    ``game.tw-pddl`` files (``alfworld-download``; they are not bundled).
+
+    ## Action Space
+
+    ``spaces.Text``: the raw LLM response, at most ``max_response_chars`` characters, holding one
+    command, e.g. ``<think>potatoes are often in the fridge</think><answer>go to fridge 1</answer>`` in
+    the default ``answer`` format (or ``tool_call`` / ``python_call`` with the ``command`` tool). The
+    command must be one of the admissible commands listed in the observation (case and spacing are
+    ignored); any other is rejected before it reaches the game. With ``max_actions_per_turn=k`` a
+    response may hold up to ``k`` commands separated by ``||``.
+
+    ## Observation Space
+
+    ``spaces.Text``: what the agent sees (the game's last text), the goal, the admissible commands and
+    the turns left. The first observation of ALFWorld's debug trial ``T20190908_231731_054988`` (a
+    ``pick_heat_then_place`` game), shortened::
+
+        -= Welcome to TextWorld, ALFRED! =-
+
+        You are in the middle of a room. Looking quickly around you, you see a cabinet 8, ...,
+        a fridge 1, a garbagecan 1, a microwave 1, a sinkbasin 1, ..., and a toaster 1.
+
+        Your task is to: heat some potato and put it in sinkbasin.
+
+        Admissible commands: go to cabinet 1, ..., go to toaster 1, help, inventory, look
+        Turns left: 50.
+
+    ## Starting State
+
+    The start of a game: ``reset(seed=s)`` draws one of the split's games (sorted by path, so a seed
+    picks the same game on any machine) with ``self.np_random``; ``options={"game_index": i}`` or
+    ``options={"game_file": path}`` asks for one. As ALFWorld does, trials with ``movable`` or
+    ``Sliced`` in their path and games marked unsolvable are left out.
+
+    ## Rewards
+
+    1 on the command that completes the task, else 0. A response that breaks the format, or a command
+    that is not admissible, gets ``format_penalty`` (default -0.1) and leaves the game unchanged.
+
+    ## Episode End
+
+    Terminated when the task is done (or TextWorld marks the game lost). Truncated after ``max_turns``
+    turns (default 50) or once ``max_actions`` commands are spent
+    (default: no limit).
+
+    ## Information
+
+    ``info`` holds ``success`` (the task is done), ``format_ok`` (the response followed the format)
+    and ``action_valid`` (every command was admissible); after a well-formed response ``actions`` (the
+    commands played), after a malformed one ``error`` (what was wrong), and at reset ``instructions``
+    (the system prompt: the task, the rules and the answer format).
+
+    ## Arguments
+
+    ```python
+    gymnasium.make("agentgym/ALFWorld-v0", split="valid_unseen", data_dir="~/.cache/alfworld")
+    ```
+
+    * ``split``: ``"train"`` (default), ``"valid_seen"`` or ``"valid_unseen"``.
+    * ``data_dir``: the ALFWorld data (default ``$ALFWORLD_DATA``, else ``~/.cache/alfworld``), laid out
+      as ``alfworld-download`` leaves it (``json_2.1.1/<split>/<task>/<trial>/game.tw-pddl``), or a
+      folder of trials.
+    * ``game_files``: game files or folders to play instead of a split.
+    * ``task_types``: keep only these task types (names of ``TASK_TYPES`` or their ids 1 to 6).
+    * ``expert``: the oracle, ``"auto"`` (default: ALFWorld's handcoded expert where the trial has its
+      ``traj_data.json``, else TextWorld's PDDL planner), ``"handcoded"`` or ``"planner"``.
+    * ``max_turns`` (50), ``response_format`` (``"answer"``), ``max_actions_per_turn`` (1),
+      ``max_actions`` (None), ``format_penalty`` (-0.1), ``max_response_chars`` (32768),
+      ``render_mode`` (None or ``"ansi"``): see ``AgentEnv``.
+
+    Needs ``alfworld`` and ``textworld[pddl]`` (``pip install agentgym[textworld]``); building the env
+    with no games found raises a FileNotFoundError that says how to get them.
+
+    ## Version History
+
+    * v0: first release.
+    """
 
     tools = (command_tool("go to fridge 1 or take apple 1 from countertop 2"),)
 

@@ -175,7 +175,95 @@ class AdmissibleCommandEnv(AgentEnv):
 
 
 class TextWorldEnv(AdmissibleCommandEnv):
-    """Play a TextWorld text adventure: read the text, send admissible commands, reach the goal."""
+    """Play a TextWorld text adventure: read the text, send admissible commands, reach the goal.
+
+    ## Description
+
+    Text adventure games made by Microsoft's TextWorld (Côté et al. 2018) with its own generator, offline:
+    a world of ``world_size`` rooms holding ``nb_objects`` objects and a quest of ``quest_length``
+    steps (unlock a door, open it, go south, take an object...). A game is named by those three numbers
+    and a game seed, as ``tw-make custom --world-size W --nb-objects O --quest-length Q --seed N`` names
+    it, so the same four numbers give the same game on any machine. Games are compiled once and cached
+    in ``cache_dir``.
+
+    ## Action Space
+
+    ``spaces.Text``: the raw LLM response, at most ``max_response_chars`` characters, holding one game
+    command, e.g. ``<think>the key opens the gateway</think><answer>unlock rectangular gateway with
+    rectangular key</answer>`` in the default ``answer`` format (or ``tool_call`` / ``python_call``
+    with the ``command`` tool). The command must be one of the admissible commands listed in the
+    observation (case and spacing are ignored); any other is rejected before it reaches the game. With
+    ``max_actions_per_turn=k`` a response may hold up to ``k`` commands separated by ``||``.
+
+    ## Observation Space
+
+    ``spaces.Text``: the goal, the game's last text (without TextWorld's banner and prompt), the score,
+    the admissible commands and the turns left. The first observation of game seed 0 with the default
+    settings, shortened::
+
+        Goal: ... First step, unlock the rectangular gateway. After that, ensure that the
+        rectangular gateway is open. And then, go south. ... retrieve the Advent Calendar from the
+        table inside the office. ...
+
+        -= Vault =-
+        Well, here we are in a vault. ...
+        There is a closed passageway leading north. There is a closed rectangular gateway leading south.
+
+        Score: 0/1.
+
+        Admissible commands: close crate, drop American passkey, ..., unlock rectangular gateway with
+        rectangular key
+        Turns left: 20.
+
+    ## Starting State
+
+    The start of a game: ``reset(seed=s)`` draws a game seed from ``self.np_random`` (or from
+    ``game_seeds``; a seed for which TextWorld finds no quest of that length is replaced by another
+    draw); ``options={"game_seed": n}`` plays game ``n`` and ``options={"game_file": path}`` (or
+    ``game_file=``) an existing ``.z8`` game. The game's own random generator is fixed, so a game
+    always plays the same.
+
+    ## Rewards
+
+    The points the game's score gains with each command: a won game returns its ``max_score`` in
+    total (the games generated here are worth 1, the quest's point). A response that breaks the format,
+    or a command that is not admissible, gets ``format_penalty`` (default -0.1) and leaves the game
+    unchanged.
+
+    ## Episode End
+
+    Terminated when the game is won or lost (TextWorld's ``won`` and ``lost`` state). Truncated after
+    ``max_turns`` turns (default 20) or once ``max_actions`` commands are spent (default: no limit).
+
+    ## Information
+
+    ``info`` holds ``success`` (the game is won), ``format_ok`` (the response followed the format) and
+    ``action_valid`` (every command was admissible); after a well-formed response ``actions`` (the
+    commands played), after a malformed one ``error`` (what was wrong), and at reset ``instructions``
+    (the system prompt: the task, the rules and the answer format).
+
+    ## Arguments
+
+    ```python
+    gymnasium.make("agentgym/TextWorld-v0", world_size=5, nb_objects=10, quest_length=5)
+    ```
+
+    * ``world_size`` (5), ``nb_objects`` (10), ``quest_length`` (5): the generation settings, each >= 1.
+    * ``game_seeds``: the game seeds ``reset`` draws from (default: any of 2**31).
+    * ``game_file``: play this ``.z8`` game (its ``.json`` beside it, as ``tw-make`` writes them).
+    * ``cache_dir``: where compiled games are kept (default ``$AGENTGYM_CACHE/textworld``, else
+      ``~/.cache/agentgym/textworld``).
+    * ``max_turns`` (20), ``response_format`` (``"answer"``), ``max_actions_per_turn`` (1),
+      ``max_actions`` (None), ``format_penalty`` (-0.1), ``max_response_chars`` (32768),
+      ``render_mode`` (None or ``"ansi"``): see ``AgentEnv``.
+
+    Needs ``textworld`` 1.7 (``pip install agentgym[textworld]``); it bundles the Inform 7 compiler on
+    Linux x86-64, so no download is needed.
+
+    ## Version History
+
+    * v0: first release.
+    """
 
     tools = (command_tool("open door or go north"),)
 
