@@ -32,7 +32,9 @@ def _cmd_envs(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from agentgym.eval.runner import evaluate, write_summary
+    from agentgym.eval.format_variants import evaluate_format_variants
+    from agentgym.eval.run_files import write_summary
+    from agentgym.eval.runner import evaluate
 
     common = {
         "seed": args.seed,
@@ -58,8 +60,6 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             **common,
         )
         if args.format_variants:
-            from agentgym.eval.format_stability import evaluate_format_variants
-
             summary["format_variants"] = evaluate_format_variants(
                 args.env, policy, args.episodes, trained=summary, out=args.out, **common
             )

@@ -2,7 +2,10 @@
 
 A format is an object, not string handling inside environments. It turns a raw response into the
 environment's text commands (``parse``), writes commands as a response (``render``, used by the oracle
-and SFT data) and explains itself to the model (``describe``, appended to the instructions).
+and SFT data) and explains itself to the model (``describe``, appended to the instructions). It also
+names its control markers (``control_markers``: the tags that structure a reply) and the order they may
+come in (``marker_transitions``, a small automaton), which the eval's turn states and control-token
+diagnostics read through :class:`MarkerGrammar`.
 
 An environment describes what it accepts as :class:`Tool` objects. A tool's ``template`` is its
 canonical text command (``"{direction}"`` for Sokoban, ``"search[{query}]"`` for WebShop), so the
@@ -72,10 +75,64 @@ def _fail(error: str) -> Parsed:
     return Parsed(ok=False, error=error)
 
 
+END_OF_TURN = "<end-of-turn>"  # the end-of-turn marker of a grammar (a tokenizer's eos, not text)
+
+
+class MarkerGrammar:
+    """Which control markers may come next after the markers a reply has written so far.
+
+    ``transitions`` is an automaton over markers: state -> {marker: next state}, 0 the start state. A
+    marker with no entry in the current state breaks the grammar. ``END_OF_TURN`` may appear in the
+    transitions without being one of ``markers`` (it is a token, never found in text).
+    """
+
+    def __init__(self, markers: Sequence[str], transitions: dict[int, dict[str, int]]) -> None:
+        if not markers or any(not m for m in markers):
+            raise ValueError(f"a marker grammar needs non-empty markers, got {list(markers)}")
+        if 0 not in transitions:
+            raise ValueError("a marker grammar needs the start state 0")
+        for state, moves in transitions.items():
+            for marker, target in moves.items():
+                if marker != END_OF_TURN and marker not in markers:
+                    raise ValueError(f"state {state} moves on {marker!r}, which is not a marker")
+                if target not in transitions:
+                    raise ValueError(f"state {state} moves on {marker!r} to unknown state {target}")
+        self.markers = list(markers)
+        self.transitions = transitions
+        longest_first = sorted(self.markers, key=len, reverse=True)
+        self._scan = re.compile("|".join(re.escape(m) for m in longest_first))
+
+    def markers_in(self, text: str) -> list[str]:
+        """The markers of ``text`` in order (a longer marker wins over one it contains)."""
+        return self._scan.findall(text)
+
+    def state_after(self, seen: Sequence[str]) -> int | None:
+        """The state after the markers ``seen``, or None once they broke the grammar."""
+        state = 0
+        for marker in seen:
+            next_state = self.transitions[state].get(marker)
+            if next_state is None:
+                return None
+            state = next_state
+        return state
+
+    def legal(self, state: int) -> set[str]:
+        """The markers that may come next in ``state``."""
+        return set(self.transitions[state])
+
+    def strip_markers(self, text: str) -> str:
+        return self._scan.sub("", text)
+
+    def inside_marker(self, text: str) -> bool:
+        """``text`` ends with a proper prefix of a marker (a marker is half written)."""
+        return any(text.endswith(m[:k]) for m in self.markers for k in range(1, len(m)))
+
+
 class ResponseFormat(ABC):
     """Base class of response formats."""
 
     name: str
+    think_tag: str  # the tag of the reasoning block, e.g. "think" for <think>...</think>
 
     @abstractmethod
     def parse(self, response: str, tools: Sequence[Tool]) -> Parsed: ...
@@ -90,6 +147,18 @@ class ResponseFormat(ABC):
     @abstractmethod
     def reminder(self) -> str:
         """One line recalled at every turn, as RAGEN's turn prompts do."""
+
+    @abstractmethod
+    def control_markers(self) -> list[str]:
+        """The tags that structure a reply, end-of-turn excluded (e.g. ``<think>``, ``</answer>``)."""
+
+    @abstractmethod
+    def marker_transitions(self) -> dict[int, dict[str, int]]:
+        """The order markers may come in: state -> {marker: next state}, 0 the start (see MarkerGrammar).
+        ``END_OF_TURN`` marks where the reply may end."""
+
+    def marker_grammar(self) -> MarkerGrammar:
+        return MarkerGrammar(self.control_markers(), self.marker_transitions())
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"
@@ -129,9 +198,10 @@ class AnswerFormat(ResponseFormat):
         think = ""
         rest = response
         if self.require_think or f"<{self.think_tag}>" in response:
-            think, error = _single_block(response, self.think_tag)
-            if think is None:
+            block, error = _single_block(response, self.think_tag)
+            if block is None:
                 return _fail(error)
+            think = block
             if response.index(f"<{self.think_tag}>") > response.index(f"</{self.think_tag}>"):
                 return _fail(f"</{self.think_tag}> comes before <{self.think_tag}>")
             before, _, rest = response.partition(f"</{self.think_tag}>")
@@ -185,6 +255,17 @@ class AnswerFormat(ResponseFormat):
                 f"<{self.answer_tag}> [your answer] </{self.answer_tag}> with no extra text."
             )
         return f"Always output: <{self.answer_tag}> [your answer] </{self.answer_tag}> with no extra text."
+
+    def control_markers(self) -> list[str]:
+        think, answer = self.think_tag, self.answer_tag
+        return [f"<{think}>", f"</{think}>", f"<{answer}>", f"</{answer}>"]
+
+    def marker_transitions(self) -> dict[int, dict[str, int]]:
+        # think block (required or optional), then exactly one answer block, then end-of-turn
+        t_open, t_close = f"<{self.think_tag}>", f"</{self.think_tag}>"
+        a_open, a_close = f"<{self.answer_tag}>", f"</{self.answer_tag}>"
+        start = {t_open: 1} if self.require_think else {t_open: 1, a_open: 3}
+        return {0: start, 1: {t_close: 2}, 2: {a_open: 3}, 3: {a_close: 4}, 4: {END_OF_TURN: 5}, 5: {}}
 
 
 def _strip_optional_think(response: str, think_tag: str) -> tuple[str | None, str, str]:
@@ -292,6 +373,23 @@ class ToolCallFormat(ResponseFormat):
         think, tag = self.think_tag, self.tag
         return f"Always output an optional <{think}>...</{think}> then <{tag}>...</{tag}> blocks."
 
+    def control_markers(self) -> list[str]:
+        think, tag = self.think_tag, self.tag
+        return [f"<{think}>", f"</{think}>", f"<{tag}>", f"</{tag}>"]
+
+    def marker_transitions(self) -> dict[int, dict[str, int]]:
+        # an optional think block, then one or more call blocks, then end-of-turn
+        t_open, t_close = f"<{self.think_tag}>", f"</{self.think_tag}>"
+        c_open, c_close = f"<{self.tag}>", f"</{self.tag}>"
+        return {
+            0: {t_open: 1, c_open: 3},
+            1: {t_close: 2},
+            2: {c_open: 3},
+            3: {c_close: 4},
+            4: {c_open: 3, END_OF_TURN: 5},
+            5: {},
+        }
+
 
 class PythonCallFormat(ResponseFormat):
     """``[move(direction="Up"), move(direction="Left")]`` after an optional think block."""
@@ -361,6 +459,14 @@ class PythonCallFormat(ResponseFormat):
         return (
             f"Always output an optional <{self.think_tag}>...</{self.think_tag}> then a Python list of calls."
         )
+
+    def control_markers(self) -> list[str]:
+        return [f"<{self.think_tag}>", f"</{self.think_tag}>"]
+
+    def marker_transitions(self) -> dict[int, dict[str, int]]:
+        # an optional think block, then the call list (plain text, no markers), then end-of-turn
+        t_open, t_close = f"<{self.think_tag}>", f"</{self.think_tag}>"
+        return {0: {t_open: 1, END_OF_TURN: 5}, 1: {t_close: 2}, 2: {END_OF_TURN: 5}, 5: {}}
 
 
 FORMATS: dict[str, ResponseFormat] = {

@@ -1,4 +1,5 @@
-"""Registration of every agentgym environment with Gymnasium under the ``agentgym`` namespace.
+"""Registration of every agentgym environment with Gymnasium under the ``agentgym`` namespace, and the
+questions answered from a registration without building an environment (its response format).
 
 Entry points are strings, so ``import agentgym`` stays cheap: an environment's module (and its heavy
 dependencies, such as Playwright or TextWorld) is imported only when ``gymnasium.make`` builds it.
@@ -6,7 +7,13 @@ dependencies, such as Playwright or TextWorld) is imported only when ``gymnasium
 
 from __future__ import annotations
 
+import importlib
+import inspect
+from typing import Any
+
 import gymnasium as gym
+
+from agentgym.formats import get_format
 
 # id -> (entry point, one-line description). Add a line here when you add an environment.
 ENVS: dict[str, tuple[str, str]] = {
@@ -40,3 +47,28 @@ def register_all() -> None:
     for env_id, (entry_point, _) in ENVS.items():
         if env_id not in gym.registry:
             gym.register(id=env_id, entry_point=entry_point)
+
+
+def response_format_name(env_id: str, env_kwargs: dict[str, Any] | None = None) -> str:
+    """The name of the response format ``gymnasium.make(env_id, **env_kwargs)`` would use: the
+    ``response_format`` given, else the registered kwargs, else the default of the environment class's
+    constructor (read from its signature, so no environment is built: some start a browser)."""
+    fmt = (env_kwargs or {}).get("response_format")
+    spec = gym.spec(env_id)
+    if fmt is None:
+        fmt = spec.kwargs.get("response_format")
+    if fmt is None:
+        entry = spec.entry_point
+        if isinstance(entry, str):
+            module, _, name = entry.partition(":")
+            entry = getattr(importlib.import_module(module), name)
+        for cls in getattr(entry, "__mro__", ()):
+            param = (
+                inspect.signature(cls.__init__).parameters.get("response_format")
+                if "__init__" in vars(cls)
+                else None
+            )
+            if param is not None and param.default is not inspect.Parameter.empty:
+                fmt = param.default
+                break
+    return get_format(fmt if fmt is not None else "answer").name

@@ -14,7 +14,8 @@ import pytest
 
 from agentgym.cli import main
 from agentgym.eval.metrics import summarize, wilson_interval
-from agentgym.eval.runner import TrajectoryLog, evaluate
+from agentgym.eval.run_files import TrajectoryLog
+from agentgym.eval.runner import evaluate
 
 ENV = "agentgym/FrozenLake-v0"
 

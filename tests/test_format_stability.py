@@ -11,18 +11,12 @@ from conftest import play_oracle
 
 import agentgym  # noqa: F401 - registers the environments
 from agentgym.cli import main
-from agentgym.eval.format_stability import (
-    EOT,
-    ControlGrammar,
-    control_token_ids,
-    evaluate_format_variants,
-    trained_format_name,
-    turn_state,
-    turn_state_shares,
-    wrong_control_mass,
-)
-from agentgym.formats import FORMATS, VARIANTS
+from agentgym.eval.control_tokens import control_token_ids, wrong_control_mass
+from agentgym.eval.format_variants import evaluate_format_variants
+from agentgym.eval.metrics import turn_state, turn_state_shares
+from agentgym.formats import END_OF_TURN, FORMATS, VARIANTS, AnswerFormat
 from agentgym.policies import Generation, Policy
+from agentgym.registry import response_format_name
 
 ENV = "agentgym/FrozenLake-v0"
 
@@ -67,9 +61,10 @@ def test_a_schema_bound_policy_drops_under_foreign_schemas():
         assert v[foreign]["success_rate"] == 0.0
 
 
-def test_trained_format_name_reads_kwargs_and_defaults():
-    assert trained_format_name(ENV, {}) == "answer"
-    assert trained_format_name(ENV, {"response_format": "tool_call"}) == "tool_call"
+def test_response_format_name_reads_kwargs_and_defaults():
+    assert response_format_name(ENV, {}) == "answer"
+    assert response_format_name(ENV) == "answer"
+    assert response_format_name(ENV, {"response_format": "tool_call"}) == "tool_call"
 
 
 @pytest.mark.parametrize(
@@ -86,6 +81,29 @@ def test_trained_format_name_reads_kwargs_and_defaults():
 )
 def test_turn_states(reply, ok, ends, state):
     assert turn_state(reply, ok, ends, "answer") == state
+
+
+class ActFormat(AnswerFormat):
+    """A format the eval has never heard of: ``<act>...</act>`` with no think block."""
+
+    def __init__(self) -> None:
+        super().__init__(answer_tag="act", require_think=False, name="act")
+
+    def control_markers(self):
+        return ["<act>", "</act>"]
+
+    def marker_transitions(self):
+        return {0: {"<act>": 1}, 1: {"</act>": 2}, 2: {END_OF_TURN: 3}, 3: {}}
+
+
+def test_turn_states_follow_a_new_formats_own_markers():
+    act = ActFormat()
+    assert turn_state("<act>Up</act>", True, False, act) == "healthy_tool_call"
+    assert turn_state("sure: <act>Up", False, False, act) == "text_pollution"
+    assert turn_state("<act></act>", False, False, act) == "full_collapse"
+    # <answer> is no marker of this format: a reply holding only it is structureless prose
+    assert turn_state("<answer>Up</answer>", False, False, act) == "full_collapse"
+    assert turn_state("<answer>Up</answer>", False, False, "answer-nothink") == "text_pollution"
 
 
 def test_turn_state_shares_over_records():
@@ -111,25 +129,10 @@ def test_turn_state_shares_over_records():
     assert shares["full_collapse"] == pytest.approx(1 / 3)
 
 
-def test_control_grammar_of_each_format():
-    g = ControlGrammar("answer")
-    assert g.legal(g.state_after([])) == {"<think>"}
-    assert g.legal(g.state_after(["<think>"])) == {"</think>"}
-    assert g.legal(g.state_after(["<think>", "</think>", "<answer>", "</answer>"])) == {EOT}
-    assert g.state_after(["<answer>"]) is None
-    t = ControlGrammar("tool_call")
-    after_call = t.state_after(["<tool_call>", "</tool_call>"])
-    assert t.legal(after_call) == {"<tool_call>", EOT}
-    r = ControlGrammar("tool_call-renamed")
-    assert r.legal(r.state_after(["<think>", "</think>"])) == {"<function_call>"}
-    assert ControlGrammar("answer-nothink").legal(0) == {"<think>", "<answer>"}
-    assert g.inside_marker("<think>abc</ans") and not g.inside_marker("<think>abc")
-
-
 def test_wrong_control_mass_on_hand_made_probabilities(tiny_tokenizer):
     tok = tiny_tokenizer
     ids_of = control_token_ids(tok, "answer")
-    assert tok.eos_token_id in ids_of and EOT in ids_of[tok.eos_token_id]
+    assert tok.eos_token_id in ids_of and END_OF_TURN in ids_of[tok.eos_token_id]
     closing = tok.encode("</answer>")[0]  # "</" begins both closing tags in this tokenizer
     assert ids_of[closing] >= {"</answer>"}
     reply = tok.encode("<think>go</think><answer>Up</answer>") + [tok.eos_token_id]

@@ -7,10 +7,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agentgym.formats import (
+    END_OF_TURN,
     FORMATS,
     VARIANTS,
     AnswerFormat,
+    MarkerGrammar,
     PythonCallFormat,
+    ResponseFormat,
     Tool,
     ToolCallFormat,
     get_format,
@@ -140,3 +143,131 @@ def test_describe_mentions_every_tool_and_variants_exist():
         assert trained in FORMATS and all(v in FORMATS for v in variants)
     with pytest.raises(ValueError, match="unknown response format"):
         get_format("xml")
+
+
+THINK = ["<think>", "</think>"]
+
+
+@pytest.mark.parametrize(
+    ("name", "markers"),
+    [
+        ("answer", [*THINK, "<answer>", "</answer>"]),
+        ("answer-nothink", [*THINK, "<answer>", "</answer>"]),
+        ("answer-renamed", ["<reasoning>", "</reasoning>", "<action>", "</action>"]),
+        ("tool_call", [*THINK, "<tool_call>", "</tool_call>"]),
+        ("tool_call-reordered", [*THINK, "<tool_call>", "</tool_call>"]),
+        ("tool_call-renamed", [*THINK, "<function_call>", "</function_call>"]),
+        ("python_call", THINK),
+    ],
+)
+def test_control_markers_of_each_format(name, markers):
+    assert get_format(name).control_markers() == markers
+
+
+def test_marker_transitions_of_each_format():
+    eot = END_OF_TURN
+    assert get_format("answer").marker_transitions() == {
+        0: {"<think>": 1},
+        1: {"</think>": 2},
+        2: {"<answer>": 3},
+        3: {"</answer>": 4},
+        4: {eot: 5},
+        5: {},
+    }
+    assert get_format("answer-nothink").marker_transitions()[0] == {"<think>": 1, "<answer>": 3}
+    assert get_format("answer-renamed").marker_transitions() == {
+        0: {"<reasoning>": 1},
+        1: {"</reasoning>": 2},
+        2: {"<action>": 3},
+        3: {"</action>": 4},
+        4: {eot: 5},
+        5: {},
+    }
+    assert get_format("tool_call").marker_transitions() == {
+        0: {"<think>": 1, "<tool_call>": 3},
+        1: {"</think>": 2},
+        2: {"<tool_call>": 3},
+        3: {"</tool_call>": 4},
+        4: {"<tool_call>": 3, eot: 5},
+        5: {},
+    }
+    renamed = get_format("tool_call-renamed").marker_transitions()
+    assert renamed[2] == {"<function_call>": 3} and renamed[4] == {"<function_call>": 3, eot: 5}
+    assert get_format("python_call").marker_transitions() == {
+        0: {"<think>": 1, eot: 5},
+        1: {"</think>": 2},
+        2: {eot: 5},
+        5: {},
+    }
+
+
+@pytest.mark.parametrize("name", list(FORMATS))
+@pytest.mark.parametrize("think", ["", "plan"])
+@pytest.mark.parametrize("commands", [["search[shoes]"], ["search[shoes]", "click[Buy Now]"]])
+def test_every_rendered_reply_walks_its_grammar_to_end_of_turn(name, think, commands):
+    fmt = FORMATS[name]
+    grammar = fmt.marker_grammar()
+    response = fmt.render(commands, SHOP, think=think)
+    state = grammar.state_after(grammar.markers_in(response))
+    assert state is not None and END_OF_TURN in grammar.legal(state), response
+
+
+def test_marker_grammar_rejects_out_of_order_markers():
+    answer = get_format("answer").marker_grammar()
+    assert answer.markers_in("<answer>Up</answer><think>x</think>") == [
+        "<answer>",
+        "</answer>",
+        "<think>",
+        "</think>",
+    ]
+    assert answer.state_after(["<answer>", "</answer>"]) is None
+    assert answer.state_after(["<think>", "</think>", "<answer>", "</answer>", "<answer>"]) is None
+    tool = get_format("tool_call").marker_grammar()
+    assert tool.state_after(["<tool_call>", "</tool_call>", "<think>"]) is None
+    assert tool.state_after(["<tool_call>", "</tool_call>", "<tool_call>", "</tool_call>"]) == 4
+    python = get_format("python_call").marker_grammar()
+    assert python.legal(0) == {"<think>", END_OF_TURN}
+    assert python.state_after(["</think>"]) is None
+
+
+def test_marker_grammar_text_helpers():
+    g = get_format("answer").marker_grammar()
+    assert g.strip_markers("<think>a</think> <answer>Up</answer>") == "a Up"
+    assert g.inside_marker("<think>a</thi") and g.inside_marker("x<") and not g.inside_marker("<think>")
+    assert not g.inside_marker("plain text")
+
+
+@pytest.mark.parametrize(
+    ("markers", "transitions", "error"),
+    [
+        ([], {0: {}}, "non-empty markers"),
+        (["<a>", ""], {0: {}}, "non-empty markers"),
+        (["<a>"], {1: {"<a>": 1}}, "start state 0"),
+        (["<a>"], {0: {"<b>": 0}}, "not a marker"),
+        (["<a>"], {0: {"<a>": 7}}, "unknown state 7"),
+    ],
+)
+def test_marker_grammar_rejects_a_broken_automaton(markers, transitions, error):
+    with pytest.raises(ValueError, match=error):
+        MarkerGrammar(markers, transitions)
+
+
+def test_a_format_must_name_its_markers_and_grammar():
+    class NoGrammar(ResponseFormat):
+        name, think_tag = "no-grammar", "think"
+
+        def parse(self, response, tools):
+            raise NotImplementedError
+
+        def render(self, commands, tools, think=""):
+            raise NotImplementedError
+
+        def describe(self, tools, max_actions=1):
+            raise NotImplementedError
+
+        @property
+        def reminder(self):
+            return ""
+
+    with pytest.raises(TypeError, match="control_markers"):
+        NoGrammar()

@@ -10,7 +10,8 @@ import textwrap
 
 import pytest
 
-from agentgym.eval.runner import TrajectoryLog, evaluate
+from agentgym.eval.run_files import TrajectoryLog
+from agentgym.eval.runner import evaluate
 
 ENV = "agentgym/FrozenLake-v0"
 # keys that describe how a run was executed rather than what it measured

@@ -13,28 +13,30 @@ scores them with the policy model:
   is the token entropy of each z under its own x, from the same pass.
 - **Entropy**: the policy's token-level entropy over the vocabulary on every generated token (the
   reply under its own prompt, end-of-turn included), averaged over tokens.
-- **Control tokens**: the wrong control mass on the same pass (``agentgym.eval.format_stability``).
+- **Control tokens**: the wrong control mass on the same pass (``agentgym.eval.control_tokens``).
 
 Pass an :class:`~agentgym.eval.mi.MutualInformationEMA` per sampling mode (``ema=``) to get the EMA z-score
 across calls. :func:`flatten` turns the nested result into ``{"mi/first_turn/mi": ...}`` for loggers.
+
+For stored ``trajectories.jsonl`` records, :func:`model_diagnostics` turns each episode into token ids
+with the policy's tokenizer (:func:`turn_samples`) and scores them with the policy's model.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from agentgym.eval.format_stability import (
-    control_spike_report,
-    control_token_ids,
-    prefix_texts,
-    wrong_control_mass,
-)
+from agentgym.eval.control_tokens import control_token_ids, prefix_texts, wrong_control_mass
+from agentgym.eval.metrics import control_spike_report
 from agentgym.eval.mi import MutualInformationEMA, mutual_information
 from agentgym.eval.scoring import PairScore, cross_score, score_pairs
+from agentgym.formats import ResponseFormat, get_format
+from agentgym.policies import HFPolicy, Policy
 
 MI_MODES = ("first_turn", "trajectory")
 
@@ -158,7 +160,8 @@ def mi_from_turns(
     result.update(per_token)
     for key in ("mi", "conditional_entropy", "marginal_entropy", "retrieval_acc", "mi_zscore"):
         result[f"{key}_seq"] = per_sequence[key]
-    result["reasoning_entropy"] = float(np.average(scores.own_entropy, weights=scores.lengths))
+    if scores.own_entropy is not None:
+        result["reasoning_entropy"] = float(np.average(scores.own_entropy, weights=scores.lengths))
     result["mean_reasoning_tokens"] = float(scores.lengths.mean())
     return result
 
@@ -168,7 +171,7 @@ def score_batch(
     tokenizer: Any,
     episodes: Sequence[Sequence[TurnSample]],
     *,
-    response_format: Any = "answer",
+    response_format: ResponseFormat | str = "answer",
     modes: Sequence[str] = MI_MODES,
     max_samples: int | None = 64,
     max_scored_turns: int | None = 256,
@@ -186,10 +189,8 @@ def score_batch(
     that already logs its entropy only needs MI). Returns ``{"mi": {mode: {...}}, "entropy": float,
     "entropy_tokens": int, "control_tokens": {...}}``.
     """
-    from agentgym.formats import get_format
-
     fmt = get_format(response_format)
-    think_tag = getattr(fmt, "think_tag", "think")
+    think_tag = fmt.think_tag
     counts = [len(e) for e in episodes]
     result: dict[str, Any] = {"mi": {}}
     for mode in modes:
@@ -209,11 +210,11 @@ def score_batch(
     probes = sorted(control_token_ids(tokenizer, fmt)) if control_tokens else None
     scoring_kwargs.setdefault("pad_id", tokenizer.pad_token_id or 0)
     per_turn = own_prompt_scores(model, episodes, max_scored_turns, seed, probes, **scoring_kwargs)
-    entropies = [score.entropy for _, score in per_turn]
+    entropies = [score.entropy for _, score in per_turn if score.entropy is not None]
     total = int(sum(len(h) for h in entropies))
     result["entropy"] = float(np.concatenate(entropies).mean()) if total else None
     result["entropy_tokens"] = total
-    if control_tokens:
+    if probes is not None:
         masses = [
             wrong_control_mass(tokenizer, fmt, turn.response_ids, score.probe_probs, probes)
             for turn, score in per_turn
@@ -246,7 +247,8 @@ def own_prompt_scores(
     prompt, with token entropies and probe probabilities. A token-exact episode is scored in one pass (its
     last turn's whole sequence: every earlier reply sits inside it); others turn by turn."""
     order = np.random.default_rng(seed).permutation(len(episodes))
-    chosen, budget = [], max_turns if max_turns is not None else sum(len(e) for e in episodes)
+    chosen: list[list[TurnSample]] = []
+    budget = max_turns if max_turns is not None else sum(len(e) for e in episodes)
     for e in order:
         episode = [t for t in episodes[e] if t.response_ids]
         if episode and (len(episode) <= budget or not chosen):
@@ -279,7 +281,7 @@ def own_prompt_scores(
                 turn,
                 PairScore(
                     whole.logprobs[start:end],
-                    whole.entropy[start:end],
+                    None if whole.entropy is None else whole.entropy[start:end],
                     None if whole.probe_probs is None else whole.probe_probs[start:end],
                 ),
             )
@@ -297,3 +299,56 @@ def flatten(metrics: Mapping[str, Any], prefix: str = "", sep: str = "/") -> dic
         else:
             flat[name] = value
     return flat
+
+
+# ----- stored episodes, scored with a policy's model -----
+
+
+def wants_diagnostics(policy_spec: str, policy: Policy | None) -> bool:
+    """Model diagnostics need the policy's model: ``hf:`` and ``checkpoint:`` policies."""
+    return isinstance(policy, HFPolicy) or policy_spec.split(":", 1)[0] in ("hf", "checkpoint")
+
+
+def turn_samples(policy: HFPolicy, record: dict[str, Any]) -> list[TurnSample]:
+    """The turns of a stored episode as (prompt ids, response ids) for the policy's model."""
+    messages, samples = record["messages"], []
+    stored = record.get("response_ids") or []
+    turn = 0
+    for k, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        prompt = policy.encode_chats([messages[:k]])[0]
+        if turn < len(stored) and stored[turn] is not None:
+            response = list(stored[turn])
+        else:  # an episode stored without ids: re-tokenize its text (close, not token-exact)
+            response = policy.tokenizer.encode(message["content"], add_special_tokens=False)
+            response.append(policy.tokenizer.eos_token_id)
+        samples.append(TurnSample(list(prompt), response))
+        turn += 1
+    return samples
+
+
+def model_diagnostics(
+    policy: Policy,
+    records: list[dict[str, Any]],
+    response_format: str,
+    *,
+    max_samples: int = 64,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """MI, entropy and control-token spikes of stored episodes, scored with the policy's model."""
+    if not isinstance(policy, HFPolicy):
+        raise ValueError(f"diagnostics need an hf: or checkpoint: policy, got {policy.spec!r}")
+    started = time.perf_counter()
+    episodes = [turn_samples(policy, r) for r in records]
+    report = score_batch(
+        policy.model,
+        policy.tokenizer,
+        episodes,
+        response_format=response_format,
+        max_samples=max_samples,
+        max_scored_turns=4 * max_samples,
+        seed=seed,
+    )
+    report["elapsed_s"] = round(time.perf_counter() - started, 3)
+    return report

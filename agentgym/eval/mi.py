@@ -34,19 +34,20 @@ def dedupe_columns(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Merge the columns of identical prompts (keep the first of each) and remap ``owner`` onto them."""
     logp = np.asarray(logp, dtype=np.float64)
-    owner = np.asarray(owner, dtype=np.int64)
+    owners = np.asarray(owner, dtype=np.int64)
     if prompts is None:
-        return logp, owner
+        return logp, owners
     if len(prompts) != logp.shape[1]:
         raise ValueError(f"prompts has {len(prompts)} entries for {logp.shape[1]} columns")
     first: dict[Hashable, int] = {}
-    keep, column_of = [], np.empty(len(prompts), dtype=np.int64)
+    keep: list[int] = []
+    column_of = np.empty(len(prompts), dtype=np.int64)
     for j, key in enumerate(prompts):
         if key not in first:
             first[key] = len(keep)
             keep.append(j)
         column_of[j] = first[key]
-    return logp[:, keep], column_of[owner]
+    return logp[:, keep], column_of[owners]
 
 
 def mutual_information(
@@ -70,18 +71,18 @@ def mutual_information(
     ``retrieval_chance``, ``mi_zscore``, ``mi_upper_bound`` (log N), ``marginal_std``, ``n_prompts``
     and ``n_samples``.
     """
-    logp, owner = dedupe_columns(np.asarray(logp), owner, prompts)
+    logp, owners = dedupe_columns(np.asarray(logp), owner, prompts)
     if logp.ndim != 2:
         raise ValueError(f"logp must be a 2-D (samples, prompts) array, got shape {logp.shape}")
     samples, n = logp.shape
     if samples == 0 or n == 0:
         raise ValueError("logp is empty")
-    if len(owner) != samples:
-        raise ValueError(f"owner has {len(owner)} entries for {samples} samples")
-    if owner.min() < 0 or owner.max() >= n:
+    if len(owners) != samples:
+        raise ValueError(f"owner has {len(owners)} entries for {samples} samples")
+    if owners.min() < 0 or owners.max() >= n:
         raise ValueError(f"owner indices must lie in [0, {n})")
     rows = np.arange(samples)
-    matched = logp[rows, owner]
+    matched = logp[rows, owners]
     if not np.all(np.isfinite(matched)):
         raise ValueError("log p(z_i | own prompt) must be finite for every sample")
     top = logp.max(axis=1, keepdims=True)
@@ -89,7 +90,7 @@ def mutual_information(
     std = float(marginal.std()) if marginal_std is None else float(marginal_std)
     # argmax picks the first maximum; a tie with the owner counts as a hit only if the owner comes first,
     # so an input-agnostic policy (all columns equal) retrieves at chance, not at 100%.
-    retrieved = logp.argmax(axis=1) == owner
+    retrieved = logp.argmax(axis=1) == owners
     return {
         "mi": float(matched.mean() - marginal.mean()),
         "conditional_entropy": float(-matched.mean()),

@@ -17,7 +17,8 @@ An episode test passes when the episode was played (won or not); it fails only w
 ``--agentgym-only`` deselects every test that is not an episode.
 
 Without ``--agentgym-env`` the plugin does nothing (its fixtures skip): it is loaded by every pytest run
-of an environment where agentgym is installed (the ``pytest11`` entry point).
+of an environment where agentgym is installed (the ``pytest11`` entry point). That is why it imports
+agentgym (gymnasium, numpy, the eval modules) inside the hooks that need it, not at module level.
 """
 
 from __future__ import annotations
@@ -136,44 +137,35 @@ def pytest_configure(config: pytest.Config) -> None:
         diagnostics=not config.getoption("agentgym_no_diagnostics"),
     )
     if state.out is not None and not _is_worker(config):
-        _claim_out_dir(state)
+        _claim_out_dir(state, state.out)
     config.stash[_STATE] = state
     config.addinivalue_line("markers", "agentgym_episode: one episode of an agentgym evaluation")
 
 
-def _run_identity(state: _EvalState) -> dict[str, Any]:
+def _claim_out_dir(state: _EvalState, out: Path) -> None:
     # the same run.json as `agentgym eval`, so neither route overwrites the other's different run
-    return {
-        "env": state.env_id,
-        "policy": state.policy_spec,
-        "seed": state.seed,
-        "env_kwargs": state.env_kwargs,
-        "policy_kwargs": state.policy_kwargs,
-    }
+    from agentgym.eval.run_files import claim_run_dir, run_identity
 
-
-def _claim_out_dir(state: _EvalState) -> None:
-    state.out.mkdir(parents=True, exist_ok=True)
-    run_file = state.out / "run.json"
-    run = _run_identity(state)
-    if run_file.exists() and json.loads(run_file.read_text()) != run:
-        raise pytest.UsageError(f"{state.out} holds a different run; use another --agentgym-out")
-    run_file.write_text(json.dumps(run, indent=2) + "\n", encoding="utf-8")
+    run = run_identity(state.env_id, state.policy_spec, state.seed, state.env_kwargs, state.policy_kwargs)
+    try:
+        claim_run_dir(out, run)
+    except ValueError:
+        raise pytest.UsageError(f"{out} holds a different run; use another --agentgym-out") from None
 
 
 class AgentgymEpisode(pytest.Item):
     """One seeded episode of the evaluation."""
 
-    def __init__(self, *, seed: int, **kwargs: Any) -> None:
+    def __init__(self, *, seed: int, state: _EvalState, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.seed = seed
+        self.seed, self.state = seed, state
         self.add_marker("agentgym_episode")
 
     def runtest(self) -> None:
-        from agentgym.eval.runner import episode_record
+        from agentgym.eval.run_files import episode_record
         from agentgym.rollout import run_episodes
 
-        state = _state(self.config)
+        state = self.state
         (episode,) = run_episodes(state.make_env, state.env_id, [self.seed], state.policy(), batch_size=1)
         record = episode_record(episode)
         record["policy"] = state.policy_spec
@@ -182,8 +174,7 @@ class AgentgymEpisode(pytest.Item):
         self.user_properties.append(("agentgym_return", record["return"]))
 
     def reportinfo(self) -> tuple[Any, int | None, str]:
-        state = _state(self.config)
-        return self.path, None, f"agentgym episode {state.env_id} seed {self.seed}"
+        return self.path, None, f"agentgym episode {self.state.env_id} seed {self.seed}"
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
         return f"episode with seed {self.seed} raised:\n{excinfo.getrepr(style='short')}"
@@ -202,7 +193,11 @@ def pytest_collection_modifyitems(
         seed = state.seed + i
         items.append(
             AgentgymEpisode.from_parent(
-                session, name=f"seed={seed}", seed=seed, nodeid=f"agentgym::{state.env_id}::seed={seed}"
+                session,
+                name=f"seed={seed}",
+                seed=seed,
+                state=state,
+                nodeid=f"agentgym::{state.env_id}::seed={seed}",
             )
         )
 
@@ -225,7 +220,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     try:
         if _is_worker(config):
-            config.workeroutput[_RECORDS_KEY] = json.dumps(state.records)
+            config.workeroutput[_RECORDS_KEY] = json.dumps(state.records)  # type: ignore[attr-defined]
             return
         _finish(state)
     finally:
@@ -234,7 +229,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 def _finish(state: _EvalState) -> None:
     """Controller: the summary of every episode played, written like ``agentgym eval`` writes it."""
-    from agentgym.eval.runner import build_summary, model_diagnostics, wants_diagnostics, write_summary
+    from agentgym.eval.diagnostics import model_diagnostics, wants_diagnostics
+    from agentgym.eval.run_files import write_summary, write_trajectories
+    from agentgym.eval.summary import build_summary
 
     by_seed = {r["seed"]: r for r in state.records}
     records = [by_seed[s] for s in sorted(by_seed)]
@@ -259,17 +256,15 @@ def _finish(state: _EvalState) -> None:
         )
     state.summary = summary
     if state.out is not None:
-        with (state.out / "trajectories.jsonl").open("w", encoding="utf-8") as f:
-            for record in records:
-                f.write(json.dumps(record, ensure_ascii=False) + "\n")
+        write_trajectories(state.out, records)
         write_summary(state.out, summary)
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     state = _state(config)
-    summary = state.summary if state is not None else None
-    if summary is None or _is_worker(config):
+    if state is None or state.summary is None or _is_worker(config):
         return
+    summary = state.summary
     low, high = summary["success_ci95"]
     terminalreporter.write_sep("-", "agentgym evaluation")
     terminalreporter.write_line(

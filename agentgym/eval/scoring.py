@@ -8,7 +8,7 @@ continuation tokens: either packed into one sequence behind the context with a b
 
 Both paths return, per (continuation, context) pair, the log-probability of every continuation token,
 and optionally the policy's entropy over the vocabulary at each of those tokens and the probabilities of
-a few "probe" token ids (format-control tokens, see ``agentgym.eval.format_stability``).
+a few "probe" token ids (format-control tokens, see ``agentgym.eval.control_tokens``).
 
 ``score_pairs_naive`` is the reference implementation (full passes) that the tests and the benchmark
 compare ``score_pairs`` against.
@@ -221,7 +221,8 @@ def _score_packed(
         # about as many continuation tokens as context tokens per row: re-encoding the context for the
         # next row costs little, while the dense attention of a longer row grows with its square
         room = max(min(token_budget - len(contexts[j]), max(len(contexts[j]), 256)), 1)
-        current, used = [], 0
+        current: list[int] = []
+        used = 0
         for i in sorted(items, key=lambda i: len(continuations[i])):
             if current and used + len(continuations[i]) > room:
                 rows.append((j, current))
@@ -413,6 +414,12 @@ def score_pairs_naive(
     return results
 
 
+def _entropy_of(score: PairScore) -> np.ndarray:
+    if score.entropy is None:
+        raise ValueError("this score was computed without entropies (with_entropy=False)")
+    return score.entropy
+
+
 @dataclass
 class CrossScores:
     """The cross-scoring matrices of M continuations under N contexts."""
@@ -451,5 +458,5 @@ def cross_score(
     lengths = np.array([len(c) for c in continuations], dtype=np.float64)
     own_entropy = None
     if with_entropy:
-        own_entropy = np.array([scores[(i, owner[i])].entropy.mean() for i in range(m)])
+        own_entropy = np.array([_entropy_of(scores[(i, owner[i])]).mean() for i in range(m)])
     return CrossScores(logp_sum, logp_sum / lengths[:, None], lengths, own_entropy)

@@ -1,0 +1,52 @@
+"""``summary.json`` from stored episode records: the same code for ``agentgym eval`` and the pytest plugin.
+
+Model diagnostics (``diagnostics``) are added on top by the caller, since they need the policy's model
+(``agentgym.eval.diagnostics.model_diagnostics``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import agentgym
+from agentgym.eval.metrics import success_by_turn, summarize, turn_state_shares
+from agentgym.registry import response_format_name
+
+
+def episode_reports(records: list[dict[str, Any]], env_id: str, env_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Summary entries every policy gets: the response format, turn states and the success curve."""
+    fmt = response_format_name(env_id, env_kwargs)
+    return {
+        "response_format": fmt,
+        "turn_states": turn_state_shares(records, fmt),
+        "success_by_turn": success_by_turn(records),
+    }
+
+
+def build_summary(
+    records: list[dict[str, Any]],
+    *,
+    env_id: str,
+    policy_spec: str,
+    seed: int,
+    env_kwargs: dict[str, Any],
+    policy_kwargs: dict[str, Any],
+    workers: int,
+    elapsed: float,
+    played_now: int,
+) -> dict[str, Any]:
+    """``summary.json`` without model diagnostics."""
+    summary = {
+        "env": env_id,
+        "policy": policy_spec,
+        **summarize(records),
+        "seed": seed,
+        "env_kwargs": env_kwargs,
+        "policy_kwargs": policy_kwargs,
+        "workers": workers,
+        "elapsed_s": round(elapsed, 3),
+        "episodes_played_now": played_now,
+        "agentgym_version": agentgym.__version__,
+    }
+    summary.update(episode_reports(records, env_id, env_kwargs))
+    return summary

@@ -1,0 +1,124 @@
+"""Playing seeded episodes: in this process, or dealt round-robin to worker processes.
+
+Each worker process builds its own environments and its own copy of the policy (from its spec string)
+and streams every finished episode back to the parent as a ``trajectories.jsonl`` record; the parent is
+the only process that writes files.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import queue
+import traceback
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import gymnasium as gym
+
+from agentgym.eval.run_files import episode_record
+from agentgym.policies import Policy, make_policy
+from agentgym.rollout import Episode, run_episodes
+
+OnRecord = Callable[[dict[str, Any]], None]
+
+
+def make_env_factory(env_id: str, env_kwargs: dict[str, Any]) -> Callable[[], gym.Env]:
+    def make() -> gym.Env:
+        return gym.make(env_id, **env_kwargs)
+
+    return make
+
+
+def play_here(
+    env_id: str,
+    env_kwargs: dict[str, Any],
+    seeds: Sequence[int],
+    policy: Policy,
+    batch_size: int,
+    on_record: OnRecord,
+) -> None:
+    """Play ``seeds`` in this process; ``on_record`` gets each episode's record as it finishes."""
+    run_episodes(
+        make_env_factory(env_id, env_kwargs),
+        env_id,
+        list(seeds),
+        policy,
+        batch_size,
+        lambda episode: on_record(episode_record(episode)),
+    )
+
+
+def _worker(
+    env_id: str,
+    env_kwargs: dict[str, Any],
+    policy_spec: str,
+    policy_kwargs: dict[str, Any],
+    seeds: list[int],
+    batch_size: int,
+    results: Any,
+) -> None:
+    """Process entry point: play ``seeds`` and stream each record to the parent through ``results``."""
+    parent = os.getppid()
+    try:
+        policy = make_policy(policy_spec, **policy_kwargs)
+
+        def send(episode: Episode) -> None:
+            if os.getppid() != parent:  # the parent died: stop rather than play on for nobody
+                os._exit(1)
+            results.put(("episode", episode_record(episode)))
+
+        run_episodes(make_env_factory(env_id, env_kwargs), env_id, seeds, policy, batch_size, send)
+        policy.close()
+        results.put(("done", None))
+    except BaseException:  # noqa: BLE001 - the parent reports it
+        results.put(("error", traceback.format_exc()))
+
+
+def play_in_workers(
+    env_id: str,
+    env_kwargs: dict[str, Any],
+    policy_spec: str,
+    policy_kwargs: dict[str, Any],
+    seeds: Sequence[int],
+    batch_size: int,
+    workers: int,
+    on_record: OnRecord,
+) -> None:
+    """Play ``seeds`` in ``workers`` processes (seed k goes to worker k mod ``workers``); ``on_record``
+    runs here, in the parent, for each record. A worker's error is raised here with its traceback."""
+    ctx = mp.get_context("spawn")
+    results = ctx.Queue()
+    shards = [list(seeds[k::workers]) for k in range(workers)]
+    procs = [
+        ctx.Process(
+            target=_worker,
+            args=(env_id, env_kwargs, policy_spec, policy_kwargs, shard, batch_size, results),
+            daemon=True,
+        )
+        for shard in shards
+        if shard
+    ]
+    for p in procs:
+        p.start()
+    running = len(procs)
+    try:
+        while running:
+            try:
+                kind, payload = results.get(timeout=1.0)
+            except queue.Empty:
+                dead = [p for p in procs if p.exitcode not in (None, 0)]
+                if dead:
+                    raise RuntimeError(f"an eval worker died with exit code {dead[0].exitcode}") from None
+                continue
+            if kind == "episode":
+                on_record(payload)
+            elif kind == "done":
+                running -= 1
+            else:
+                raise RuntimeError(f"an eval worker failed:\n{payload}")
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+            p.join(timeout=5)
