@@ -62,13 +62,26 @@ def test_oracle_wins_generated_goals_of_both_splits():
                 assert info["purchase"]["asin"] == info["goal"]["asin"]
                 assert info["purchase"]["options"] == info["goal"]["options"]
                 assert info["reward_parts"]["r_type"] == 1.0
+                assert info["title_tagger"] == env.tagger.name == info["reward_parts"]["title_tagger"]
         finally:
             env.close()
 
 
+def test_title_tagger_is_chosen_and_reported():
+    env = make(title_tagger="lexicon")
+    try:
+        reward, info, _ = run_oracle(env, seed=1)
+        assert info["success"] and info["title_tagger"].startswith("lexicon:lemminflect-")
+    finally:
+        env.close()
+    with pytest.raises((ImportError, OSError), match="spacy"):
+        make(title_tagger="no_such_spacy_model_xyz")
+
+
 def _real_goal_indices(env) -> list[int]:
     """Goals whose target the instruction's search puts on page 1, on a later page, and not in the top 50."""
-    engine, wanted, picked = env.shop.search, {"first": None, "later": None, "missing": None}, []
+    engine, picked = env.shop.search, []
+    wanted: dict[str, int | None] = {"first": None, "later": None, "missing": None}
     for index, goal in enumerate(env.goal_list):
         ranked = engine.search(goal.instruction.lower())
         kind = "missing" if goal.asin not in ranked else "first" if ranked.index(goal.asin) < 10 else "later"

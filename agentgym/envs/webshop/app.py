@@ -21,7 +21,7 @@ from typing import Any
 from flask import Flask, abort, render_template, request
 
 from agentgym.envs.webshop.data import Catalogue, Goal
-from agentgym.envs.webshop.reward import title_nouns, webshop_reward
+from agentgym.envs.webshop.reward import TitleTagger, get_tagger, webshop_reward
 from agentgym.envs.webshop.search import TOP_N, SearchEngine
 
 PER_PAGE = 10
@@ -37,7 +37,6 @@ class Shop:
 
     @classmethod
     def from_catalogue(cls, catalogue: Catalogue) -> Shop:
-        title_nouns("load the noun lexicon now, not at the first purchase")
         return cls(catalogue, SearchEngine(catalogue.products))
 
 
@@ -45,6 +44,7 @@ class Shop:
 class ShopSession:
     shop: Shop
     goal: Goal
+    tagger: TitleTagger  # finds the title nouns of the reward's type factor
     visited: set[str] = field(default_factory=set)
     purchase: dict[str, Any] | None = None  # asin, options, price once bought
     reward: float | None = None
@@ -77,10 +77,11 @@ class ShopApp:
         self.flask = Flask(__name__)
         self._routes(self.flask)
 
-    def open_session(self, shop: Shop, goal: Goal) -> str:
+    def open_session(self, shop: Shop, goal: Goal, tagger: TitleTagger | None = None) -> str:
         sid = secrets.token_hex(8)
+        tagger = tagger or get_tagger()
         with self._lock:
-            self.sessions[sid] = ShopSession(shop, goal)
+            self.sessions[sid] = ShopSession(shop, goal, tagger)
         return sid
 
     def close_session(self, sid: str) -> None:
@@ -174,7 +175,7 @@ class ShopApp:
             with self._lock:
                 if session.purchase is None:  # a session buys once
                     price = session.shop.catalogue.prices[asin]
-                    reward, parts = webshop_reward(product, session.goal, price, options)
+                    reward, parts = webshop_reward(product, session.goal, price, options, session.tagger)
                     session.purchase = {"asin": asin, "options": options, "price": price}
                     session.reward, session.reward_parts = reward, parts
             return render_template(

@@ -19,8 +19,9 @@ Rules, as in WebShop:
 A goal comes from the real WebShop files (``data_dir=`` or ``$AGENTGYM_WEBSHOP_DATA``) or, without
 them, from a generated catalogue. ``split="test"`` (the default) holds the first 500 shuffled goals,
 ``"train"`` the rest; the seed picks a goal of the split, or ``reset(options={"goal_index": i})`` picks
-goal ``i``. On the last step ``info`` holds ``goal``, ``purchase`` and ``reward_parts``. If the browser
-dies, it is relaunched and the episode is reported as aborted (``truncated`` with ``info["aborted"]``).
+goal ``i``. On the last step ``info`` holds ``goal``, ``purchase``, ``reward_parts`` and ``title_tagger``
+(see the class docstring). If the browser dies, it is relaunched and the episode is reported as aborted
+(``truncated`` with ``info["aborted"]``).
 
 Differences from upstream WebShop (princeton-nlp/WebShop), besides those of ``data.py``, ``search.py``
 and ``reward.py``: the pages are our own plain HTML with no external CSS, scripts or images (product
@@ -50,7 +51,7 @@ from agentgym.envs.webshop.data import (
     load_catalogue,
     resolve_data_dir,
 )
-from agentgym.envs.webshop.reward import token_set_ratio
+from agentgym.envs.webshop.reward import TitleTagger, get_tagger, token_set_ratio
 from agentgym.envs.webshop.server import ShopServer
 from agentgym.formats import Tool, match_tool
 
@@ -73,7 +74,117 @@ def _label(text: str) -> str:
 
 
 class WebShopEnv(AgentEnv):
-    """Find and buy what the instruction asks for on a local web shop, in a real Chromium."""
+    """Find and buy what the instruction asks for on a local web shop, in a real Chromium.
+
+    ## Description
+
+    WebShop (Yao et al., 2022, princeton-nlp/WebShop) as a text game in a real browser. Each episode
+    gives an instruction such as "i want a men's t-shirt with color: navy, and size: large, and price
+    lower than 30.00 dollars"; the agent searches the shop, opens products, chooses their options and
+    buys one. The purchase is scored by WebShop's reward, computed as upstream computes it
+    (``reward.py``). Goals come from WebShop's real 1000-product files (``data_dir=``) or, without
+    them, from a generated catalogue of ``num_products`` products.
+
+    ## Action Space
+
+    A text response (``spaces.Text``, up to 32,768 characters) in the env's response format (by
+    default ``<think>...</think><answer>ACTION</answer>``) holding one action:
+
+    - ``search[query]``: type ``query`` into the search box and submit it (only on a page with a
+      search bar: the start page, or after ``click[Back to Search]``);
+    - ``click[text]``: click the element whose text is ``text`` (case-insensitive): a product ID on a
+      results page, an option value, ``Next >``, ``< Prev``, ``Back to Search``, ``Description``,
+      ``Features``, ``Reviews``, ``Buy Now``.
+
+    ## Observation Space
+
+    Text (``spaces.Text``): the page's visible text, with clickable elements marked as WebShop's
+    ``text_rich`` mode marks them (``[button] Next > [button_]``, ``[clicked button] ... [clicked
+    button_]`` for a chosen option), the instruction on every page, the available actions and the
+    turns left. A product page, for example::
+
+        Instruction:
+        i want to buy shampoo that is paraben free with scent: mint, and price lower than 60.00 dollars
+        [button] Back to Search [button_]
+        [button] < Prev [button_]
+        scent
+        [button] mint [button_]
+        [button] unscented [button_]
+        Orchard & Pine Herbal Clarifying Shampoo B91N
+        Price: $23.19
+        [button] Description [button_]
+        [button] Buy Now [button_]
+
+        Available actions:
+        click[Back to Search]
+        click[< Prev]
+        click[mint]
+        ...
+        Turns left: 13.
+
+    ## Starting State
+
+    The search page of a new shop session for one goal of the split: ``reset(seed=s)`` draws the goal
+    uniformly from the split's goals, ``reset(options={"goal_index": i})`` picks goal ``i``.
+
+    ## Rewards
+
+    Buying gives WebShop's reward, in [0, 1]::
+
+        reward = r_type * (attribute matches + option matches + [price <= price_upper])
+                        / (len(goal attributes) + len(goal options) + 1)
+
+    A goal attribute matches when it is fuzzily one of the product's attributes (thefuzz 0.19's
+    ``token_set_ratio`` above 85) or a substring of its title, bullet points or description; a goal
+    option matches when one of the *purchased* option values scores above 85 with it, after colour
+    normalisation (the product's text does not count). ``r_type`` is 1, 0.5, 0.1 or 0 from the search
+    query, the category breadcrumb and the nouns shared by the two titles; see ``reward.py`` for every
+    rule. Success means reward 1. Every other step gives 0; an invalid action (impossible on the
+    current page) or a malformed response gives ``format_penalty`` (default -0.1) and changes nothing.
+
+    ## Episode End
+
+    - Termination: ``click[Buy Now]`` (the purchase is scored).
+    - Truncation: ``max_turns`` turns (default 15) pass without a purchase (no reward for it), the
+      optional ``max_actions`` budget (default none) runs out, or the browser crashes (reported with
+      ``info["aborted"]``, reward 0).
+
+    ## Info
+
+    Every step: ``success``, ``format_ok``, ``action_valid`` (``reset`` adds ``instructions``, the
+    system prompt; a step adds ``actions``, or ``error`` for a malformed response). At the episode's
+    end also: ``goal`` (instruction, target ASIN, attributes, options, price bound, kind), ``goal_index``,
+    ``purchase`` (ASIN, options, price; None without one), ``reward``, ``reward_parts`` (``r_type``,
+    ``r_att``, ``r_option``, ``r_price``, their weights, match counts, ``title_score``),
+    ``title_tagger`` (which part-of-speech tagger found the title nouns: ``spacy:en_core_web_sm-...``
+    as upstream, or the ``lexicon:...`` fallback) and ``aborted``.
+
+    ## Arguments
+
+    - ``data_dir``: folder of WebShop's files (``items_shuffle_1000.json``, ``items_ins_v2_1000.json``,
+      optionally ``items_human_ins_1000.json``); default ``$AGENTGYM_WEBSHOP_DATA``, else the generated
+      catalogue.
+    - ``goals``: ``"synthetic"`` (default) or ``"human"`` instructions.
+    - ``split``: ``"test"`` (default; the first 500 goals after upstream's seeded shuffle), ``"train"``
+      (the rest) or ``"all"``.
+    - ``num_products``: size of the generated catalogue (default 300; without ``data_dir``).
+    - ``title_tagger``: the tagger of the reward's title nouns: ``"auto"`` (default, or
+      ``$AGENTGYM_WEBSHOP_TAGGER``: spaCy's ``en_core_web_sm`` when installed, else the lexicon
+      fallback), ``"spacy"``, ``"lexicon"``, or a spaCy model's name or path.
+    - ``max_turns`` (15), ``response_format`` (``"answer"``), ``max_actions_per_turn`` (1),
+      ``max_actions`` (None), ``format_penalty`` (-0.1), ``max_response_chars``, ``render_mode``
+      (``"ansi"``): see ``agentgym.env.AgentEnv``.
+
+    ## Version History
+
+    - v0: the reward computed as upstream's ``get_reward``, and checked against it on real purchases
+      (``tests/fixtures/webshop_reward_golden.json``): options are matched against the purchased
+      options only, with the same fuzzy rule for size as for every other option, and title nouns
+      come from spaCy's tagger as upstream (or a documented fallback). Earlier v0 builds also counted
+      an option found anywhere in the product's text and matched size exactly, so a right product
+      bought with a wrong colour or size could score 1.0. The id is unchanged.
+    - v0 (first release): WebShop in a real Chromium on a local shop server.
+    """
 
     tools = (SEARCH_TOOL, CLICK_TOOL)
 
@@ -85,9 +196,11 @@ class WebShopEnv(AgentEnv):
         split: str = "test",
         num_products: int = 300,
         max_turns: int = 15,
+        title_tagger: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(max_turns=max_turns, **kwargs)
+        self.tagger: TitleTagger = get_tagger(title_tagger)  # before the browser: a bad choice fails fast
         if goals not in GOAL_KINDS:
             raise ValueError(f"goals must be one of {GOAL_KINDS}, got {goals!r}")
         if split not in SPLITS:
@@ -129,7 +242,7 @@ class WebShopEnv(AgentEnv):
         self.goal = self.goal_list[self.goal_index]
         if self.sid is not None:
             self.server.app.close_session(self.sid)
-        self.sid = self.server.app.open_session(self.shop, self.goal)
+        self.sid = self.server.app.open_session(self.shop, self.goal, self.tagger)
         self._aborted, self._aborted_now = None, False
         self._purchase, self._reward_parts, self._reward = None, None, 0.0
         self._oracle_query = self._choose_oracle_query()
@@ -191,10 +304,10 @@ class WebShopEnv(AgentEnv):
             except Exception as restart_error:  # a browser that cannot restart is a real fault
                 raise RuntimeError(f"the browser died and could not be restarted: {restart_error}") from exc
             return Applied(valid=False, message=self._aborted)
-        session = self.server.app.sessions.get(self.sid)
+        session = self.server.app.sessions.get(self.sid) if self.sid is not None else None
         if session is not None and session.purchase is not None and self._purchase is None:
             self._purchase = dict(session.purchase)
-            self._reward, self._reward_parts = float(session.reward), dict(session.reward_parts)
+            self._reward, self._reward_parts = float(session.reward or 0.0), dict(session.reward_parts or {})
             return Applied(
                 reward=self._reward,
                 message=f"You bought {self._purchase['asin']}; the reward is {self._reward:.3f}.",
@@ -226,6 +339,7 @@ class WebShopEnv(AgentEnv):
                 purchase=self._purchase,
                 reward=self._reward,
                 reward_parts=self._reward_parts,
+                title_tagger=self.tagger.name,
                 aborted=self._aborted is not None,
             )
         return info

@@ -203,7 +203,7 @@ TYPES = (
         "Grocery & Gourmet Food › Beverages › Coffee, Tea & Cocoa › Tea › Herbal",
         ("calming", "caffeine free", "organic", "loose leaf", "sleepy time"),
         ("caffeine free", "usda organic", "non gmo", "individually wrapped", "kosher"),
-        {"flavor name": ("chamomile", "peppermint", "ginger", "hibiscus"), "size": ("20 count", "40 count")},
+        {"flavor name": ("chamomile", "rooibos", "ginger", "hibiscus"), "size": ("20 count", "40 count")},
         (4.0, 22.0),
     ),
 )
