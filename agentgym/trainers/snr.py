@@ -25,7 +25,7 @@ _select_top_groups`` and ``RewardRolloutFilter.filter``) of github.com/mll-lab-n
 - the score is the *unbiased* std of the group's returns (``ddof=1``, torch's default); RAGEN's
   "reward_variance" metric is this std. ``metric="var"`` (the variance, same ddof) is our option.
 - linear top-p subtracts a slack ``selection_eps=0.01`` from the threshold. An absolute slack: when
-  ``value x total < selection_eps`` (every group nearly flat) the threshold is met by the empty prefix and
+  ``value x total <= selection_eps`` (every group nearly flat) the threshold is met by the empty prefix and
   nothing is kept. A threshold above the summed positive scores (only with a negative slack) keeps nothing
   too. Both are logged as warnings; the trainer then skips the update (RAGEN: ``empty_after_filter``).
 - a score <= 1e-10 is zero spread.
