@@ -5,7 +5,8 @@ A subclass writes the rules of its task; this class handles what every task shar
 - bad input (empty, huge, binary-looking or malformed responses): a format penalty, unchanged state
   and an observation that says what was wrong, never an exception,
 - the turn limit, the per-turn action limit and an optional per-episode action budget,
-- the ``info`` keys of the contract: ``success``, ``format_ok``, ``action_valid`` (and ``instructions``).
+- the ``info`` keys of the contract: ``success``, ``format_ok``, ``action_valid``, ``action_effective``
+  (and ``instructions``).
 
 Subclasses implement:
     tools                        the actions the task accepts (see ``agentgym.formats.Tool``)
@@ -44,7 +45,7 @@ def text_space(max_length: int) -> spaces.Text:
     """A ``spaces.Text`` over ``CHARSET``; copies share the character tables, which are slow to build."""
     space = copy.copy(_TEXT_SPACE)
     space.max_length = max_length
-    space._np_random = None
+    space._np_random = None  # type: ignore[assignment]  # None: seeded on first use, per copy
     return space
 
 
@@ -66,8 +67,9 @@ class Applied:
     """The effect of one command."""
 
     reward: float = 0.0
-    valid: bool = True  # the command was legal and took effect
+    valid: bool = True  # the command was legal
     message: str = ""  # feedback for the agent, e.g. why it was invalid
+    effective: bool = True  # it changed the state: a legal move into a wall is valid but not effective
 
 
 class AgentEnv(gym.Env[str, str]):
@@ -155,7 +157,15 @@ class AgentEnv(gym.Env[str, str]):
         return "\n".join(p for p in parts if p)
 
     def _info(self, format_ok: bool, action_valid: bool, **extra: Any) -> dict[str, Any]:
-        return {"success": bool(self.success), "format_ok": format_ok, "action_valid": action_valid, **extra}
+        # action_effective (RAGEN's action_is_effective): every command changed the state; a step passes
+        # it in ``extra``, elsewhere it follows action_valid (a bad response changes nothing)
+        return {
+            "success": bool(self.success),
+            "format_ok": format_ok,
+            "action_valid": action_valid,
+            "action_effective": action_valid,
+            **extra,
+        }
 
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[str, dict[str, Any]]:
         super().reset(seed=seed)
@@ -174,7 +184,7 @@ class AgentEnv(gym.Env[str, str]):
         problem = response_problem(action, self.max_response_chars)
         parsed = None if problem else self.format.parse(action, self.tools)
         if parsed is None or not parsed.ok:
-            why = problem or parsed.error
+            why = problem if parsed is None else parsed.error
             obs = self._observation([f"Invalid response ({why}). Nothing happened. {self.format.reminder}"])
             truncated = self.turn >= self.max_turns
             return obs, self.format_penalty, False, truncated, self._info(False, False, error=why)
@@ -184,7 +194,7 @@ class AgentEnv(gym.Env[str, str]):
         if len(commands) > self.max_actions_per_turn:
             notes.append(f"Only the first {self.max_actions_per_turn} actions were used.")
             commands = commands[: self.max_actions_per_turn]
-        reward, all_valid, executed = 0.0, True, []
+        reward, all_valid, all_effective, executed = 0.0, True, True, []
         for command in commands:
             if self.terminal or self.actions_left == 0:
                 break
@@ -192,6 +202,7 @@ class AgentEnv(gym.Env[str, str]):
             self.actions_taken += 1
             reward += applied.reward
             all_valid &= applied.valid
+            all_effective &= applied.valid and applied.effective
             executed.append(command)
             if applied.message:
                 notes.append(applied.message)
@@ -199,7 +210,7 @@ class AgentEnv(gym.Env[str, str]):
             reward += self.format_penalty
         terminated = bool(self.terminal)
         truncated = not terminated and (self.turn >= self.max_turns or self.actions_left == 0)
-        info = self._info(True, all_valid, actions=executed)
+        info = self._info(True, all_valid, action_effective=all_effective, actions=executed)
         return self._observation(notes), float(reward), terminated, truncated, info
 
     def oracle_action(self) -> str:

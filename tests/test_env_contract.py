@@ -82,7 +82,7 @@ def test_check_env_and_spaces(env_id, kwargs):
         obs, info = env.reset(seed=0)
         assert isinstance(obs, str) and obs
         assert isinstance(info["instructions"], str) and info["instructions"]
-        for key in ("success", "format_ok", "action_valid"):
+        for key in ("success", "format_ok", "action_valid", "action_effective"):
             assert key in info
     finally:
         env.close()
@@ -113,6 +113,21 @@ def test_oracle_wins(env_id, kwargs):
         env.close()
 
 
+@pytest.mark.parametrize("env_id,kwargs", _params())
+def test_step_info_keys(env_id, kwargs):
+    # action_effective (RAGEN's action_is_effective): every command of the step changed the state; a
+    # perfect agent's first step does, and an effective step is always a valid one
+    env = gym.make(env_id, **kwargs)
+    try:
+        env.reset(seed=0)
+        *_, info = env.step(env.unwrapped.oracle_action())
+        for key in ("success", "format_ok", "action_valid", "action_effective"):
+            assert isinstance(info[key], bool), (key, info[key])
+        assert info["format_ok"] and info["action_valid"] and info["action_effective"]
+    finally:
+        env.close()
+
+
 _bad_responses = st.one_of(
     st.just(""),
     st.just("   \n "),
@@ -139,6 +154,7 @@ def test_bad_input_never_raises_and_keeps_state(env_id, kwargs):
         assert isinstance(obs, str)
         if parsed is None or not parsed.ok:
             assert info["format_ok"] is False
+            assert info["action_valid"] is False and info["action_effective"] is False
             assert reward == pytest.approx(env.unwrapped.format_penalty)
             assert env.unwrapped._render_state() == state
             assert not terminated

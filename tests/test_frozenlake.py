@@ -26,9 +26,7 @@ def _test_maps() -> list[list[str]]:
 
 def _long_env(desc: list[str], **kwargs) -> FrozenLakeEnv:
     """One move per turn and no budget to speak of, so long random walks fit in an episode."""
-    return FrozenLakeEnv(
-        desc=desc, max_turns=1000, max_actions_per_turn=1, max_actions=None, format_penalty=0.0, **kwargs
-    )
+    return FrozenLakeEnv(desc=desc, max_turns=1000, max_actions_per_turn=1, max_actions=None, **kwargs)
 
 
 def _answer(direction: str) -> str:
@@ -55,15 +53,17 @@ def test_same_positions_rewards_and_endings_as_gymnasium(map_index):
                 DIRECTIONS[action].lower() if rng.random() < 0.3 else DIRECTIONS[action]
             )  # case-insensitive
             _, reward, terminated, truncated, info = ours.step(_answer(name))
-            state, their_reward, their_terminated, _, _ = theirs.step(action)
+            before, (state, their_reward, their_terminated, _, _) = state, theirs.step(action)
             assert ours.position == divmod(state, cols)
-            assert reward == their_reward
+            assert reward == their_reward  # a move into the border included: 0, no penalty
+            assert info["action_valid"] and info["action_effective"] == (state != before)
+            outcomes["bump"] += state == before
             assert terminated == their_terminated
             assert info["success"] == (desc[ours.position[0]][ours.position[1]] == "G")
             if terminated:
                 outcomes["goal" if reward else "hole"] += 1
                 break
-    assert outcomes["hole"] > 0
+    assert outcomes["hole"] > 0 and outcomes["bump"] > 0
     assert outcomes["goal"] > 0 or shortest_path(desc, (0, 0)) is None
 
 
@@ -122,16 +122,20 @@ def test_render_symbols():
     assert terminated and info["success"] and reward == 1.0
 
 
-def test_border_move_is_invalid_and_changes_nothing():
+def test_border_move_is_legal_without_effect():
+    # Gymnasium (and RAGEN): a move into the border is an ordinary step that leaves the player in place
     env = FrozenLakeEnv(desc=MAP_4x4)
     env.reset(seed=0)
     _, reward, terminated, truncated, info = env.step(_answer("Up"))
     assert env.position == (0, 0)
-    assert info["format_ok"] and not info["action_valid"]
-    assert reward == pytest.approx(env.format_penalty)
+    assert info["format_ok"] and info["action_valid"] and not info["action_effective"]
+    assert reward == 0.0
     assert not terminated and not truncated
-    _, _, _, _, info = env.step(_answer("jump"))
-    assert info["format_ok"] and not info["action_valid"] and env.position == (0, 0)
+    _, _, _, _, info = env.step(_answer("Right"))
+    assert info["action_valid"] and info["action_effective"] and env.position == (0, 1)
+    _, reward, _, _, info = env.step(_answer("jump"))
+    assert info["format_ok"] and not info["action_valid"] and not info["action_effective"]
+    assert reward == pytest.approx(env.format_penalty) and env.position == (0, 1)
 
 
 def test_action_budget_ends_the_episode():
@@ -193,7 +197,9 @@ def _slippery_win_rate(policy: str, episodes: int = 300, **kwargs) -> float:
             if policy == "oracle":
                 action = env.oracle_action()
             elif policy == "bfs":
-                action = _answer(shortest_path(env.desc, env.position)[0])
+                path = shortest_path(env.desc, env.position)
+                assert path is not None
+                action = _answer(path[0])
             else:
                 action = env.random_action(rng)
             _, _, terminated, truncated, info = env.step(action)
@@ -216,11 +222,16 @@ def test_slippery_oracle_beats_shortest_path_under_the_default_budget():
     assert _slippery_win_rate("oracle") > _slippery_win_rate("bfs") + 0.03
 
 
-def test_slippery_border_move_is_valid():
-    env = FrozenLakeEnv(desc=MAP_4x4, is_slippery=True)
-    env.reset(seed=0)
-    _, reward, _, _, info = env.step(_answer("Up"))
-    assert info["format_ok"] and info["action_valid"] and reward == 0.0
+def test_slippery_border_move_is_valid_and_effective_only_when_the_player_moves():
+    env = FrozenLakeEnv(desc=MAP_4x4, is_slippery=True, max_actions_per_turn=1)
+    seen = set()
+    for seed in range(30):
+        env.reset(seed=seed)
+        _, reward, _, _, info = env.step(_answer("Up"))  # up or left stay put; right moves
+        assert info["format_ok"] and info["action_valid"] and reward == 0.0
+        assert info["action_effective"] == (env.position != (0, 0))
+        seen.add(info["action_effective"])
+    assert seen == {True, False}
 
 
 def test_oracle_with_no_safe_path_avoids_holes():

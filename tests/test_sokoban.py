@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import heapq
 import re
+from collections import Counter
 
 import gymnasium as gym
 import numpy as np
@@ -13,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import agentgym  # noqa: F401  (registers the environments)
-from agentgym.envs.sokoban import Room, SokobanEnv, generate_room, solve
+from agentgym.envs.sokoban import DIRECTIONS, Room, SokobanEnv, generate_room, solve
 
 MOVES = {"Up": (-1, 0), "Down": (1, 0), "Left": (0, -1), "Right": (0, 1)}
 
@@ -33,6 +34,7 @@ def parse_grid(text: str) -> tuple[set, set, frozenset, tuple[int, int]]:
                 boxes.add((r, c))
             if symbol in "PS":
                 player = (r, c)
+    assert player is not None, f"no player in\n{text}"
     return walls, targets, frozenset(boxes), player
 
 
@@ -195,24 +197,34 @@ def test_box_from_target_to_target_nets_zero():
     assert reward == pytest.approx(-0.1 + 1 - 1)
 
 
-def test_wall_bumps_and_blocked_boxes_are_legal_but_invalid():
+def test_wall_bumps_and_blocked_boxes_are_legal_moves_without_effect():
+    # gym-sokoban (and RAGEN): a move that changes nothing is still a step, worth the step penalty only
     env = make("#######\n#P_XX_#\n#__O_O#\n#######")
     state = env._render_state()
     obs, reward, terminated, truncated, info = env.step(answer("Left"))
-    assert info["format_ok"] and not info["action_valid"]
-    assert reward == pytest.approx(-0.1 + env.format_penalty)  # the step penalty, then the base-class penalty
+    assert info["format_ok"] and info["action_valid"] and not info["action_effective"]
+    assert reward == pytest.approx(-0.1)
     assert "wall" in obs and env._render_state() == state
-    env.step(answer("Right"))  # now next to two boxes in a row
+    _, _, _, _, info = env.step(answer("Right"))  # now next to two boxes in a row
+    assert info["action_valid"] and info["action_effective"]
     state = env._render_state()
     obs, reward, _, _, info = env.step(answer("Right"))
-    assert not info["action_valid"] and "box cannot move" in obs and env._render_state() == state
+    assert info["action_valid"] and not info["action_effective"] and reward == pytest.approx(-0.1)
+    assert "box cannot move" in obs and env._render_state() == state
     assert env.actions_taken == 3
+
+
+def test_one_move_without_effect_makes_the_turn_not_effective():
+    env = make("#######\n#P____#\n#___XO#\n#######")
+    _, reward, _, _, info = env.step(answer("Right", "Up"))
+    assert info["action_valid"] and not info["action_effective"] and reward == pytest.approx(-0.2)
+    assert env.player == 1 * 7 + 2
 
 
 def test_box_against_a_wall_cannot_be_pushed():
     env = make("#####\n#_PX#\n#O__#\n#####")
     obs, _, _, _, info = env.step(answer("Right"))
-    assert not info["action_valid"] and "box cannot move" in obs
+    assert info["action_valid"] and not info["action_effective"] and "box cannot move" in obs
 
 
 def test_actions_are_case_insensitive_and_unknown_words_are_invalid():
@@ -221,7 +233,7 @@ def test_actions_are_case_insensitive_and_unknown_words_are_invalid():
     assert info["action_valid"] and info["actions"] == ["rIGHT", "down"]
     assert env.player == 2 * 7 + 2  # row 2, column 2 of a 7-column room
     obs, reward, _, _, info = env.step(answer("jump"))
-    assert info["format_ok"] and not info["action_valid"]
+    assert info["format_ok"] and not info["action_valid"] and not info["action_effective"]
     assert "'jump' is not an action" in obs
     assert reward == pytest.approx(env.format_penalty)
 
@@ -264,6 +276,101 @@ def test_room_text_is_validated():
             Room.from_text(bad)
 
 
+# ----- differential test: gym-sokoban's step rule, written independently from its source ----------------
+# gym_sokoban/envs/sokoban_env.py (github.com/mpSchrader/gym-sokoban at 8e06e44; PyPI's gym-sokoban 0.0.6 has
+# the same step and reward code), with the push actions 1-4 that RAGEN uses. Its cell codes: 0 wall,
+# 1 empty, 2 target, 3 box on target, 4 box, 5 player (on a target when the fixed layer says 2).
+GYM_SOKOBAN_CODES = {"#": 0, "_": 1, "O": 2, "√": 3, "X": 4, "P": 5, "S": 5}
+GYM_SOKOBAN_CHANGES = ((-1, 0), (1, 0), (0, -1), (0, 1))  # push up, down, left, right
+
+
+def gym_sokoban_replay(room: str, actions: list[int]) -> list[tuple[float, bool]]:
+    """(reward, player moved) of each action until the room is solved, by gym-sokoban's rules.
+
+    One difference, on purpose: gym-sokoban's reset sets its count of boxes on targets to 0, so the first
+    step of a room that starts with a box on a target pays +1 for nothing; here the count starts true."""
+    lines = room.splitlines()
+    fixed = np.array([[0 if ch == "#" else 2 if ch in "O√S" else 1 for ch in line] for line in lines])
+    state = np.array([[GYM_SOKOBAN_CODES[ch] for ch in line] for line in lines])
+    player = tuple(np.argwhere(state == 5)[0])
+    num_boxes = int(np.isin(state, (3, 4)).sum())
+
+    def boxes_on_targets() -> int:  # gym-sokoban counts the targets left uncovered
+        return num_boxes - int(((state == 2) | ((fixed == 2) & (state == 5))).sum())
+
+    counted, replay = boxes_on_targets(), []
+    for action in actions:
+        dr, dc = GYM_SOKOBAN_CHANGES[action]
+        ahead, beyond = (player[0] + dr, player[1] + dc), (player[0] + 2 * dr, player[1] + 2 * dc)
+        if state[ahead] in (3, 4) and state[beyond] in (1, 2):  # a push
+            state[beyond] = 3 if fixed[beyond] == 2 else 4
+            moved = True
+        else:  # otherwise a plain move onto an empty cell or target, if there is one
+            moved = state[ahead] in (1, 2)
+        if moved:
+            state[ahead], state[player], player = 5, fixed[player], ahead
+        reward = -0.1
+        now = boxes_on_targets()
+        reward += 1.0 if now > counted else -1.0 if now < counted else 0.0
+        solved = now == num_boxes
+        reward += 10.0 if solved else 0.0
+        counted = now
+        replay.append((reward, moved))
+        if solved:  # done: the episode ends
+            break
+    return replay
+
+
+def _replay_rooms() -> list[str]:
+    rooms = [
+        "#######\n#P√_X_#\n#___O_#\n#######",  # starts with a box on a target
+        "########\n#__O___#\n#_X##X_#\n#P__O__#\n########",
+        "#######\n#O___O#\n#_XPX_#\n#_____#\n#######",
+        "#######\n#P_XX_#\n#__O_O#\n#######",  # two boxes in a row cannot be pushed
+    ]
+    for dim_room, num_boxes, seeds in (((6, 6), 1, 12), ((8, 8), 2, 6), ((10, 10), 3, 4)):
+        env = SokobanEnv(dim_room=dim_room, num_boxes=num_boxes)
+        for seed in range(seeds):
+            env.reset(seed=seed)
+            rooms.append(env._room.render())
+    return rooms
+
+
+def test_rewards_match_gym_sokoban_step_by_step():
+    rng = np.random.default_rng(0)
+    seen = Counter()
+    for room in _replay_rooms():
+        for _ in range(8):
+            env = make(room, max_actions=None, max_turns=60, max_actions_per_turn=1)
+            actions, ours = [], []
+            for _ in range(60):
+                plan = env._oracle_commands()  # half the moves from the oracle, so that rooms get solved
+                move = plan[0] if plan and rng.random() < 0.5 else DIRECTIONS[int(rng.integers(4))]
+                actions.append(DIRECTIONS.index(move))
+                _, reward, terminated, _, info = env.step(answer(move))
+                assert info["action_valid"]
+                ours.append((reward, info["action_effective"]))
+                if terminated:
+                    break
+            theirs = gym_sokoban_replay(room, actions)
+            assert len(ours) == len(theirs), (room, actions)
+            for step, ((reward, effective), (their_reward, moved)) in enumerate(
+                zip(ours, theirs, strict=True)
+            ):
+                assert reward == pytest.approx(their_reward) and effective == moved, (room, actions, step)
+                seen[round(their_reward, 1)] += 1
+                seen["no effect"] += not moved
+    # the replays cover every kind of step: plain, no effect, box on, box off, solved
+    assert seen[-0.1] and seen["no effect"] and seen[0.9] and seen[-1.1] and seen[10.9]
+
+
+def test_a_box_starting_on_a_target_pays_nothing_on_the_first_step():
+    # gym-sokoban's reset counts 0 boxes on targets, so its first step here would pay -0.1 + 1
+    env = make("#######\n#P√_X_#\n#___O_#\n#######")
+    _, reward, *_ = env.step(answer("Down"))
+    assert reward == pytest.approx(-0.1)
+
+
 # ----- observation formats ----------------------------------------------------------------------------------
 def _coords(obs: str, label: str) -> set[tuple[int, int]]:
     line = next(line for line in obs.splitlines() if line.startswith(label + ":"))
@@ -299,7 +406,7 @@ def test_render_ansi_and_instructions():
 # ----- oracle -----------------------------------------------------------------------------------------------
 def oracle_episode(env: gym.Env, seed: int) -> tuple[bool, float, int]:
     won, total, _, _ = play_oracle(env, seed=seed)
-    return won, total, env.unwrapped.actions_taken
+    return won, total, env.get_wrapper_attr("actions_taken")
 
 
 def test_oracle_wins_every_default_room():

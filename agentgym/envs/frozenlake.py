@@ -8,8 +8,8 @@ The agent starts at the top-left tile and must reach the goal without falling in
 - Moves: Left, Down, Right, Up. A move into the border leaves the player where it is.
   On a slippery lake (``is_slippery=True``) the player goes the intended way or either
   perpendicular way, each with probability 1/3 (Gymnasium's semantics).
-  A move into the border is invalid (a format penalty) on a normal lake; on a slippery lake it is
-  a legitimate gamble on the slip, the classic way to creep along a wall, so it is valid there.
+  A move into the border is legal and changes nothing (``info["action_effective"]`` is False), as in
+  Gymnasium and RAGEN; on a slippery lake it is the classic gamble on the slip to creep along a wall.
 - Reward: +1 on reaching the goal, 0 otherwise. The goal or a hole ends the episode.
 - Oracle: a BFS shortest safe path; on a slippery lake, the move that maximises the probability
   of reaching the goal within the moves left (finite-horizon value iteration on the known dynamics).
@@ -44,9 +44,11 @@ def shortest_path(desc: list[str], start: tuple[int, int]) -> list[str] | None:
         cell = queue.popleft()
         if desc[cell[0]][cell[1]] == "G":
             path = []
-            while came_from[cell] is not None:
-                cell, move = came_from[cell]
+            step = came_from[cell]
+            while step is not None:
+                cell, move = step
                 path.append(move)
+                step = came_from[cell]
             return path[::-1]
         if desc[cell[0]][cell[1]] == "H":
             continue
@@ -106,7 +108,72 @@ def slippery_plan(desc: list[str], start: tuple[int, int], horizon: int, moves: 
 
 
 class FrozenLakeEnv(AgentEnv):
-    """Walk from the start to the goal over a frozen lake without falling into a hole."""
+    """Gymnasium's FrozenLake as a multi-turn text environment (``agentgym/FrozenLake-v0``).
+
+    ## Description
+    The agent walks from the start tile to the goal over a frozen lake, one tile per move, and must not
+    fall into a hole. Dynamics and maps are Gymnasium's ``FrozenLake-v1`` (a random map is drawn with its
+    ``generate_random_map``); the text symbols are RAGEN's.
+
+    ## Action Space
+    ``gymnasium.spaces.Text``: the raw LLM response. In the default ``"answer"`` format it is
+    ``<think>...</think><answer>Down || Right</answer>``: up to ``max_actions_per_turn`` moves, each one of
+    ``Left``, ``Down``, ``Right``, ``Up`` (any case), separated by ``||``; extra moves are dropped. Other
+    formats (``tool_call``, ``python_call``, renamed tags) carry the same moves.
+
+    ## Observation Space
+    ``gymnasium.spaces.Text``: the lake, then what is left of the episode (``P`` player, ``_`` frozen ice,
+    ``O`` hole, ``G`` goal, ``X`` player in a hole, ``√`` player on the goal; the start is ice).
+    ``reset(seed=0)`` gives::
+
+        P_O_
+        ____
+        ___O
+        ___G
+        Turns left: 5, 10 actions left.
+
+    Feedback on the last turn (a slip, a bump into the edge, an invalid response) comes first.
+
+    ## Starting State
+    The player on the start tile ``S`` of the map: ``desc`` if given, else a ``size`` x ``size`` map drawn
+    from ``self.np_random`` (same seed, same map) with frozen tiles at probability ``p``, the start at the
+    top left and the goal at the bottom right. A drawn map whose shortest safe path does not fit the move
+    budget is drawn again, so a perfect agent on a non-slippery lake always wins.
+
+    ## Rewards
+    +1 on reaching the goal, 0 for any other move (Gymnasium's), a move into the edge of the map included:
+    it is legal and leaves the player in place. A response that cannot be parsed, or an unknown move, gives
+    ``format_penalty`` (-0.1) once for the turn. A step's reward sums its moves.
+
+    ## Episode End
+    Terminated on the goal (``info["success"]``) or in a hole. Truncated after ``max_turns`` (5) steps or
+    ``max_actions`` (10) moves, counting unknown moves; a response that cannot be parsed uses a turn but no
+    move.
+
+    ## Information
+    ``success`` (the player is on the goal), ``format_ok`` (the response parsed), ``action_valid`` (every
+    move was a known direction), ``action_effective`` (every move changed the player's tile: RAGEN's
+    ``action_is_effective``; False after a bump into the edge, or a slip into it), ``actions`` (the moves
+    carried out); ``error`` when the response did not parse; at reset, ``instructions`` (the system prompt).
+
+    ## Arguments
+    ``gymnasium.make("agentgym/FrozenLake-v0", ...)`` accepts:
+
+    - ``desc=None``: a fixed map, rows of ``S`` (one), ``F``, ``H``, ``G``, as Gymnasium's.
+    - ``size=4``, ``p=0.8``: the side of a random map and the probability of a frozen tile.
+    - ``is_slippery=False``: with True, each move goes the intended way or one of the two perpendicular
+      ways, each with probability 1/3 (drawn from ``self.np_random``); the oracle then maximises the chance
+      of reaching the goal within the moves left.
+    - ``max_turns=5``, ``max_actions_per_turn=2``, ``max_actions=10``: the step limit, moves per step and
+      the move budget (a ``size`` map needs ``2 (size - 1)`` moves at least).
+    - ``response_format="answer"``, ``format_penalty=-0.1``, ``max_response_chars``, ``render_mode=None``
+      (or ``"ansi"``).
+
+    ## Version History
+    - v0: Gymnasium's dynamics and maps, RAGEN's symbols. Changed within v0: a move into the edge of a
+      non-slippery lake is legal (``action_valid`` True, ``action_effective`` False) and rewarded 0, as in
+      Gymnasium and RAGEN; it used to be invalid and cost ``format_penalty``.
+    """
 
     tools = (
         Tool(
@@ -199,11 +266,8 @@ class FrozenLakeEnv(AgentEnv):
             f"You slipped and moved {direction} instead of {intended}. " if direction != intended else ""
         )
         target = _neighbour(self.desc, self.position, direction)
-        if target == self.position:
-            # On a slippery lake a border move is a fair gamble on the slip, so only a sure bump is invalid.
-            return Applied(
-                valid=self.is_slippery, message=f"{slipped}{direction} hits the edge; you did not move."
-            )
+        if target == self.position:  # legal, as in Gymnasium, but without effect
+            return Applied(message=f"{slipped}{direction} hits the edge; you did not move.", effective=False)
         self.position = target
         if self.tile == "G":
             return Applied(reward=1.0, message=f"{slipped}You reached the goal!")

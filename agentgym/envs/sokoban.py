@@ -3,7 +3,8 @@
 Symbols, rewards and defaults follow RAGEN so that results stay comparable (DESIGN.md):
 ``#`` wall, ``_`` empty, ``O`` target, ``X`` box, ``√`` box on target, ``P`` player, ``S`` player on target;
 -0.1 per action, +1 when a box goes onto a target, -1 when one leaves it, +10 when all boxes are on targets;
-6x6 rooms with one box, 10 actions per episode, 5 turns, 2 actions per turn.
+6x6 rooms with one box, 10 actions per episode, 5 turns, 2 actions per turn. A move that changes nothing (into
+a wall, or against a box that cannot move) is legal and costs the step penalty only, as in gym-sokoban.
 
 Rooms are generated as gym-sokoban's idea goes (random-walk topology, targets placed, then reverse play:
 the player *pulls* boxes off the targets), but reverse play here is an exhaustive breadth-first search
@@ -358,10 +359,84 @@ MOVE = Tool(
 
 
 class SokobanEnv(AgentEnv):
-    """RAGEN's Sokoban as a multi-turn text environment.
+    """RAGEN's Sokoban as a multi-turn text environment (``agentgym/Sokoban-v0``).
 
-    ``hard_rooms=True`` picks, among the most displaced states, the one with the longest solution rather
-    than the shortest. ``reset(options={"room": grid_text})`` plays a given room (in the symbols above).
+    ## Description
+    The agent is the warehouse keeper of a small room and must push every box onto a target. It can walk
+    and push one box at a time; it cannot pull a box or push two in a row. Rooms are generated as
+    gym-sokoban does (a random-walk floor, then boxes pulled off their targets), but the pulling is an
+    exhaustive search, so every room can be solved within the episode's action budget and none starts
+    solved. Symbols, rewards and default sizes are RAGEN's, so that results compare with its papers.
+
+    ## Action Space
+    ``gymnasium.spaces.Text``: the raw LLM response. In the default ``"answer"`` format it is
+    ``<think>...</think><answer>Up || Left</answer>``: up to ``max_actions_per_turn`` moves, each one of
+    ``Up``, ``Down``, ``Left``, ``Right`` (any case), separated by ``||``; extra moves are dropped. Walking
+    into a box pushes it one cell when the cell behind it is free. Other formats (``tool_call``,
+    ``python_call``, renamed tags) carry the same moves.
+
+    ## Observation Space
+    ``gymnasium.spaces.Text``: the room, then what is left of the episode. With the default
+    ``observation_format="grid"`` (``#`` wall, ``_`` empty, ``O`` target, ``X`` box, ``√`` box on target,
+    ``P`` player, ``S`` player on target), ``reset(seed=0)`` gives::
+
+        ######
+        ##___#
+        ###O_#
+        ##_X_#
+        ###P_#
+        ######
+        Turns left: 5, 10 actions left.
+
+    ``"coords"`` lists (row, column) coordinates of the player, boxes, targets and inner walls instead, and
+    ``"both"`` shows the grid and then the coordinates. Feedback on the last turn (a blocked move, an
+    invalid response) comes first.
+
+    ## Starting State
+    A room drawn from ``self.np_random`` (same seed, same room): ``dim_room`` cells with walls around,
+    ``num_boxes`` boxes off their targets, and a player placed where reverse play left it. Among the states
+    reverse play reaches within the action budget it keeps the most displaced boxes, then the shortest
+    solution (or the longest with ``hard_rooms=True``). Default rooms need about 3 actions.
+
+    ## Rewards
+    Per action, as gym-sokoban and RAGEN: -0.1; +1 when a box goes onto a target; -1 when one leaves it;
+    +10 when every box is on a target. A move that changes nothing (into a wall, or against a box that
+    cannot move) is legal and costs the -0.1 only. A step's reward sums its actions. A response that
+    cannot be parsed, or an unknown move, adds ``format_penalty`` (-0.1) once for the turn. A perfect
+    agent on a one-box room solved in n actions earns 11 - 0.1 n.
+
+    ## Episode End
+    Terminated when every box is on a target (``info["success"]``). Truncated after ``max_turns`` (5)
+    steps or ``max_actions`` (10) actions, counting unknown moves; a response that cannot be parsed uses a
+    turn but no action. A box pushed into a corner is not detected: the episode runs on to truncation.
+
+    ## Information
+    ``success`` (every box on a target), ``format_ok`` (the response parsed), ``action_valid`` (every move
+    was a known direction), ``action_effective`` (every move changed the state: RAGEN's
+    ``action_is_effective``), ``actions`` (the moves carried out); ``error`` when the response did not
+    parse; at reset, ``instructions`` (the system prompt).
+
+    ## Arguments
+    ``gymnasium.make("agentgym/Sokoban-v0", ...)`` accepts:
+
+    - ``dim_room=(6, 6)``: rows and columns, walls included (at least 4x5).
+    - ``num_boxes=1``: boxes (and targets), at most a third of the inner cells.
+    - ``max_actions=10``, ``max_turns=5``, ``max_actions_per_turn=2``: the action budget, the step limit
+      and the moves per step; generated rooms are solvable within ``min(max_actions, max_turns x
+      max_actions_per_turn)`` actions.
+    - ``observation_format="grid"``: ``"grid"``, ``"coords"`` or ``"both"``.
+    - ``hard_rooms=False``: among the most displaced states, the longest solution instead of the shortest.
+    - ``num_gen_steps=None``: steps of the floor's random walk (default 1.7 x (rows + cols), gym-sokoban's).
+    - ``response_format="answer"``, ``format_penalty=-0.1``, ``render_mode=None`` (or ``"ansi"``).
+
+    ``reset(options={"room": text})`` plays a given room, written in the grid symbols.
+
+    ## Version History
+    - v0: RAGEN's rules, symbols and defaults. Changed within v0: a move that changes nothing is legal
+      (``action_valid`` True, ``action_effective`` False) and costs -0.1, as in gym-sokoban and RAGEN; it
+      used to be invalid and cost -0.2 (the step penalty plus ``format_penalty``). Known difference from
+      gym-sokoban: its reset counts no box on a target, so in a room that starts with a box on a target
+      its first step pays +1 for nothing; here it does not (default one-box rooms never start so).
     """
 
     metadata = {"render_modes": ["ansi"], "render_fps": 4}
@@ -440,9 +515,10 @@ class SokobanEnv(AgentEnv):
             shown = command if len(command) <= 40 else command[:40] + "..."
             return Applied(0.0, False, f"{shown!r} is not an action; use Up, Down, Left or Right.")
         blocked = self._blocked(direction)
-        if blocked:
-            return Applied(STEP_REWARD, False, f"{DIRECTIONS[direction]}: {blocked}; nothing moved.")
-        room, offset = self.room, self.room.offsets()[direction]
+        if blocked:  # a legal move without effect: only the step penalty, as in gym-sokoban
+            message = f"{DIRECTIONS[direction]}: {blocked}; nothing moved."
+            return Applied(STEP_REWARD, valid=True, message=message, effective=False)
+        room, offset = self._room, self._room.offsets()[direction]
         ahead, reward = self.player + offset, STEP_REWARD
         if self.boxes >> ahead & 1:
             beyond = ahead + offset
@@ -458,7 +534,7 @@ class SokobanEnv(AgentEnv):
 
     def _blocked(self, direction: int) -> str | None:
         """Why a move in ``direction`` would change nothing, or None if it moves the player."""
-        room, offset = self.room, self.room.offsets()[direction]
+        room, offset = self._room, self._room.offsets()[direction]
         ahead = self.player + offset
         if not room.floor >> ahead & 1:
             return "a wall is in the way"
@@ -467,6 +543,13 @@ class SokobanEnv(AgentEnv):
         ):
             return "the box cannot move (a wall or another box is behind it)"
         return None
+
+    @property
+    def _room(self) -> Room:
+        """The room being played (``reset`` builds it)."""
+        if self.room is None:
+            raise RuntimeError("call reset() first")
+        return self.room
 
     @property
     def success(self) -> bool:
@@ -478,7 +561,7 @@ class SokobanEnv(AgentEnv):
 
     # ----- text -----
     def _coordinates(self) -> str:
-        room = self.room
+        room = self._room
 
         def listed(mask: int) -> str:
             return ", ".join(f"({cell // room.cols}, {cell % room.cols})" for cell in _cells(mask)) or "none"
@@ -538,8 +621,8 @@ class SokobanEnv(AgentEnv):
             return [DIRECTIONS[moves[0] if moves else 0]]
         if state not in self._plan:
             if self._live is None:
-                self._live = live_cells(self.room.floor, self.room.cols, self.room.targets)
-            plan = solve(self.room, self.boxes, self.player, self._live)
+                self._live = live_cells(self._room.floor, self._room.cols, self._room.targets)
+            plan = solve(self._room, self.boxes, self.player, self._live)
             if plan is None:
                 self._deadlocks.add(state)
                 return self._oracle_commands()
@@ -548,7 +631,7 @@ class SokobanEnv(AgentEnv):
             player, boxes = self.player, self.boxes
             for i, direction in enumerate(plan):
                 self._plan[(player, boxes)] = [DIRECTIONS[d] for d in plan[i:]]
-                offset = self.room.offsets()[direction]
+                offset = self._room.offsets()[direction]
                 player += offset
                 if boxes >> player & 1:
                     boxes ^= (1 << player) | (1 << (player + offset))

@@ -76,6 +76,8 @@ class FilterConfig:
     include_zero: bool = True
     metric: str = "std"
     prob_mode: str = "linear"
+    ddof: int = 1  # group std/var: 1 unbiased (RAGEN, torch's default), 0 population
+    selection_eps: float = 0.01  # linear top-p keeps groups up to value x total score - this (RAGEN: 0.01)
     scale_advantages: str = "none"  # none | linear | sqrt: multiply advantages by (a function of) kept ratio
 
 

@@ -327,7 +327,16 @@ class Trainer:
         generated = rt.all_sum(sum(t.generated_tokens for t in transcripts))
 
         f = cfg.filter
-        kept = snr_filter(returns, f.strategy, f.value, f.include_zero, f.metric, f.prob_mode)
+        kept = snr_filter(
+            returns,
+            f.strategy,
+            f.value,
+            f.include_zero,
+            f.metric,
+            f.prob_mode,
+            ddof=f.ddof,
+            selection_eps=f.selection_eps,
+        )
         stats = filter_stats(returns, kept, f.metric)
         self._remember_failures(step, seeds, returns, transcripts)
         my_groups = set(range(rt.rank, len(seeds), rt.world))
