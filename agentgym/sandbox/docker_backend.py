@@ -18,6 +18,12 @@ other backends' workers, so any size goes), read the output until the container 
 passes or a stream passes ``max_output_bytes`` (then the container is killed), and remove the
 container in the background. ``duration`` counts from the job's arrival, as in the other backends: a
 container's start-up (a few hundred milliseconds, most of a run's cost) is not the program's time.
+
+There is no pool of warm containers: the engine's work per container (create and start, about 0.2 s
+of CPU) bounds the rate either way. Measured on 2 busy cores, a fresh container per run gave 6.3
+runs/s from one caller and 8.3-8.8 from four; a prototype pool of 4 pre-started containers 7.5-7.9
+and 7.3-8.1 (``benchmarks/sandbox_throughput.py`` has the figures beside bwrap's). For many runs a
+second, bwrap's fork server is the backend to use.
 """
 
 from __future__ import annotations
@@ -170,7 +176,10 @@ def build_image(image: str = DEFAULT_IMAGE, path: Path = SANDBOXES_DIR, offline:
         built, _ = client.images.build(path=str(path), tag=image, rm=True, network_mode="none")
         return built.id
     except Exception as error:  # BuildError, APIError: no registry, a failing step, ...
-        raise SandboxError(f"building {image} from {path / 'Dockerfile'} failed: {error}") from error
+        raise SandboxError(
+            f"building {image} from {path / 'Dockerfile'} failed: {error} "
+            "(no registry reachable? `agentgym sandbox build-image --offline` needs none)"
+        ) from error
     finally:
         client.close()
 
