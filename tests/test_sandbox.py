@@ -4,40 +4,55 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import secrets
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from agentgym.sandbox import BACKEND_ENV, Sandbox, SandboxError, choose_backend, unavailable_reason
+from agentgym.sandbox import BACKEND_ENV, Sandbox, choose_backend, unavailable_reason
 from agentgym.sandbox import cli as sandbox_cli
 from agentgym.sandbox.base import GRACE_SECONDS, PYTHON_FLAGS, RUNNER_SOURCE, Limits
-from agentgym.sandbox.docker_backend import DOCKERFILE_DIR, SANDBOX_USER, container_kwargs
+from agentgym.sandbox.docker_backend import (
+    OFFLINE_BUILD_SCRIPT,
+    SANDBOX_USER,
+    SANDBOXES_DIR,
+    _Frames,
+    container_settings,
+)
 from agentgym.sandbox.doctor import diagnose, render
 from agentgym.sandbox.seccomp import filter_program
 
 BWRAP_MISSING = unavailable_reason("bwrap")
 needs_bwrap = pytest.mark.skipif(BWRAP_MISSING is not None, reason=f"bwrap: {BWRAP_MISSING}")
+DOCKER_MISSING = unavailable_reason("docker")
+needs_docker = pytest.mark.skipif(DOCKER_MISSING is not None, reason=f"docker: {DOCKER_MISSING}")
+# Every backend and mode the interface tests run against (absent ones skip with the reason).
+BOXES = [
+    pytest.param("bwrap", marks=needs_bwrap),
+    pytest.param("bwrap-per-run", marks=needs_bwrap),
+    pytest.param("docker", marks=needs_docker),
+    "subprocess",
+]
 
 
-@pytest.fixture(
-    params=[
-        pytest.param("bwrap", marks=needs_bwrap),
-        pytest.param("bwrap-per-run", marks=needs_bwrap),
-        "subprocess",
-    ]
-)
-def box(request):
-    backend, _, per_run = request.param.partition("-")
-    options = {"fork_server": False} if per_run else {}
+def make_box(mode: str, **settings) -> Sandbox:
+    backend, _, per_run = mode.partition("-")
+    options: dict[str, Any] = {"fork_server": False} if per_run else {}
     with pytest.warns(RuntimeWarning) if backend == "subprocess" else _no_warning_check():
-        sandbox = Sandbox(backend, timeout=5, pool_size=1, **options)
+        return Sandbox(backend, **options, **settings)
+
+
+@pytest.fixture(params=BOXES)
+def box(request):
+    sandbox = make_box(request.param, timeout=5, pool_size=1)
     yield sandbox
     sandbox.close()
 
@@ -125,12 +140,14 @@ def test_memory_limit_reports_oom(box):
     assert result.oom and result.exit_code == 1 and "MemoryError" in result.stderr
 
 
-def test_output_cap():
-    with Sandbox(
-        "subprocess" if BWRAP_MISSING else "bwrap", timeout=5, max_output_bytes=1000, pool_size=0
-    ) as box:
+@pytest.mark.parametrize("mode", BOXES)
+def test_output_cap(mode):
+    with make_box(mode, timeout=5, max_output_bytes=1000, pool_size=0) as box:
         result = box.run("print('y' * 5000)")
+        endless = box.run("while True:\n    print('y' * 5000)")
     assert result.truncated and len(result.stdout) == 1000
+    assert endless.truncated and len(endless.stdout) == 1000 and not endless.timed_out
+    assert endless.duration < 2, endless
 
 
 def test_thread_safe_under_concurrent_callers(box):
@@ -190,112 +207,178 @@ def test_auto_picks_the_safest_working_backend(monkeypatch):
         choose_backend()
 
 
-def test_docker_container_arguments_isolate():
+def test_docker_container_settings_isolate():
     limits = Limits(timeout=4, memory_mb=300, max_processes=12, scratch_mb=32)
-    kwargs = container_kwargs("print(1)", "in", limits, timeout=4, image="img:1", cpus=0.5)
-    assert kwargs["image"] == "img:1"
-    assert kwargs["network_mode"] == "none"
-    assert kwargs["read_only"] is True and kwargs["tmpfs"] == {"/tmp": "rw,nosuid,nodev,size=32m"}
-    assert kwargs["mem_limit"] == "300m" and kwargs["memswap_limit"] == "300m"
-    assert kwargs["nano_cpus"] == 500_000_000 and kwargs["pids_limit"] == 12
-    assert kwargs["user"] == SANDBOX_USER and not kwargs["user"].startswith("0")
-    assert kwargs["security_opt"] == ["no-new-privileges"] and kwargs["cap_drop"] == ["ALL"]
-    assert set(kwargs["environment"]) == {"AGENTGYM_CODE", "AGENTGYM_STDIN", "HOME", "LANG", "PATH"}
-    assert kwargs["command"][: len(PYTHON_FLAGS) + 3] == ["python", *PYTHON_FLAGS, "-c", RUNNER_SOURCE]
-    with pytest.raises(SandboxError):
-        container_kwargs("x" * 200_000, "", limits, timeout=4)
+    create, host = container_settings(limits, timeout=4, image="img:1", cpus=0.5)
+    assert create["image"] == "img:1" and create["network_disabled"] is True
+    assert host["network_mode"] == "none"
+    assert host["read_only"] is True and host["tmpfs"] == {"/tmp": "rw,nosuid,nodev,size=32m"}
+    assert host["mem_limit"] == "300m" and host["memswap_limit"] == "300m"
+    assert host["nano_cpus"] == 500_000_000 and host["pids_limit"] == 12
+    assert create["user"] == SANDBOX_USER and not create["user"].startswith("0")
+    assert host["security_opt"] == ["no-new-privileges"] and host["cap_drop"] == ["ALL"]
+    assert host["log_config"] == {"type": "none"}  # output goes through the attach stream only
+    assert set(create["environment"]) == {"HOME", "LANG", "PATH"}
+    assert create["command"][: len(PYTHON_FLAGS) + 3] == ["python3", *PYTHON_FLAGS, "-c", RUNNER_SOURCE]
+    # The pids limit bounds processes; RLIMIT_NPROC (shared by every container of uid 10001) is left alone.
+    assert create["command"][len(PYTHON_FLAGS) + 3 :][3] == "-1"
+    assert create["stdin_open"] is True and create["tty"] is False
 
 
-def test_docker_arguments_are_accepted_by_the_sdk():
-    """The docker SDK turns the arguments into a container config without an engine."""
-    containers = pytest.importorskip("docker.models.containers")
-    if not hasattr(containers, "_create_container_args"):
-        pytest.skip("this docker SDK has no _create_container_args")
-    kwargs = dict(container_kwargs("print(1)", "", Limits(max_processes=9), timeout=5), version="1.44")
-    kwargs.pop("detach")
-    host = containers._create_container_args(kwargs)["host_config"]
-    assert host["NetworkMode"] == "none" and host["ReadonlyRootfs"] is True and host["PidsLimit"] == 9
-    assert host["CapDrop"] == ["ALL"] and host["SecurityOpt"] == ["no-new-privileges"]
-    assert host["Memory"] == host["MemorySwap"] == 512 << 20 and host["Tmpfs"]["/tmp"].endswith("size=64m")
+def test_docker_settings_are_accepted_by_the_sdk():
+    """The docker SDK turns the settings into a container config without an engine."""
+    api = pytest.importorskip("docker").APIClient(version="1.41")
+    create, host = container_settings(Limits(max_processes=9), timeout=5)
+    config = api.create_host_config(**host)
+    assert config["NetworkMode"] == "none" and config["ReadonlyRootfs"] is True and config["PidsLimit"] == 9
+    assert config["CapDrop"] == ["ALL"] and config["SecurityOpt"] == ["no-new-privileges"]
+    assert config["Memory"] == config["MemorySwap"] == 512 << 20 and config["Tmpfs"]["/tmp"].endswith(
+        "size=64m"
+    )
+    assert config["LogConfig"]["Type"] == "none" and config["Init"] is True
+    from docker.types import ContainerConfig
+
+    container = ContainerConfig("1.41", **create, host_config=config)
+    assert container["OpenStdin"] and container["StdinOnce"] and container["AttachStdin"]
+    assert container["NetworkDisabled"] and container["User"] == SANDBOX_USER
 
 
-class _FakeContainer:
-    """Stands in for a docker container: exits with ``status`` or never (``status=None``)."""
+def _frame(kind: int, payload: bytes) -> bytes:
+    return struct.pack(">BxxxL", kind, len(payload)) + payload
 
-    def __init__(self, status, out=b"", err=b"", oom=False):
-        self.status, self.out, self.err = status, out, err
-        self.attrs = {"State": {"OOMKilled": oom}}
-        self.killed = self.removed = False
 
-    def wait(self, timeout):
-        if self.status is None:
+class _FakeAPI:
+    """Stands in for the docker engine's API: each container is a thread that speaks the attach
+    stream (the runner's side of the job exchange) over a socket pair, as ``behaviour`` says."""
+
+    def __init__(self, behaviour):
+        self.behaviour = behaviour
+        self.containers: dict[str, dict] = {}
+
+    def create_host_config(self, **host):
+        return host
+
+    def create_container(self, **settings):
+        container_id = f"c{len(self.containers)}"
+        self.containers[container_id] = {"settings": settings, "killed": threading.Event(), "status": None}
+        return {"Id": container_id}
+
+    def attach_socket(self, container_id, params):
+        ours, theirs = socket.socketpair()
+        self.containers[container_id]["socket"] = theirs
+        return ours
+
+    def start(self, container_id):
+        container = self.containers[container_id]
+
+        def serve():
+            sock = container["socket"]
+            sock.sendall(_frame(1, b"R"))
+            stream = sock.makefile("rb")
+            code = stream.read(int(stream.read(16))).decode()
+            container["status"] = self.behaviour(code, stream, sock, container["killed"])
+            sock.close()
+
+        container["thread"] = threading.Thread(target=serve, daemon=True)
+        container["thread"].start()
+
+    def kill(self, container_id):
+        self.containers[container_id]["killed"].set()
+
+    def wait(self, container_id, timeout):
+        container = self.containers[container_id]
+        container["thread"].join(timeout)
+        if container["thread"].is_alive():
             raise TimeoutError("read timed out")
-        return {"StatusCode": self.status}
+        return {"StatusCode": container["status"]}
 
-    def logs(self, stdout, stderr):
-        return self.out if stdout else self.err
+    def inspect_container(self, container_id):
+        return {"State": {"OOMKilled": self.containers[container_id]["status"] == 137}}
 
-    def reload(self):
-        pass
-
-    def kill(self):
-        self.killed = True
-
-    def remove(self, force):
-        self.removed = True
+    def remove_container(self, container_id, force):
+        self.containers[container_id]["removed"] = True
 
 
-def test_docker_backend_run_logic(monkeypatch):
+def _fake_container(code, stream, sock, killed):
+    """What each test program of ``test_docker_run_logic`` does in its fake container."""
+    if code == "echo":
+        sock.sendall(_frame(1, b"%d\n" % len(stream.read())))  # all of stdin, once our side is closed
+        return 0
+    if code == "flood":
+        try:
+            while not killed.is_set():
+                sock.sendall(_frame(1, b"x" * 1000) + _frame(2, b"e" * 10))
+        except OSError:
+            pass
+        return 137
+    if code == "hang":
+        sock.sendall(_frame(1, b"before\n"))
+        killed.wait(30)
+        return 137
+    if code == "oom":
+        return 137
+    if code == "sigterm":
+        return 128 + 15
+    raise AssertionError(code)
+
+
+def test_docker_run_logic_with_a_fake_engine(monkeypatch):
     from agentgym.sandbox import docker_backend
 
-    ran = []
-
-    class FakeClient:
-        class containers:  # noqa: N801 (mirrors client.containers)
-            @staticmethod
-            def run(**kwargs):
-                ran.append(kwargs)
-                return ran_containers.pop(0)
-
-    monkeypatch.setattr(docker_backend, "_client", lambda: FakeClient)
-    backend = docker_backend.DockerBackend(Limits(timeout=2, max_output_bytes=4))
-    ran_containers = [
-        _FakeContainer(0, b"hi\n"),
-        _FakeContainer(None),
-        _FakeContainer(137, oom=True),
-        _FakeContainer(1, b"0123456789", b"MemoryError\n"),
-    ]
-    containers = list(ran_containers)
-    ok = backend.run("print('hi')")
-    assert ok.stdout == "hi\n" and ok.exit_code == 0 and ok.backend == "docker" and containers[0].removed
-    hung = backend.run("while True: pass")
-    assert hung.timed_out and containers[1].killed and containers[1].removed
-    killed = backend.run("x = 'y' * 10**10")
-    assert killed.oom and killed.exit_code == -9
-    loud = backend.run("print('0123456789')")
-    assert loud.truncated and loud.stdout == "0123" and loud.oom
-    assert ran[0]["network_mode"] == "none" and len(ran) == 4
+    api = _FakeAPI(_fake_container)
+    client = type("FakeClient", (), {"api": api, "close": lambda self: None})()
+    monkeypatch.setattr(docker_backend, "_client", lambda: client)
+    backend = docker_backend.DockerBackend(Limits(timeout=2, max_output_bytes=5000))
+    try:
+        echoed = backend.run("echo", stdin="y" * 300_000)  # more than a socket buffer holds
+        assert echoed.stdout == "300000\n" and echoed.exit_code == 0 and echoed.backend == "docker"
+        flood = backend.run("flood")
+        assert flood.truncated and len(flood.stdout) == 5000 and flood.exit_code == -9, flood
+        assert not flood.timed_out and flood.duration < 1
+        hung = backend.run("hang", timeout=0.5)
+        assert hung.timed_out and hung.stdout == "before\n" and hung.exit_code == -9
+        assert 0.5 <= hung.duration < 0.5 + GRACE_SECONDS
+        oom = backend.run("oom")
+        assert oom.oom and oom.exit_code == -9 and not oom.timed_out
+        term = backend.run("sigterm")
+        assert term.exit_code == -15 and not term.oom
+    finally:
+        backend.close()
+    assert all(container.get("removed") for container in api.containers.values())
+    assert all(c["killed"].is_set() == (i in (1, 2)) for i, c in enumerate(api.containers.values()))
 
 
-def test_docker_job_protocol_runs_in_the_runner(tmp_path):
-    """The runner's environment-variable protocol (what the container runs), exercised without docker."""
-    kwargs = container_kwargs("import sys\nprint(sys.stdin.read().upper())", "abc", Limits(), timeout=5)
-    env = {**kwargs["environment"], "PATH": os.environ["PATH"]}
-    command = [sys.executable, *kwargs["command"][1:]]
-    done = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=30)
-    assert done.stdout == "ABC\n" and done.returncode == 0, done.stderr
-    assert list(tmp_path.iterdir()) == [tmp_path / "main.py"]  # the stdin file was removed
+def test_docker_stream_frames_split_anywhere():
+    frames = _Frames()
+    data = _frame(1, b"hello") + _frame(2, b"") + _frame(2, b"oops") + _frame(1, b"!")
+    parsed = [frame for byte in range(len(data)) for frame in frames.feed(data[byte : byte + 1])]
+    assert parsed == [(1, b"hello"), (2, b""), (2, b"oops"), (1, b"!")]
 
 
-def test_dockerfile_uses_the_non_root_user():
-    dockerfile = (DOCKERFILE_DIR / "Dockerfile").read_text()
+def test_dockerfile_and_offline_build_use_the_non_root_user():
+    dockerfile = (SANDBOXES_DIR / "Dockerfile").read_text()
     uid = SANDBOX_USER.split(":")[0]
     assert f"--uid {uid}" in dockerfile and f"USER {SANDBOX_USER}" in dockerfile
+    assert "ARG BASE=" in dockerfile and "FROM ${BASE}" in dockerfile
+    script = (SANDBOXES_DIR / OFFLINE_BUILD_SCRIPT).read_text()
+    assert "debootstrap --variant=minbase --include=python3" in script and "BASE=$BASE" in script
+    done = subprocess.run(["sh", "-n", str(SANDBOXES_DIR / OFFLINE_BUILD_SCRIPT)], capture_output=True)
+    assert done.returncode == 0, done.stderr
 
 
-@pytest.mark.skipif(
-    unavailable_reason("docker") is not None, reason=f"docker: {unavailable_reason('docker')}"
-)
+def test_cli_build_image_offline_runs_the_offline_build(monkeypatch, capsys):
+    from agentgym.sandbox import docker_backend
+
+    calls = []
+    monkeypatch.setattr(
+        docker_backend, "build_image", lambda image, offline: calls.append((image, offline)) or "id"
+    )
+    args = _main_parser().parse_args(["sandbox", "build-image", "--offline", "--image", "x:1"])
+    assert args.func(args) == 0 and calls == [("x:1", True)]
+    assert "built x:1" in capsys.readouterr().out
+
+
+@needs_docker
 def test_docker_backend_live():
     with Sandbox("docker", timeout=20) as box:
         result = box.run("import os\nprint(input(), os.getuid())", stdin="hi")

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,7 +27,11 @@ TIMEOUT = 3.0
 
 
 # Each isolating way of running code: bwrap's fork server (its default), one bwrap per run, docker.
-MODES = {"bwrap": ("bwrap", {}), "bwrap-per-run": ("bwrap", {"fork_server": False}), "docker": ("docker", {})}
+MODES: dict[str, tuple[str, dict[str, Any]]] = {
+    "bwrap": ("bwrap", {}),
+    "bwrap-per-run": ("bwrap", {"fork_server": False}),
+    "docker": ("docker", {}),
+}
 
 
 def _isolating_modes():
@@ -138,8 +143,15 @@ for path in {targets!r}:
         print("WROTE", path)
     except OSError as error:
         print("denied", path, type(error).__name__)
+# A Python the program starts (no -B, no -I) imports as usual: its bytecode writes into the read-only
+# system fail quietly or are switched off, and nothing of them lands outside /tmp.
+import subprocess, sys
+child = "import colorsys, email.mime.text, json; print('imported')"
+done = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True)
+print("CHILD", done.returncode, done.stdout.strip(), done.stderr[-300:])
 """
     result = attack(backend, code)
+    assert "CHILD 0 imported" in result.stdout, result.stdout + result.stderr
     wrote = [line.split(" ", 1)[1] for line in result.stdout.splitlines() if line.startswith("WROTE")]
     # Writes land only in the sandbox's own /tmp (the host's tmp_path is under /tmp: the sandbox
     # writes to its private copy of that path, never to the host's).
@@ -148,6 +160,11 @@ for path in {targets!r}:
     )
     assert not host_target.exists() and not (REPO / "written-by-sandbox").exists()
     assert not Path("/tmp/ok").exists() or Path("/tmp/ok").read_text() != "pwned"
+
+
+# Files of the host's system that a sandbox must not show: an image may have files of the same names
+# (docker's has its own /etc/passwd), but never the host's own (told apart by device and inode).
+HOST_SYSTEM_FILES = ["/etc/passwd", "/etc/shadow", "/etc/group", "/etc/hostname", "/etc/hosts", "/root"]
 
 
 def test_cannot_read_secrets_in_home_work_tree_or_host_tmp(backend, tmp_path):
@@ -161,7 +178,7 @@ def test_cannot_read_secrets_in_home_work_tree_or_host_tmp(backend, tmp_path):
         place.write_text(token)
     code = f"""
 import os
-for path in {[str(p) for p in places]!r} + ["/etc/shadow", "/etc/passwd"]:
+for path in {[str(p) for p in places]!r} + ["/etc/shadow"]:
     try:
         print("READ", path, open(path).read())
     except OSError as error:
@@ -171,6 +188,12 @@ for directory in {[str(p.parent) for p in places]!r}:
         print("LIST", directory, os.listdir(directory))
     except OSError as error:
         print("denied", directory, type(error).__name__)
+for path in {HOST_SYSTEM_FILES!r}:
+    try:
+        info = os.stat(path)
+        print("STAT", path, info.st_dev, info.st_ino)
+    except OSError as error:
+        print("no", path, type(error).__name__)
 """
     try:
         result = attack(backend, code)
@@ -180,12 +203,22 @@ for directory in {[str(p.parent) for p in places]!r}:
     assert token not in result.stdout + result.stderr
     listings = [line for line in result.stdout.splitlines() if line.startswith("LIST")]
     assert not any(token[:8] in line for line in listings), listings  # not even the file names
-    assert "READ" not in result.stdout, result.stdout
+    assert "READ" not in result.stdout, result.stdout  # no secret, and no shadow file (the image's neither)
+    for line in result.stdout.splitlines():
+        if line.startswith("STAT"):
+            _, path, device, inode = line.split()
+            host = os.stat(path) if os.path.exists(path) else None
+            assert host is None or (host.st_dev, host.st_ino) != (int(device), int(inode)), (
+                f"the sandbox sees the host's own {path}"
+            )
 
 
 def test_host_environment_does_not_leak(backend, monkeypatch):
     token = secrets.token_hex(16)
-    monkeypatch.setenv("AGENTGYM_TEST_SECRET", token)
+    # Secrets, and variables a sandbox (or its image) might set itself: each with a value only the
+    # host has, so that an inherited one shows.
+    for name in ("AGENTGYM_TEST_SECRET", "AWS_SECRET_ACCESS_KEY", "PYTHONDONTWRITEBYTECODE", "PYTHONPATH"):
+        monkeypatch.setenv(name, f"{name}-{token}")
     code = """
 import os
 print(dict(os.environ))
@@ -197,9 +230,13 @@ for pid in ("self", "1"):
 """
     result = attack(backend, code)
     assert token not in result.stdout + result.stderr
-    assert "AGENTGYM_TEST_SECRET" not in result.stdout
     environment = eval(result.stdout.splitlines()[0])  # the program's own printout of os.environ
-    assert set(environment) <= {"PATH", "HOME", "LANG", "PWD", "LC_CTYPE", "HOSTNAME"}, environment
+    assert "AGENTGYM_TEST_SECRET" not in environment and "AWS_SECRET_ACCESS_KEY" not in environment
+    # A clean environment: what the sandbox (or its image) sets itself, nothing inherited from the host
+    # (PATH and LANG are set to standard values that the host may happen to share).
+    inherited = {name for name, value in environment.items() if os.environ.get(name) == value}
+    assert inherited <= {"PATH", "LANG"}, (inherited, environment)
+    assert len(environment) <= 8, environment
 
 
 def test_host_processes_are_invisible(backend):

@@ -40,8 +40,17 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     doctor.set_defaults(func=_doctor)
 
     build = commands.add_parser(
-        "build-image", help="build the docker backend's image from sandboxes/Dockerfile"
+        "build-image",
+        help="build the docker backend's image from sandboxes/Dockerfile",
+        description="Build the docker backend's image (sandboxes/Dockerfile, user 10001, stdlib only).",
     )
+    build.add_argument(
+        "--offline",
+        action="store_true",
+        help="no registry: base the image on a Debian root file system made by debootstrap "
+        "(runs sandboxes/build-offline-image.sh; needs root, debootstrap and the Debian mirror)",
+    )
+    build.add_argument("--image", default=None, help="the tag to build (default agentgym-sandbox:latest)")
     build.set_defaults(func=_build_image)
     return parser
 
@@ -82,12 +91,13 @@ def _build_image(args: argparse.Namespace) -> int:
     from agentgym.sandbox import SandboxError
     from agentgym.sandbox.docker_backend import DEFAULT_IMAGE, build_image
 
+    image = args.image or DEFAULT_IMAGE
     try:
-        image_id = build_image()
+        image_id = build_image(image, offline=args.offline)
     except SandboxError as error:
         print(f"sandbox error: {error}", file=sys.stderr)
         return 1
-    print(f"built {DEFAULT_IMAGE} ({image_id})")
+    print(f"built {image} ({image_id})")
     return 0
 
 
