@@ -9,11 +9,10 @@ all integers (-1 = leave alone):
 
     uid gid address_space_bytes processes file_size_bytes open_files cpu_seconds
 
-With ``AGENTGYM_CODE`` in the environment (docker) the job comes from there (base64 of the code,
-``AGENTGYM_STDIN`` base64 of its stdin). Otherwise the runner writes one byte ``R`` to stdout once the
-interpreter is up and limited, then reads a 16-digit decimal length and that many bytes of UTF-8 code
-from stdin; whatever stdin holds after that is the program's own stdin. Pre-started workers (see
-``pool.py``) wait at that read, so the interpreter's start-up is paid before the job arrives.
+The runner writes one byte ``R`` to stdout once the interpreter is up and limited, then reads a
+16-digit decimal length and that many bytes of UTF-8 code from stdin; whatever stdin holds after that is
+the program's own stdin. Pre-started workers (see ``pool.py``) wait at that read, so the interpreter's
+start-up is paid before the job arrives.
 
 **Fork server** (bwrap's default; arguments ``forkserver CONTROL_FD PRIVILEGED SECCOMP_HEX``): a booted
 interpreter that never runs untrusted code itself. For each job the host sends it one end of a fresh
@@ -113,18 +112,6 @@ def _exit_status(code):
 
 
 def _receive_job():
-    encoded = os.environ.pop("AGENTGYM_CODE", None)
-    if encoded is not None:
-        import binascii
-
-        stdin = binascii.a2b_base64(os.environ.pop("AGENTGYM_STDIN", ""))
-        with open(".stdin", "wb") as handle:
-            handle.write(stdin)
-        fd = os.open(".stdin", os.O_RDONLY)
-        os.dup2(fd, 0)
-        os.close(fd)
-        os.unlink(".stdin")
-        return binascii.a2b_base64(encoded)
     os.write(1, b"R")
     return _read_exactly(0, int(_read_exactly(0, 16)))
 
