@@ -320,19 +320,26 @@ class ALFWorldEnv(AdmissibleCommandEnv):
             return self.games[int(options["game_index"]) % len(self.games)]
         return self.games[int(self.np_random.integers(len(self.games)))]
 
+    @property
+    def game(self) -> _LoadedGame:
+        """The game of the current episode."""
+        if self._game is None:
+            raise RuntimeError("no game is loaded: call reset() first")
+        return self._game
+
     # ----- the expert, fed like ALFWorld's AlfredExpert wrapper -----
     def _expert_observe_reset(self) -> None:
         from alfworld.agents.expert import HandCodedTWAgent
 
         self._expert_agent, self._expert_next = None, None
-        if self._game.handcoded:
+        if self.game.handcoded:
             self._expert_agent = HandCodedTWAgent(max_steps=10_000)
             self._expert_agent.reset(str(self.game_file))
             self._expert_agent.observe(self._state.feedback)
             self._expert_next = "look"  # ALFWorld's expert always opens with a look around
 
     def _expert_observe_step(self, command: str) -> None:
-        if not self._game.handcoded:
+        if not self.game.handcoded:
             return
         try:
             with _global_random(self._expert_rng):
@@ -346,9 +353,9 @@ class ALFWorldEnv(AdmissibleCommandEnv):
         self.game_file = self._pick_game(options)
         self._game = self._load(self.game_file)
         self._expert_rng = random.Random(int(self.np_random.integers(2**31)))
-        if self._game.start is None:
-            self._game.start = self._game.tw_env.reset()
-        self._state = self._game.start
+        if self.game.start is None:
+            self.game.start = self.game.tw_env.reset()
+        self._state = self.game.start
         intro = self._state.feedback
         goals = _GOAL.findall(intro)
         self._goal = goals[-1].strip() if goals else ""
@@ -360,8 +367,8 @@ class ALFWorldEnv(AdmissibleCommandEnv):
         if chosen is None:
             return self._rejected(command)
         was_won = bool(self._state["won"])
-        self._game.start = None  # the game leaves its start state
-        self._state, _, _ = self._game.tw_env.step(chosen)
+        self.game.start = None  # the game leaves its start state
+        self._state, _, _ = self.game.tw_env.step(chosen)
         self._feedback = self._state.feedback.strip()
         self._expert_observe_step(chosen)
         return Applied(reward=float(bool(self._state["won"]) and not was_won))
@@ -381,7 +388,7 @@ class ALFWorldEnv(AdmissibleCommandEnv):
         )
 
     def _oracle_commands(self) -> list[str]:
-        if self._game.handcoded:
+        if self.game.handcoded:
             return [self._expert_next or "look"]
         return list(self._state["policy_commands"] or []) or ["look"]
 

@@ -26,7 +26,7 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-from playwright.async_api import Browser, BrowserContext, Page, Route, async_playwright
+from playwright.async_api import Browser, BrowserContext, Page, Playwright, Route, async_playwright
 from playwright.async_api import Error as PlaywrightError
 
 from agentgym.envs.webshop.chromium import BrowserNotFound, find_chromium, require_chromium
@@ -83,7 +83,7 @@ class BrowserHost:
         self.executable = executable
         self.generation = 0  # bumped at every (re)launch: contexts of an older generation are dead
         self.launches = 0
-        self._playwright = None
+        self._playwright: Playwright | None = None
         self.browser: Browser | None = None
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="webshop-browser", daemon=True)
@@ -166,10 +166,11 @@ class BrowserHost:
     async def _launch(self) -> None:
         if self._playwright is None:
             self._playwright = await async_playwright().start()
+        playwright = self._playwright
         args = list(LAUNCH_ARGS)
         if hasattr(os, "geteuid") and os.geteuid() == 0:
             args.append("--no-sandbox")  # Chromium refuses to start as root with its sandbox on
-        self.browser = await self._playwright.chromium.launch(
+        self.browser = await playwright.chromium.launch(
             executable_path=self.executable, headless=True, args=args
         )
         self.generation += 1
@@ -189,10 +190,11 @@ class BrowserHost:
             try:
                 await self._launch()
             except PlaywrightError:  # the Playwright driver went down with the browser: start a new one
-                try:
-                    await asyncio.wait_for(self._playwright.stop(), 5)
-                except Exception:
-                    pass
+                if self._playwright is not None:
+                    try:
+                        await asyncio.wait_for(self._playwright.stop(), 5)
+                    except Exception:
+                        pass
                 self._playwright = None
                 await self._launch()
 
@@ -207,6 +209,8 @@ class BrowserHost:
         return self.call(self._new_tab())
 
     async def _new_tab(self) -> Tab:
+        if self.browser is None:
+            raise RuntimeError("the browser is not running (closed, or its launch failed)")
         context = await self.browser.new_context(service_workers="block", accept_downloads=False)
         await context.route(lambda url: not url.startswith(LOCAL_PREFIX), _block_non_local)
         page = await context.new_page()

@@ -321,6 +321,13 @@ def _find(data_dir: Path, stem: str, preferred: str, required: bool) -> Path | N
     return None
 
 
+def _require(data_dir: Path, stem: str, preferred: str) -> Path:
+    """``_find`` for a file that must exist (it raises when it does not)."""
+    found = _find(data_dir, stem, preferred, required=True)
+    assert found is not None  # _find raised otherwise
+    return found
+
+
 def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path | None:
     """The data folder from the argument or ``AGENTGYM_WEBSHOP_DATA``; None means the generated catalogue."""
     chosen = data_dir if data_dir is not None else os.environ.get(DATA_ENV_VAR) or None
@@ -335,8 +342,8 @@ def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path | None:
 @functools.lru_cache(maxsize=4)
 def load_catalogue(data_dir: Path) -> Catalogue:
     """The catalogue of WebShop's files in ``data_dir`` (cached: every env of a process shares it)."""
-    products_file = _find(data_dir, "items_shuffle", "items_shuffle_1000.json", required=True)
-    attributes_file = _find(data_dir, "items_ins_v2", "items_ins_v2_1000.json", required=True)
+    products_file = _require(data_dir, "items_shuffle", "items_shuffle_1000.json")
+    attributes_file = _require(data_dir, "items_ins_v2", "items_ins_v2_1000.json")
     human_file = _find(data_dir, "items_human_ins", "items_human_ins_1000.json", required=False)
     reviews_file = data_dir / "reviews.json"
     with open(products_file, encoding="utf-8") as f:
