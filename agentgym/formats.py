@@ -129,13 +129,28 @@ class MarkerGrammar:
 
 
 class ResponseFormat(ABC):
-    """Base class of response formats."""
+    """Base class of response formats.
+
+    A subclass writes ``_parse``; callers use ``parse``, the one guard every format shares: whatever a
+    pathological reply makes the parsing machinery raise (an integer too long to convert, JSON or Python
+    nested deeper than the interpreter's recursion limit, a literal too large for memory) becomes a
+    parse failure, never an exception.
+    """
 
     name: str
     think_tag: str  # the tag of the reasoning block, e.g. "think" for <think>...</think>
 
+    def parse(self, response: str, tools: Sequence[Tool]) -> Parsed:
+        """The commands of ``response``, or why it does not follow the format (``ok`` False)."""
+        try:
+            return self._parse(response, tools)
+        except (ValueError, RecursionError, MemoryError, OverflowError) as exc:
+            # JSON and literal syntax errors are reported by each format; these are the limits of the
+            # machinery itself, reached only by adversarial replies
+            return _fail(f"the reply is too large or too deeply nested to read ({type(exc).__name__})")
+
     @abstractmethod
-    def parse(self, response: str, tools: Sequence[Tool]) -> Parsed: ...
+    def _parse(self, response: str, tools: Sequence[Tool]) -> Parsed: ...
 
     @abstractmethod
     def render(self, commands: Sequence[str], tools: Sequence[Tool], think: str = "") -> str: ...
@@ -194,7 +209,7 @@ class AnswerFormat(ResponseFormat):
         self.think_tag, self.answer_tag, self.separator = think_tag, answer_tag, separator
         self.require_think, self.name = require_think, name
 
-    def parse(self, response: str, tools: Sequence[Tool]) -> Parsed:
+    def _parse(self, response: str, tools: Sequence[Tool]) -> Parsed:
         think = ""
         rest = response
         if self.require_think or f"<{self.think_tag}>" in response:
@@ -322,7 +337,7 @@ class ToolCallFormat(ResponseFormat):
         self.name = name
         self._block = re.compile(rf"<{re.escape(tag)}>(.*?)</{re.escape(tag)}>", re.DOTALL)
 
-    def parse(self, response: str, tools: Sequence[Tool]) -> Parsed:
+    def _parse(self, response: str, tools: Sequence[Tool]) -> Parsed:
         rest, think, error = _strip_optional_think(response, self.think_tag)
         if rest is None:
             return _fail(error)
@@ -397,7 +412,7 @@ class PythonCallFormat(ResponseFormat):
     def __init__(self, think_tag: str = "think", name: str = "python_call") -> None:
         self.think_tag, self.name = think_tag, name
 
-    def parse(self, response: str, tools: Sequence[Tool]) -> Parsed:
+    def _parse(self, response: str, tools: Sequence[Tool]) -> Parsed:
         rest, think, error = _strip_optional_think(response, self.think_tag)
         if rest is None:
             return _fail(error)

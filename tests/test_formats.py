@@ -256,7 +256,7 @@ def test_a_format_must_name_its_markers_and_grammar():
     class NoGrammar(ResponseFormat):
         name, think_tag = "no-grammar", "think"
 
-        def parse(self, response, tools):
+        def _parse(self, response, tools):
             raise NotImplementedError
 
         def render(self, commands, tools, think=""):
