@@ -22,7 +22,8 @@ from agentgym.eval.format_stability import (
     wrong_control_mass,
 )
 from agentgym.formats import FORMATS, VARIANTS
-from agentgym.policies import Generation, Policy
+from agentgym.policies import Policy
+from agentgym.types import Generation
 
 ENV = "agentgym/FrozenLake-v0"
 
