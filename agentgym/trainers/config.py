@@ -264,9 +264,9 @@ def _value(config: Any, key: str) -> Any:
 def validate(config: TrainConfig) -> None:
     """Raise ValueError for a value outside its choices or settings that do not work together."""
     for key, f in config_keys():
-        choices = f.metadata.get("choices")
-        if choices and _value(config, key) not in choices:
-            raise ValueError(f"{key} must be one of {', '.join(choices)}; got {_value(config, key)!r}")
+        choices, value = f.metadata.get("choices"), _value(config, key)
+        if choices and value not in choices:
+            raise ValueError(f"{key} must be one of {', '.join(map(str, choices))}; got {value!r}")
     a, r = config.algorithm, config.rollout
     if r.group_size < 2 and a.name != "ppo":
         raise ValueError(f"{a.name} needs rollout.group_size >= 2 (a group baseline)")
@@ -286,7 +286,7 @@ def describe() -> str:
         if section_class is not None:
             lines.append(f"{key}: {' '.join((section_class.__doc__ or '').split())}")
             continue
-        kind = " | ".join(f.metadata["choices"]) if f.metadata["choices"] else str(f.type)
+        kind = " | ".join(map(str, f.metadata["choices"])) if f.metadata["choices"] else str(f.type)
         default = f.default_factory() if callable(f.default_factory) else f.default
         lines.append(f"  {key} ({kind}, default {_yaml(default)}): {f.metadata['help']}")
     return "\n".join(lines)
