@@ -17,22 +17,12 @@ import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from agentgym.rollout import Chat
-
-
-@dataclass
-class Generation:
-    """One response; trainable policies also give the exact sampled token ids and their log-probs."""
-
-    text: str
-    token_ids: list[int] | None = None
-    logprobs: list[float] | None = None
+from agentgym.types import Chat, Generation
 
 
 class Policy(ABC):
@@ -107,6 +97,7 @@ class HFPolicy(Policy):
         dtype: str | None = None,
         seed: int = 0,
         gguf_file: str | None = None,
+        spec: str | None = None,
     ) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -125,6 +116,11 @@ class HFPolicy(Policy):
         self.model = model.to(self.device).eval()
         self.tokenizer = prepare_tokenizer(tokenizer)
         self.temperature, self.max_new_tokens = temperature, max_new_tokens
+        self.spec = spec or self.spec  # how results name this policy; default hf:<path> for a loaded model
+        self._seed = seed
+
+    def reseed(self, seed: int) -> None:
+        """Sample the next ``generate`` calls from torch seeds ``seed``, ``seed + 1``, ..."""
         self._seed = seed
 
     def encode_chats(self, chats: Sequence[Chat]) -> list[list[int]]:
@@ -209,8 +205,9 @@ class OpenAIPolicy(Policy):
         self.pool = ThreadPoolExecutor(max_workers=concurrency)
 
     def _one(self, chat: Chat) -> Generation:
+        messages: Any = chat  # the SDK types each role's message; a Chat is exactly such a list
         reply = self.client.chat.completions.create(
-            model=self.model, messages=chat, temperature=self.temperature, max_tokens=self.max_tokens
+            model=self.model, messages=messages, temperature=self.temperature, max_tokens=self.max_tokens
         )
         return Generation(reply.choices[0].message.content or "")
 
@@ -243,9 +240,7 @@ def make_policy(spec: str, **kwargs: Any) -> Policy:
     if kind == "hf" and rest:
         return HFPolicy(rest, **kwargs)
     if kind == "checkpoint" and rest:
-        policy = HFPolicy(str(latest_checkpoint(rest)), **kwargs)
-        policy.spec = spec
-        return policy
+        return HFPolicy(str(latest_checkpoint(rest)), spec=spec, **kwargs)
     if kind == "openai" and rest:
         model, at, base_url = rest.partition("@")
         if not at or not model or not base_url:

@@ -19,9 +19,7 @@ from typing import Any
 import gymnasium as gym
 
 from agentgym.formats import ResponseFormat
-
-Message = dict[str, str]
-Chat = list[Message]
+from agentgym.types import Chat, Generation, Message
 
 
 def turn_message(turn: int, observation: str, fmt: ResponseFormat) -> Message:
@@ -97,8 +95,9 @@ class _Slot:
     """One environment and the episode it is playing."""
 
     def __init__(self, env: gym.Env, env_id: str) -> None:
-        self.env, self.env_id = env, env_id
-        self.episode: Episode | None = None
+        self.env: Any = env  # an agentgym env: its ``unwrapped`` has the response ``format``
+        self.env_id = env_id
+        self.episode: Episode  # set by start()
 
     def start(self, seed: int) -> None:
         obs, info = self.env.reset(seed=seed)
@@ -106,7 +105,7 @@ class _Slot:
         messages = [{"role": "system", "content": info["instructions"]}, turn_message(1, obs, fmt)]
         self.episode = Episode(env_id=self.env_id, seed=seed, messages=messages)
 
-    def advance(self, generation: Any) -> bool:
+    def advance(self, generation: Generation) -> bool:
         """Feed one response to the environment; True when the episode is over."""
         episode = self.episode
         obs, reward, terminated, truncated, info = self.env.step(generation.text)

@@ -148,8 +148,8 @@ def trainer_step(steps_dir: Path) -> dict:
     captured = {}
 
     class Timed(Trainer):
-        def _rollouts(self, step):
-            local, table, seeds = super()._rollouts(step)
+        def rollouts(self, step):
+            local, table, seeds = super().rollouts(step)
             captured["transcripts"] = local
             return local, table, seeds
 

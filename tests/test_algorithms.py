@@ -1,6 +1,9 @@
-"""Advantages and losses: GAE on masked sequences, group baselines, clip-higher, KL estimators."""
+"""The algorithms and their losses: GAE on masked sequences, group baselines, PPO whitening, clip-higher,
+KL estimators."""
 
 from __future__ import annotations
+
+import math
 
 import pytest
 import torch
@@ -45,16 +48,79 @@ def test_gae_with_gamma_lambda_one_and_terminal_reward_is_return_minus_value():
     torch.testing.assert_close(advantages[0, mask[0].bool()], torch.tensor([1.9, 1.8, 1.7, 1.6]))
 
 
-def test_group_advantages_grpo_and_drgrpo():
-    returns = torch.tensor([1.0, 0.0, 0.0, 1.0, 0.5, 0.5, 0.5])
-    groups = torch.tensor([0, 0, 0, 0, 1, 1, 1])
-    grpo = alg.group_advantages(returns, groups, scale_by_std=True)
-    std = torch.tensor([1.0, 0, 0, 1]).std()
-    torch.testing.assert_close(grpo[:4], (torch.tensor([1.0, 0, 0, 1]) - 0.5) / (std + 1e-6))
-    dr = alg.group_advantages(returns, groups, scale_by_std=False)
-    torch.testing.assert_close(dr[:4], torch.tensor([0.5, -0.5, -0.5, 0.5]))
-    # a group whose rewards are all equal gets zero advantage under both
-    assert torch.all(grpo[4:] == 0) and torch.all(dr[4:] == 0)
+def test_gae_on_a_masked_sequence_by_hand():
+    # trainable tokens at 1, 2 and 4; the others (prompt, observation) are skipped as if absent
+    mask = torch.tensor([[0, 1, 1, 0, 1.0]])
+    values = torch.tensor([[9, 0.5, 0.25, 9, 1.0]])
+    rewards = torch.tensor([[0, 0, 0, 0, 2.0]])
+    advantages, targets = alg.masked_gae(rewards, values, mask, gamma=0.9, lam=0.5)
+    # t=4: delta = 2 - 1 = 1                      -> A = 1
+    # t=2: delta = 0.9 * 1.0 - 0.25 = 0.65         -> A = 0.65 + 0.9 * 0.5 * 1 = 1.1
+    # t=1: delta = 0.9 * 0.25 - 0.5 = -0.275       -> A = -0.275 + 0.45 * 1.1 = 0.22
+    torch.testing.assert_close(advantages, torch.tensor([[0, 0.22, 1.1, 0, 1.0]]))
+    torch.testing.assert_close(targets, torch.tensor([[0, 0.72, 1.35, 0, 2.0]]))  # A + V, zero off the mask
+
+
+RETURNS = torch.tensor([[1.0, 0, 0, 1], [2, 2, 2, 2]])
+
+
+def test_grpo_is_the_z_score_with_the_unbiased_std():
+    advantages = alg.GRPO(eps=1e-6).advantages(RETURNS)
+    # group 0: mean 0.5, unbiased std sqrt((4 * 0.25) / 3) = sqrt(1 / 3)
+    z = 0.5 / (math.sqrt(1 / 3) + 1e-6)
+    expected = torch.tensor([[z, -z, -z, z], [0, 0, 0, 0]], dtype=torch.float64)
+    torch.testing.assert_close(advantages, expected, rtol=1e-12, atol=0)
+    # an uneven group: returns 3, 0, 0 -> mean 1, unbiased variance (4 + 1 + 1) / 2 = 3
+    uneven = alg.GRPO(eps=0.0).advantages(torch.tensor([[3.0, 0, 0]]))
+    root3 = math.sqrt(3)
+    torch.testing.assert_close(
+        uneven, torch.tensor([[2 / root3, -1 / root3, -1 / root3]], dtype=torch.float64)
+    )
+
+
+def test_drgrpo_subtracts_the_group_mean_only():
+    advantages = alg.DrGRPO().advantages(RETURNS)
+    assert advantages.tolist() == [[0.5, -0.5, -0.5, 0.5], [0, 0, 0, 0]]
+
+
+@pytest.mark.parametrize("algorithm", [alg.GRPO(), alg.DrGRPO()], ids=["grpo", "drgrpo"])
+def test_equal_groups_get_exactly_zero(algorithm):
+    # 0.1 has no exact binary form: the mean differs from 0.1 by a rounding error, which must not leak
+    returns = torch.tensor([[0.1, 0.1, 0.1], [-0.3, -0.3, -0.3], [5.0, 5.0, 5.0]], dtype=torch.float64)
+    assert torch.all(algorithm.advantages(returns) == 0)
+    assert torch.all(algorithm.advantages(torch.tensor([[0.7]])) == 0)  # a one-episode group
+    with pytest.raises(ValueError, match="groups, group_size"):
+        algorithm.advantages(torch.tensor([1.0, 0.0]))
+
+
+def test_ppo_whitens_gae_over_every_micro_batch():
+    ppo = alg.PPO(gamma=1.0, lam=1.0, eps=1e-6)
+    # two micro-batches, values 0: with gamma = lam = 1 each trainable token's advantage is the return
+    rewards = [torch.tensor([[0, 1.0, 0]]), torch.tensor([[0, 3.0]])]
+    masks = [torch.tensor([[1, 1, 0.0]]), torch.tensor([[0, 1.0]])]
+    values = [torch.zeros(1, 3), torch.zeros(1, 2)]
+    out = ppo.advantages(rewards, values, masks)
+    # raw advantages 1, 1, 3: mean 5/3, population std sqrt(8/9)
+    std = math.sqrt(8 / 9) + 1e-6
+    torch.testing.assert_close(out[0][0], torch.tensor([[-2 / 3 / std, -2 / 3 / std, 0]]))
+    torch.testing.assert_close(out[1][0], torch.tensor([[0, 4 / 3 / std]]))
+    torch.testing.assert_close(out[0][1], torch.tensor([[1.0, 1.0, 0]]))  # value targets: A + V (unwhitened)
+    # several processes holding the same batches: the statistics are the same
+    doubled = ppo.advantages(rewards, values, masks, all_sum=lambda x: 2 * x)
+    torch.testing.assert_close(doubled[0][0], out[0][0])
+
+
+def test_the_algorithm_table():
+    from agentgym.trainers.config import AlgorithmConfig
+
+    assert set(alg.ALGORITHMS) == {"ppo", "grpo", "drgrpo"}
+    ppo = alg.make_algorithm(AlgorithmConfig(name="ppo", gamma=0.9, lam=0.8, norm_eps=1e-3))
+    assert isinstance(ppo, alg.PPO) and ppo.needs_critic and (ppo.gamma, ppo.lam, ppo.eps) == (0.9, 0.8, 1e-3)
+    grpo = alg.make_algorithm(AlgorithmConfig(name="grpo", norm_eps=1e-4))
+    assert isinstance(grpo, alg.GRPO) and not grpo.needs_critic and grpo.eps == 1e-4
+    assert type(alg.make_algorithm(AlgorithmConfig(name="drgrpo"))) is alg.DrGRPO
+    with pytest.raises(ValueError, match="algorithm.name"):
+        alg.make_algorithm(AlgorithmConfig(name="reinforce"))
 
 
 def test_clip_higher_is_asymmetric():

@@ -1,4 +1,4 @@
-"""The contract of DESIGN.md, checked on every registered environment.
+"""The environment contract (docs/design.md, section 3), checked on every registered environment.
 
 Each environment has a row in ``CASES``: the keyword arguments that make it quick to test and the pytest
 marks it needs (a browser, the shared data). A registered environment without a row fails

@@ -15,8 +15,9 @@ from agentgym.eval.control_tokens import control_token_ids, wrong_control_mass
 from agentgym.eval.format_variants import evaluate_format_variants
 from agentgym.eval.metrics import turn_state, turn_state_shares
 from agentgym.formats import END_OF_TURN, FORMATS, VARIANTS, AnswerFormat
-from agentgym.policies import Generation, Policy
+from agentgym.policies import Policy
 from agentgym.registry import response_format_name
+from agentgym.types import Generation
 
 ENV = "agentgym/FrozenLake-v0"
 

@@ -70,8 +70,7 @@ def test_hf_policy_greedy_is_deterministic_and_batch_independent(tiny_lm):
 
 def test_hf_policy_runs_an_eval(tiny_lm, tmp_path):
     model, tokenizer = tiny_lm
-    policy = HFPolicy(model, tokenizer, temperature=1.0, max_new_tokens=16)
-    policy.spec = "hf:tiny"
+    policy = HFPolicy(model, tokenizer, temperature=1.0, max_new_tokens=16, spec="hf:tiny")
     summary = evaluate("agentgym/FrozenLake-v0", policy, 4, out=tmp_path, batch_size=4, progress=False)
     assert summary["episodes"] == 4
     # a random-init model does not follow the format, and the env says so

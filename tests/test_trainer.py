@@ -10,13 +10,12 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
 from trainer_fixtures import tiny_config
 
-from agentgym.trainers.rollout import Transcript
+from agentgym.trainers.transcripts import Transcript
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -47,12 +46,11 @@ def test_one_grpo_step_raises_the_rewarded_arm(tmp_path):
         t.extend([arm, tok.eos_token_id], trained=True, logprobs=[0.0, 0.0])
         t.turn_ends.append(len(t.ids) - 1)
         transcripts.append(t)
-    returns = np.array([[t.episode_return for t in transcripts]])
     before_left, before_right = (
         _arm_probability(trainer, prompt, left),
         _arm_probability(trainer, prompt, right),
     )
-    update = trainer._update(transcripts, returns, [0], 1.0)
+    update = trainer.update(transcripts)
     after_left, after_right = (
         _arm_probability(trainer, prompt, left),
         _arm_probability(trainer, prompt, right),
@@ -61,6 +59,35 @@ def test_one_grpo_step_raises_the_rewarded_arm(tmp_path):
     assert after_right < before_right
     assert update["clip_frac"] == 0 and update["ratio"] == pytest.approx(1.0)
     trainer.close()
+
+
+def test_a_step_that_keeps_no_group_is_logged_and_skipped(tmp_path, monkeypatch):
+    """The SNR filter may keep no group (its threshold out of reach): the step logs it and trains on
+    nothing, and the run goes on."""
+    from safetensors.torch import load_file
+
+    from agentgym.trainers import trainer as trainer_module
+
+    calls = []
+
+    def keep_nothing(**kwargs):  # keyword arguments only, as the trainer must call it
+        calls.append(kwargs)
+        return []
+
+    monkeypatch.setattr(trainer_module, "snr_filter", keep_nothing)
+    run = tmp_path / "run"
+    with pytest.warns(UserWarning, match="kept no group"):
+        trainer_module.train(tiny_config(run, trainer={"steps": 2}))
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2] and len(calls) == 2
+    for record in records:
+        assert record["skipped"] == 1.0 and record["kept_groups"] == 0 and record["kept_ratio"] == 0
+        assert "policy_loss" not in record and "grad_norm" not in record
+    before, after = (
+        load_file(run / "checkpoint-0" / "model.safetensors"),
+        load_file(run / "checkpoint-2" / "model.safetensors"),
+    )
+    assert all(torch.equal(before[name], after[name]) for name in before)  # no update happened
 
 
 @pytest.mark.parametrize("algorithm", ["ppo", "drgrpo"])
@@ -189,35 +216,6 @@ def test_kill_and_resume_continues_the_same_run(tmp_path):
     ref_w, got_w = _final_weights(reference), _final_weights(killed)
     for name, tensor in ref_w.items():
         torch.testing.assert_close(got_w[name], tensor, atol=1e-6, rtol=1e-5)
-
-
-def test_cli_train_help_and_bad_overrides(tmp_path, capsys):
-    from agentgym.cli import build_parser, main
-
-    with pytest.raises(SystemExit):
-        build_parser().parse_args(["train", "--help"])
-    assert "--config" in capsys.readouterr().out
-    config = tmp_path / "c.yaml"
-    config.write_text("trainer: {steps: 1}\n")
-    assert (
-        main(["train", "--config", str(config), f"trainer.output_dir={tmp_path}", "trainer.no_such_key=1"])
-        == 2
-    )
-    assert "no_such_key" in capsys.readouterr().err
-    assert (
-        main(["train", "--config", str(config), f"trainer.output_dir={tmp_path}", "algorithm.name=reinforce"])
-        == 2
-    )
-
-
-def test_shipped_configs_load():
-    from agentgym.trainers.config import load_config
-
-    configs = sorted((REPO / "configs").glob("*.yaml"))
-    assert any(c.name == "quickstart.yaml" for c in configs)
-    for path in configs:
-        config = load_config(path, ["trainer.output_dir=/tmp/unused"])
-        assert config.env.id.startswith("agentgym/")
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ import torch
 from trainer_fixtures import FROZENLAKE, pad_eos_gpt2, tiny_config
 
 from agentgym.trainers.algorithms import token_logprobs
-from agentgym.trainers.rollout import (
+from agentgym.trainers.transcripts import (
     ExpertTokenPolicy,
     TokenExactPolicy,
     Transcript,
@@ -139,12 +139,12 @@ def trainer(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def rollouts(trainer):
-    trainer.sampler._seed = 0
+    trainer.sampler.reseed(0)
     with torch.no_grad():
         return play(FROZENLAKE, [1, 2], 3, trainer.sampler)
 
 
-def _lm_head_grads(trainer, transcripts, returns):
+def _lm_head_grads(trainer, transcripts):
     """d loss / d logits of each micro-batch of one update (captured on the output layer)."""
     captured = []
     head = trainer.model.get_output_embeddings()
@@ -155,10 +155,10 @@ def _lm_head_grads(trainer, transcripts, returns):
 
     handle = head.register_forward_hook(keep)
     try:
-        prepared = trainer._prepare(transcripts, returns, 1.0)
+        prepared = trainer.prepare(transcripts)
         total = sum(p.tokens for p in prepared)
         for p in prepared:
-            trainer._policy_backward(p, total, entropy_grad=True)
+            trainer.policy_backward(p, total, entropy_grad=True)
     finally:
         handle.remove()
     grads = {n: q.grad.clone() for n, q in trainer.model.named_parameters() if q.grad is not None}
@@ -180,7 +180,7 @@ def _returns_table(transcripts, groups, size):
 def test_observation_and_pad_tokens_get_zero_gradient(trainer, rollouts):
     for i, t in enumerate(rollouts):  # make every group informative
         t.rewards = [float(i % 2)]
-    prepared, logit_grads, _ = _lm_head_grads(trainer, rollouts, _returns_table(rollouts, 2, 3))
+    prepared, logit_grads, _ = _lm_head_grads(trainer, rollouts)
     checked = 0
     for p, grad in zip(prepared, logit_grads, strict=True):
         norms = grad[:, :-1].norm(dim=-1)  # position t predicts target t + 1
@@ -194,12 +194,12 @@ def test_observation_and_pad_tokens_get_zero_gradient(trainer, rollouts):
 def test_gradient_accumulation_equals_one_big_batch(trainer, rollouts):
     for i, t in enumerate(rollouts):
         t.rewards = [float(i % 2)]
-    returns = _returns_table(rollouts, 2, 3)
-    trainer.algo.micro_batch_size = 2
-    _, _, small = _lm_head_grads(trainer, rollouts, returns)
-    trainer.algo.micro_batch_size = 6
-    prepared, _, big = _lm_head_grads(trainer, rollouts, returns)
-    trainer.algo.micro_batch_size = 2
+    hp = trainer.cfg.algorithm
+    hp.micro_batch_size = 2
+    _, _, small = _lm_head_grads(trainer, rollouts)
+    hp.micro_batch_size = 6
+    prepared, _, big = _lm_head_grads(trainer, rollouts)
+    hp.micro_batch_size = 2
     assert len(prepared) == 1
     for name, grad in big.items():
         torch.testing.assert_close(small[name], grad, atol=1e-6, rtol=1e-4)
@@ -208,14 +208,14 @@ def test_gradient_accumulation_equals_one_big_batch(trainer, rollouts):
 def test_first_epoch_has_ratio_one_and_nothing_clipped(trainer, rollouts):
     for i, t in enumerate(rollouts):
         t.rewards = [float(i % 2)]
-    trainer.algo.ppo_epochs = 2  # old log-probs are recomputed before the update
+    trainer.cfg.algorithm.ppo_epochs = 2  # old log-probs are recomputed before the update
     try:
-        prepared = trainer._prepare(rollouts, _returns_table(rollouts, 2, 3), 1.0)
+        prepared = trainer.prepare(rollouts)
         assert all(p.old_logp is not None for p in prepared)
         total = sum(p.tokens for p in prepared)
-        stats = [trainer._policy_backward(p, total, entropy_grad=False) for p in prepared]
+        stats = [trainer.policy_backward(p, total, entropy_grad=False) for p in prepared]
     finally:
-        trainer.algo.ppo_epochs = 1
+        trainer.cfg.algorithm.ppo_epochs = 1
         trainer.optimizer.zero_grad(set_to_none=True)
     tokens = sum(s["tokens"] for s in stats)
     assert sum(s["ratio"] for s in stats) / tokens == pytest.approx(1.0, abs=1e-6)
@@ -230,13 +230,15 @@ def test_group_with_equal_rewards_is_filtered_and_has_zero_advantage(trainer, ro
     group1 = [t for t in rollouts if t.group == 1]
     group1[0].rewards, group1[1].rewards = [0.0], [0.0]
     returns = _returns_table(rollouts, 2, 3)
-    assert snr_filter(returns, "top_p", 0.9) == [1]
-    group0 = [t for t in rollouts if t.group == 0]
-    advantages = trainer._group_advantage(
-        torch.tensor([t.episode_return for t in group0]), torch.zeros(len(group0), dtype=torch.long), returns
-    )
-    assert torch.all(advantages == 0)
-    others = trainer._group_advantage(
-        torch.tensor([t.episode_return for t in group1]), torch.ones(len(group1), dtype=torch.long), returns
-    )
-    assert others[2] > 0 > others[0]
+    assert snr_filter(returns=returns, strategy="top_p", value=0.9, include_zero=False) == [1]
+    # the advantages the update trains on: zero on every token of group 0, the sign of the return in group 1
+    prepared = trainer.prepare(rollouts)
+    for p in prepared:
+        for row, t in enumerate(p.transcripts):
+            trained = p.advantages[row][p.batch.loss_mask[row] == 1]
+            assert len(trained) == t.generated_tokens > 0
+            if t.group == 0:
+                assert torch.all(trained == 0)
+            else:
+                assert torch.all(trained > 0) if t.episode_return == 1.0 else torch.all(trained < 0)
+                assert torch.allclose(trained, trained[0])  # one advantage per episode

@@ -1,6 +1,6 @@
 """Sokoban (``agentgym/Sokoban-v0``): push every box onto a target, as in RAGEN.
 
-Symbols, rewards and defaults follow RAGEN so that results stay comparable (DESIGN.md):
+Symbols, rewards and defaults follow RAGEN so that results stay comparable (docs/design.md):
 ``#`` wall, ``_`` empty, ``O`` target, ``X`` box, ``√`` box on target, ``P`` player, ``S`` player on target;
 -0.1 per action, +1 when a box goes onto a target, -1 when one leaves it, +10 when all boxes are on targets;
 6x6 rooms with one box, 10 actions per episode, 5 turns, 2 actions per turn. A move that changes nothing (into

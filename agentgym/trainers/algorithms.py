@@ -1,5 +1,14 @@
-"""Advantages and losses: GAE over trainable tokens, GRPO / Dr.GRPO group baselines, the clipped
-policy-gradient loss with clip-higher, KL estimators (k1, k3) and entropy.
+"""The RL algorithms (PPO, GRPO, Dr.GRPO) and the losses they share.
+
+An algorithm object says what differs between them: whether a critic is trained, and how returns become
+advantages. ``ALGORITHMS`` maps ``algorithm.name`` to its class; the trainer picks one once.
+
+    PPO      a critic; GAE over the trainable tokens, whitened over every trainable token of the step
+    GRPO     no critic; an episode's advantage is the z-score of its return within its group
+    Dr.GRPO  no critic; the return minus its group's mean (no division by the std)
+
+The losses (clipped policy loss with clip-higher, KL estimators, entropy, clipped value loss) are the
+same for all three.
 
 Conventions: tensors are (batch, time); ``mask`` is 1 on trainable (generated) tokens and 0 on prompt,
 observation and pad tokens. Per-token losses are returned unreduced: the trainer sums them and divides by
@@ -8,7 +17,13 @@ the global number of trainable tokens, so micro-batches add up to exactly one bi
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from typing import ClassVar, TypeAlias
+
 import torch
+
+from agentgym.trainers.config import AlgorithmConfig
 
 
 def token_logprobs(
@@ -36,10 +51,6 @@ def token_logprobs(
     return logp, entropy
 
 
-def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    return (values * mask).sum() / mask.sum().clamp(min=1)
-
-
 def masked_gae(
     rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float = 1.0, lam: float = 1.0
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -63,27 +74,6 @@ def masked_gae(
         running = m * adv_t + (1 - m) * running
         next_value = m * values[:, t] + (1 - m) * next_value
     return advantages, (advantages + values) * mask
-
-
-def group_advantages(
-    returns: torch.Tensor, group_ids: torch.Tensor, scale_by_std: bool = True, eps: float = 1e-6
-) -> torch.Tensor:
-    """One advantage per episode relative to its group: GRPO's z-score, or Dr.GRPO's mean-only baseline.
-
-    The std is the unbiased sample std of the group (a single-episode group gets advantage 0).
-    A group whose returns are all equal gets advantage 0 under both.
-    """
-    returns = returns.double()
-    advantages = torch.zeros_like(returns)
-    for g in torch.unique(group_ids):
-        idx = group_ids == g
-        r = returns[idx]
-        centred = r - r.mean()
-        if scale_by_std:
-            std = r.std(unbiased=True) if len(r) > 1 else r.new_zeros(())
-            centred = centred / (std + eps)
-        advantages[idx] = centred
-    return advantages.float()
 
 
 def clipped_policy_loss(
@@ -132,3 +122,104 @@ def clipped_value_loss(
     clipped_values = old_values + torch.clamp(values - old_values, -clip, clip)
     clipped_loss = (clipped_values - targets) ** 2
     return 0.5 * torch.maximum(loss, clipped_loss), (clipped_loss > loss).float()
+
+
+# ----- the algorithms -----
+
+
+class GroupRelative(ABC):
+    """Critic-free (GRPO family): an episode's advantage compares its return with the other episodes of its
+    group (same env seed), so the group is the baseline. A group whose returns are all equal teaches
+    nothing and gets advantage 0."""
+
+    name: ClassVar[str]
+    needs_critic: ClassVar[bool] = False
+
+    def __init__(self, eps: float = 1e-6) -> None:
+        self.eps = eps
+
+    @classmethod
+    def from_config(cls, config: AlgorithmConfig) -> GroupRelative:
+        return cls(eps=config.norm_eps)
+
+    def advantages(self, returns: torch.Tensor) -> torch.Tensor:
+        """Advantages of shape (groups, group_size) from returns of that shape (float64)."""
+        returns = torch.as_tensor(returns, dtype=torch.float64)
+        if returns.ndim != 2:
+            raise ValueError(f"returns must have shape (groups, group_size), got {tuple(returns.shape)}")
+        if returns.shape[1] < 2:  # nothing to compare an episode with
+            return torch.zeros_like(returns)
+        equal = returns.amax(dim=1, keepdim=True) == returns.amin(dim=1, keepdim=True)
+        # exactly 0 for equal returns, not a rounding error of the mean divided by eps
+        return torch.where(equal, 0.0, self.relative(returns))
+
+    @abstractmethod
+    def relative(self, returns: torch.Tensor) -> torch.Tensor:
+        """Each return against its group's, before equal groups are set to 0."""
+
+
+class GRPO(GroupRelative):
+    """GRPO: (return - group mean) / (group std + eps), the std unbiased (n - 1)."""
+
+    name = "grpo"
+
+    def relative(self, returns: torch.Tensor) -> torch.Tensor:
+        mean = returns.mean(dim=1, keepdim=True)
+        std = returns.std(dim=1, keepdim=True, correction=1)
+        return (returns - mean) / (std + self.eps)
+
+
+class DrGRPO(GroupRelative):
+    """Dr.GRPO: return - group mean. Without the std division, groups of nearly equal returns are not
+    blown up to unit scale."""
+
+    name = "drgrpo"
+
+    def relative(self, returns: torch.Tensor) -> torch.Tensor:
+        return returns - returns.mean(dim=1, keepdim=True)
+
+
+class PPO:
+    """PPO: a critic predicts the value of each trainable token; advantages are GAE over the trainable
+    tokens (``masked_gae``), then whitened over every trainable token of the step."""
+
+    name: ClassVar[str] = "ppo"
+    needs_critic: ClassVar[bool] = True
+
+    def __init__(self, gamma: float = 1.0, lam: float = 1.0, eps: float = 1e-6) -> None:
+        self.gamma, self.lam, self.eps = gamma, lam, eps
+
+    @classmethod
+    def from_config(cls, config: AlgorithmConfig) -> PPO:
+        return cls(gamma=config.gamma, lam=config.lam, eps=config.norm_eps)
+
+    def advantages(
+        self,
+        rewards: Sequence[torch.Tensor],
+        values: Sequence[torch.Tensor],
+        masks: Sequence[torch.Tensor],
+        all_sum: Callable[[float], float] = float,
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """(advantages, value targets) of each micro-batch of a step. The whitening statistics cover every
+        micro-batch; ``all_sum`` adds a number over the processes (the identity in one process)."""
+        gae = [
+            masked_gae(r, v, m, self.gamma, self.lam) for r, v, m in zip(rewards, values, masks, strict=True)
+        ]
+        count = all_sum(sum(float(m.sum()) for m in masks)) or 1.0
+        mean = all_sum(sum(float((a * m).sum()) for (a, _), m in zip(gae, masks, strict=True))) / count
+        var = all_sum(sum(float(((a - mean) ** 2 * m).sum()) for (a, _), m in zip(gae, masks, strict=True)))
+        std = (var / count) ** 0.5
+        return [
+            ((a - mean) / (std + self.eps) * m, targets) for (a, targets), m in zip(gae, masks, strict=True)
+        ]
+
+
+Algorithm: TypeAlias = PPO | GroupRelative
+ALGORITHMS: dict[str, type[PPO] | type[GroupRelative]] = {"ppo": PPO, "grpo": GRPO, "drgrpo": DrGRPO}
+
+
+def make_algorithm(config: AlgorithmConfig) -> Algorithm:
+    """The algorithm object ``config.name`` names, built from ``config``."""
+    if config.name not in ALGORITHMS:
+        raise ValueError(f"algorithm.name must be one of {sorted(ALGORITHMS)}, got {config.name!r}")
+    return ALGORITHMS[config.name].from_config(config)

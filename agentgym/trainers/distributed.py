@@ -4,14 +4,16 @@ A single process needs none of this beyond ``Runtime.local()``. Under ``torchrun
 every rank plays its share of the prompts, the SNR filter sees every rank's returns, the loss is
 normalized by the token count of all ranks, and FSDP shards parameters, gradients and optimizer state.
 Checkpoints are gathered to full state dicts and written by rank 0 in Hugging Face format.
+``optimizer_step`` is the one clipped optimizer step of RL and SFT (sharded or not).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -100,7 +102,7 @@ def shard_model(model: torch.nn.Module, runtime: Runtime) -> torch.nn.Module:
 
 
 @contextlib.contextmanager
-def gathered_for_generation(model: torch.nn.Module, runtime: Runtime):
+def gathered_for_generation(model: Any, runtime: Runtime) -> Iterator[None]:
     """Keep FSDP parameters gathered for a whole ``generate`` call instead of once per decoded token."""
     if not runtime.distributed:
         yield
@@ -127,9 +129,10 @@ def full_state_dict(
         return model.state_dict()
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-    return get_model_state_dict(
+    state = get_model_state_dict(
         model, options=StateDictOptions(full_state_dict=True, cpu_offload=not every_rank)
     )
+    return cast(dict[str, torch.Tensor], state)  # full_state_dict: every value is a tensor
 
 
 def optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, runtime: Runtime) -> dict:
@@ -153,3 +156,16 @@ def load_optimizer_state(
     set_optimizer_state_dict(
         model, optimizer, state, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
     )
+
+
+def optimizer_step(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer, max_grad_norm: float | None
+) -> float:
+    """Clip the gradient to ``max_grad_norm`` (0 or None: no clip), step, zero the gradient; return the
+    norm before clipping (over every rank's shard under FSDP)."""
+    params = [p for p in model.parameters() if p.grad is not None]
+    norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm or float("inf")) if params else 0.0
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    # under FSDP the norm is a DTensor: full_tensor() is the global norm
+    return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)

@@ -31,12 +31,14 @@ def plot_metrics(metrics_file: str | Path, out_dir: str | Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    if not Path(metrics_file).exists():  # a run of zero RL steps logs nothing
+        return []
     records = [json.loads(line) for line in Path(metrics_file).read_text().splitlines() if line.strip()]
     rl = [r for r in records if r.get("phase") == "rl"]
     curves = [(key, title) for key, title in CURVES if any(key in r for r in rl)]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
+    written: list[Path] = []
     if not curves:
         return written
     sft_steps = sorted({r["step"] for r in records if r.get("phase", "").startswith("sft") and r["step"] > 0})

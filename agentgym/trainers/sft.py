@@ -15,8 +15,8 @@ import numpy as np
 import torch
 
 from agentgym.trainers.algorithms import token_logprobs
-from agentgym.trainers.distributed import Runtime
-from agentgym.trainers.rollout import ExpertTokenPolicy, Transcript, make_batch, model_logits, play
+from agentgym.trainers.distributed import Runtime, optimizer_step
+from agentgym.trainers.transcripts import ExpertTokenPolicy, Transcript, make_batch, model_logits, play
 
 
 def expert_transcripts(
@@ -94,9 +94,7 @@ def sft_step(
         nll = -(logp * batch.loss_mask).sum()
         (nll * runtime.world / total).backward()
         loss_sum += float(nll.detach())
-    grad_norm = _clip(model, max_grad_norm)
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
+    grad_norm = optimizer_step(model, optimizer, max_grad_norm)
     return {"sft_loss": runtime.all_sum(loss_sum) / total, "grad_norm": grad_norm, "sft_tokens": total}
 
 
@@ -132,11 +130,3 @@ def sft_epochs(
                     }
                 )
     return logs
-
-
-def _clip(model: torch.nn.Module, max_norm: float | None) -> float:
-    params = [p for p in model.parameters() if p.grad is not None]
-    if not params:
-        return 0.0
-    norm = torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm else float("inf"))
-    return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)

@@ -3,9 +3,11 @@ with SNR-aware filtering, a plain SFT warm start and interleaved SFT + RL.
 
 One RL step:
     1. rollouts   ``prompts_per_step`` env seeds x ``group_size`` episodes each (a group shares the seed),
-                  generated token-exactly (``rollout.py``)
-    2. filter     ``snr_filter`` on the (groups, group_size) returns: whole groups kept or dropped
-    3. advantages GRPO: group z-score; Dr.GRPO: group mean only; PPO: critic + GAE over trainable tokens
+                  as token-exact transcripts (``transcripts.py``)
+    2. filter     ``snr_filter`` on the (groups, group_size) returns: whole groups kept or dropped; a step
+                  that keeps no group is logged (``skipped: 1``) and makes no update
+    3. advantages the algorithm object (``algorithms.py``, chosen once from ``algorithm.name``): GRPO's
+                  group z-score, Dr.GRPO's group mean, or PPO's critic + GAE over trainable tokens
     4. update     clipped policy loss (clip-higher), optional KL to a frozen reference and entropy bonus,
                   summed over micro-batches and divided by the global count of trainable tokens
 
@@ -26,27 +28,48 @@ import shutil
 import time
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
+from agentgym.eval.diagnostics import flatten, score_batch, turns_from_token_transcript
+from agentgym.eval.mi import MutualInformationEMA
+from agentgym.eval.runner import evaluate as evaluate_policy
 from agentgym.policies import HFPolicy, latest_checkpoint, prepare_tokenizer
-from agentgym.trainers import algorithms as alg
+from agentgym.trainers.algorithms import (
+    PPO,
+    Algorithm,
+    clipped_policy_loss,
+    clipped_value_loss,
+    kl_estimate,
+    make_algorithm,
+    token_logprobs,
+)
+from agentgym.trainers.config import TrainConfig
 from agentgym.trainers.distributed import (
     Runtime,
     full_state_dict,
     gathered_for_generation,
     load_optimizer_state,
     optimizer_state,
+    optimizer_step,
     shard_model,
 )
-from agentgym.trainers.rollout import TokenBatch, TokenExactPolicy, Transcript, make_batch, model_logits, play
 from agentgym.trainers.sft import expert_transcripts, micro_batches, sft_epochs
 from agentgym.trainers.snr import filter_stats, kept_ratio_scale, snr_filter
+from agentgym.trainers.transcripts import (
+    TokenBatch,
+    TokenExactPolicy,
+    Transcript,
+    make_batch,
+    model_logits,
+    play,
+)
 
 STATE_FILE = "trainer_state.pt"
 
@@ -57,7 +80,7 @@ def disable_dropout(model: torch.nn.Module) -> None:
         if isinstance(module, torch.nn.Dropout):
             module.p = 0.0
         if isinstance(getattr(module, "attention_dropout", None), float):
-            module.attention_dropout = 0.0
+            module.attention_dropout = 0.0  # type: ignore[assignment]  # a plain float attribute here
     config = getattr(model, "config", None)
     for key in (
         "attention_dropout",
@@ -72,20 +95,17 @@ def disable_dropout(model: torch.nn.Module) -> None:
             setattr(config, key, 0.0)
 
 
+@dataclass
 class Prepared:
     """One micro-batch with everything the update needs that does not change during the update."""
 
-    def __init__(
-        self,
-        batch: TokenBatch,
-        advantages: torch.Tensor,
-        old_logp: torch.Tensor | None,
-        ref_logp: torch.Tensor | None,
-        old_values: torch.Tensor | None,
-        value_targets: torch.Tensor | None,
-    ) -> None:
-        self.batch, self.advantages, self.old_logp = batch, advantages, old_logp
-        self.ref_logp, self.old_values, self.value_targets = ref_logp, old_values, value_targets
+    transcripts: list[Transcript]
+    batch: TokenBatch
+    advantages: torch.Tensor  # per token, zero off the loss mask
+    old_logp: torch.Tensor | None = None  # None: the policy has not moved yet, its own log-probs are "old"
+    ref_logp: torch.Tensor | None = None  # the frozen reference's (KL term on)
+    old_values: torch.Tensor | None = None  # the critic's at rollout time (PPO)
+    value_targets: torch.Tensor | None = None  # (PPO)
 
     @property
     def tokens(self) -> float:
@@ -95,7 +115,7 @@ class Prepared:
 class Trainer:
     """Build from a resolved config (``agentgym.trainers.config.load_config``) and call ``run()``."""
 
-    def __init__(self, config: DictConfig) -> None:
+    def __init__(self, config: TrainConfig) -> None:
         self.cfg = config
         self.run_dir = Path(config.trainer.output_dir)
         self.runtime = Runtime.start(config.trainer.device, config.model.dtype)
@@ -103,7 +123,8 @@ class Trainer:
             torch.set_num_threads(int(config.trainer.threads))
         if config.rollout.prompts_per_step % self.runtime.world:
             raise ValueError("rollout.prompts_per_step must be a multiple of the number of processes")
-        self.algo = config.algorithm
+        self.algorithm: Algorithm = make_algorithm(config.algorithm)
+        self.mi_emas = {"first_turn": MutualInformationEMA(), "trajectory": MutualInformationEMA()}
         self.state: dict[str, Any] = {"step": 0, "interleave_rounds": 0, "failures": [], "rl_started": False}
         self.run_dir.mkdir(parents=True, exist_ok=True)
         resume = self._resumable_checkpoint()
@@ -134,12 +155,9 @@ class Trainer:
 
         cfg, rt = self.cfg, self.runtime
         lora = cfg.model.lora.enabled
-        if resume is not None and not lora:
-            source = resume
-        else:
-            source = self._initial_model_dir()
+        source = resume if resume is not None and not lora else self._initial_model_dir()
         self.tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(source))
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+        model: Any = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
         disable_dropout(model)
         if cfg.model.gradient_checkpointing:
             model.gradient_checkpointing_enable()
@@ -149,17 +167,18 @@ class Trainer:
                 raise ValueError("LoRA with several processes is not supported; use full fine-tuning (FSDP)")
             model = self._wrap_lora(model, resume)
         model.to(rt.device)
-        self.model = shard_model(model, rt)
+        self.model: Any = shard_model(model, rt)  # a transformers model (or its peft / FSDP wrapper)
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(
-            params, lr=self.algo.lr, weight_decay=self.algo.weight_decay, betas=(0.9, 0.999)
+            params, lr=cfg.algorithm.lr, weight_decay=cfg.algorithm.weight_decay, betas=(0.9, 0.999)
         )
-        self.critic = self.critic_optimizer = None
-        if self.algo.name == "ppo":
+        self.critic: Any = None
+        self.critic_optimizer: torch.optim.Optimizer | None = None
+        if self.algorithm.needs_critic:
             self._load_critic(resume / "critic" if resume is not None else source)
-        self.ref = None  # loaded when RL starts (it is the policy at RL step 0) and kl_coef > 0
+        self.ref: Any = None  # loaded when RL starts (it is the policy at RL step 0) and kl_coef > 0
 
-    def _initial_model_dir(self) -> Path:
+    def _initial_model_dir(self) -> Path | str:
         """The model RL starts from: ``model.path``, or a tiny model built and saved once in ``init/``."""
         if self.cfg.model.path:
             return Path(self.cfg.model.path) if Path(self.cfg.model.path).exists() else self.cfg.model.path
@@ -214,8 +233,9 @@ class Trainer:
         critic.config.pad_token_id = self.tokenizer.pad_token_id
         critic.to(self.runtime.device)
         self.critic = shard_model(critic, self.runtime)
+        hp = self.cfg.algorithm
         self.critic_optimizer = torch.optim.AdamW(
-            self.critic.parameters(), lr=self.algo.critic_lr, weight_decay=self.algo.weight_decay
+            self.critic.parameters(), lr=hp.critic_lr, weight_decay=hp.weight_decay
         )
 
     def _make_sampler(self) -> TokenExactPolicy:
@@ -241,14 +261,15 @@ class Trainer:
 
     def _load_reference(self) -> None:
         """A frozen copy of the policy as RL starts (checkpoint-0), only when the KL term is on."""
-        if self.algo.kl_coef <= 0 or self.ref is not None:
+        if self.cfg.algorithm.kl_coef <= 0 or self.ref is not None:
             return
         from transformers import AutoModelForCausalLM
 
-        ref = AutoModelForCausalLM.from_pretrained(self.run_dir / "checkpoint-0", dtype=torch.float32)
+        ref: Any = AutoModelForCausalLM.from_pretrained(self.run_dir / "checkpoint-0", dtype=torch.float32)
         disable_dropout(ref)
         ref.requires_grad_(False)
-        self.ref = shard_model(ref.to(self.runtime.device).eval(), self.runtime)
+        ref.to(self.runtime.device)
+        self.ref = shard_model(ref.eval(), self.runtime)
 
     # ----- the run -----
     def run(self) -> dict[str, Any]:
@@ -318,49 +339,58 @@ class Trainer:
         return results
 
     def rl_step(self) -> dict[str, Any]:
+        """One RL step (see the module docstring); returns the metrics it logged."""
         cfg, rt = self.cfg, self.runtime
         step = self.state["step"]
         started = time.perf_counter()
-        transcripts, returns, seeds = self._rollouts(step)
+
+        # 1. rollouts: this rank's groups, and every rank's returns as a (groups, group_size) table
+        transcripts, returns, seeds = self.rollouts(step)
         rollout_time = time.perf_counter() - started
         diagnostics = self._diagnostics(step, transcripts)  # before filtering, as RAGEN-2 measures
         generated = rt.all_sum(sum(t.generated_tokens for t in transcripts))
+        self._remember_failures(step, seeds, transcripts)
 
+        # 2. filter: keep or drop whole groups by the spread of their returns (same choice on every rank)
         f = cfg.filter
         kept = snr_filter(
-            returns,
-            f.strategy,
-            f.value,
-            f.include_zero,
-            f.metric,
-            f.prob_mode,
+            returns=returns,
+            strategy=f.strategy,
+            value=f.value,
+            include_zero=f.include_zero,
+            metric=f.metric,
+            prob_mode=f.prob_mode,
             ddof=f.ddof,
             selection_eps=f.selection_eps,
         )
-        stats = filter_stats(returns, kept, f.metric)
-        self._remember_failures(step, seeds, returns, transcripts)
-        my_groups = set(range(rt.rank, len(seeds), rt.world))
-        train_on = [t for t in transcripts if t.group in set(kept) & my_groups]
+        stats = filter_stats(returns=returns, kept=kept, metric=f.metric, ddof=f.ddof)
 
+        # 3 + 4. advantages and the update, on this rank's episodes of the kept groups
         update_started = time.perf_counter()
-        update = {"skipped": 1.0}
         if kept:
-            update = self._update(train_on, returns, kept, stats["kept_ratio"], filler=transcripts[0])
+            train_on = [t for t in transcripts if t.group in set(kept)]
+            update = self.update(train_on, stats["kept_ratio"], filler=transcripts[0])
+        else:
+            warnings.warn(
+                "an RL step kept no group (SNR filter), so it made no update; metrics.jsonl marks such "
+                "steps with skipped: 1",
+                stacklevel=2,
+            )
+            update = {"skipped": 1.0}
         update_time = time.perf_counter() - update_started
-        all_transcripts = [t for part in rt.all_gather_objects(_outcomes(transcripts)) for t in part]
+
+        outcomes = [o for part in rt.all_gather_objects(_outcomes(transcripts)) for o in part]
         self.state["step"] = step + 1
         metrics = {
             "step": step + 1,
             "phase": "rl",
-            "success": float(np.mean([o["success"] for o in all_transcripts])),
+            "success": float(np.mean([o["success"] for o in outcomes])),
             "return_mean": float(np.mean(returns)),
             "return_std": float(np.std(returns)),
             **stats,
-            "format_valid_rate": float(
-                np.mean([v for o in all_transcripts for v in o["format_ok"]] or [0.0])
-            ),
-            "mean_turns": float(np.mean([len(o["format_ok"]) for o in all_transcripts])),
-            "response_tokens_per_episode": generated / max(1, len(all_transcripts)),
+            "format_valid_rate": float(np.mean([v for o in outcomes for v in o["format_ok"]] or [0.0])),
+            "mean_turns": float(np.mean([len(o["format_ok"]) for o in outcomes])),
+            "response_tokens_per_episode": generated / max(1, len(outcomes)),
             "rollout_tokens": generated,
             "rollout_tokens_per_s": generated / max(rollout_time, 1e-9),
             "rollout_time_s": rollout_time,
@@ -374,15 +404,16 @@ class Trainer:
         self._log(metrics)
         return metrics
 
-    def _rollouts(self, step: int) -> tuple[list[Transcript], np.ndarray, list[int]]:
-        """Play this rank's groups; return its transcripts and every rank's (groups, group_size) returns."""
+    def rollouts(self, step: int) -> tuple[list[Transcript], np.ndarray, list[int]]:
+        """Play this rank's groups of RL step ``step``: (its transcripts, every rank's returns as a
+        (groups, group_size) table, the step's env seeds). A transcript's ``group`` indexes the seeds."""
         cfg, rt = self.cfg, self.runtime
         r = cfg.rollout
         seeds = [cfg.env.train_seed + step * r.prompts_per_step + i for i in range(r.prompts_per_step)]
         mine = seeds[rt.rank :: rt.world]
         self.model.eval()
         # sampling seeds depend only on (run seed, step, rank): ranks draw differently, a resumed run the same
-        self.sampler._seed = ((cfg.trainer.seed * 1_000_003 + step) * 1024 + rt.rank) * 1000
+        self.sampler.reseed(((cfg.trainer.seed * 1_000_003 + step) * 1024 + rt.rank) * 1000)
         if self.sampler.engine is not None:
             self.sampler.engine.sync_weights(self.model, rt)
         with torch.no_grad(), rt.autocast(), gathered_for_generation(self.model, rt):
@@ -414,11 +445,6 @@ class Trainer:
             if step == 0:
                 warnings.warn("trainer.diagnostics_every is ignored with several processes", stacklevel=2)
             return {}
-        from agentgym.eval.diagnostics import flatten, score_batch, turns_from_token_transcript
-        from agentgym.eval.mi import MutualInformationEMA
-
-        if not hasattr(self, "_mi_emas"):
-            self._mi_emas = {"first_turn": MutualInformationEMA(), "trajectory": MutualInformationEMA()}
         started = time.process_time()
         episodes = [turns_from_token_transcript(t.ids, t.mask, t.turn_ends) for t in transcripts]
         report = score_batch(
@@ -427,13 +453,11 @@ class Trainer:
             episodes,
             max_samples=self.cfg.trainer.diagnostics_samples,
             seed=step,
-            ema=self._mi_emas,
+            ema=self.mi_emas,
         )
         return {**flatten(report, "diag"), "diag/cpu_s": time.process_time() - started}
 
-    def _remember_failures(
-        self, step: int, seeds: list[int], returns: np.ndarray, transcripts: Sequence[Transcript]
-    ) -> None:
+    def _remember_failures(self, step: int, seeds: list[int], transcripts: Sequence[Transcript]) -> None:
         """Seeds whose group mostly failed, for interleaved SFT (kept for ``failure_window`` steps)."""
         if not self.cfg.interleave.enabled:
             return
@@ -442,7 +466,7 @@ class Trainer:
             for part in self.runtime.all_gather_objects([(t.group, t.success) for t in transcripts])
             for o in part
         ]
-        rates = {}
+        rates: dict[int, list[bool]] = {}
         for group, success in outcomes:
             rates.setdefault(group, []).append(success)
         failed = [seeds[g] for g, s in sorted(rates.items()) if np.mean(s) < 0.5]
@@ -472,7 +496,7 @@ class Trainer:
                 0
             ]
         params = [p for p in self.model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=self.algo.weight_decay)
+        optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.algorithm.weight_decay)
         started = time.perf_counter()
         logs = sft_epochs(
             self.model,
@@ -483,8 +507,8 @@ class Trainer:
             self.tokenizer.pad_token_id,
             rt,
             seed=cfg.trainer.seed + self.state["step"],
-            micro_batch_size=self.algo.micro_batch_size,
-            max_grad_norm=self.algo.max_grad_norm,
+            micro_batch_size=cfg.algorithm.micro_batch_size,
+            max_grad_norm=cfg.algorithm.max_grad_norm,
             filler=filler,
         )
         elapsed = time.perf_counter() - started
@@ -502,22 +526,20 @@ class Trainer:
 
     # ----- the update -----
     def _lr(self, step: int) -> float:
-        warmup = self.algo.warmup_steps
-        return self.algo.lr * min(1.0, (step + 1) / warmup) if warmup else self.algo.lr
+        hp = self.cfg.algorithm
+        return hp.lr * min(1.0, (step + 1) / hp.warmup_steps) if hp.warmup_steps else hp.lr
 
-    def _update(
-        self,
-        transcripts: list[Transcript],
-        returns: np.ndarray,
-        kept: list[int],
-        kept_ratio: float,
-        filler: Transcript | None = None,
+    def update(
+        self, transcripts: list[Transcript], kept_ratio: float = 1.0, filler: Transcript | None = None
     ) -> dict[str, float]:
-        cfg, rt, algo = self.cfg, self.runtime, self.algo
-        prepared = self._prepare(transcripts, returns, kept_ratio, filler)
+        """Train on ``transcripts`` (whole groups; this rank's share): ``ppo_epochs`` passes of
+        ``mini_batches`` optimizer steps. ``kept_ratio`` is the filter's, for ``filter.scale_advantages``;
+        ``filler`` pads this rank's micro-batches to the count of the others (several processes)."""
+        cfg, rt, hp = self.cfg, self.runtime, self.cfg.algorithm
+        prepared = self.prepare(transcripts, kept_ratio, filler)
         for group in self.optimizer.param_groups:
             group["lr"] = self._lr(self.state["step"])
-        needs_entropy_grad = algo.entropy_coef != 0
+        needs_entropy_grad = hp.entropy_coef != 0
         sums = dict.fromkeys(
             (
                 "tokens",
@@ -535,9 +557,9 @@ class Trainer:
         )
         grad_norms, critic_norms = [], []
         rng = np.random.default_rng([cfg.trainer.seed, self.state["step"]])
-        for _epoch in range(algo.ppo_epochs):
+        for _epoch in range(hp.ppo_epochs):
             order = rng.permutation(len(prepared)) if len(prepared) > 1 else np.arange(len(prepared))
-            chunks = np.array_split(order, min(algo.mini_batches, len(prepared))) if len(prepared) else []
+            chunks = np.array_split(order, min(hp.mini_batches, len(prepared))) if len(prepared) else []
             for chunk in chunks:
                 minibatch = [prepared[i] for i in chunk]
                 total = rt.all_sum(sum(p.tokens for p in minibatch))
@@ -545,15 +567,15 @@ class Trainer:
                     continue
                 self.model.train()
                 for p in minibatch:
-                    part = self._policy_backward(p, total, needs_entropy_grad)
+                    part = self.policy_backward(p, total, needs_entropy_grad)
                     for k, v in part.items():
                         sums[k] += v
                     if self.critic is not None:
                         for k, v in self._critic_backward(p, total).items():
                             sums[k] += v
-                grad_norms.append(self._step(self.model, self.optimizer))
-                if self.critic is not None:
-                    critic_norms.append(self._step(self.critic, self.critic_optimizer))
+                grad_norms.append(optimizer_step(self.model, self.optimizer, hp.max_grad_norm))
+                if self.critic is not None and self.critic_optimizer is not None:
+                    critic_norms.append(optimizer_step(self.critic, self.critic_optimizer, hp.max_grad_norm))
         tokens = rt.all_sum(sums.pop("tokens")) or 1.0
         out = {k: rt.all_sum(v) / tokens for k, v in sums.items()}
         if self.ref is None:
@@ -578,101 +600,103 @@ class Trainer:
         ) / (rt.all_sum(sum(p.tokens for p in prepared)) or 1.0)
         return out
 
-    def _prepare(
-        self,
-        transcripts: list[Transcript],
-        returns: np.ndarray,
-        kept_ratio: float,
-        filler: Transcript | None = None,
+    def prepare(
+        self, transcripts: list[Transcript], kept_ratio: float = 1.0, filler: Transcript | None = None
     ) -> list[Prepared]:
-        """Micro-batches with advantages, old log-probs (when the policy moves before they are used), the
-        reference log-probs (KL) and the critic's values (PPO), all computed once before the update."""
-        cfg, rt, algo = self.cfg, self.runtime, self.algo
+        """Micro-batches with what the update needs and does not change: old log-probs (when the policy
+        moves before they are used), the reference's log-probs (KL), the critic's values (PPO) and the
+        advantages, all computed once before the update."""
+        cfg, rt, hp = self.cfg, self.runtime, self.cfg.algorithm
         pad = self.tokenizer.pad_token_id
-        recompute_old = algo.ppo_epochs > 1 or algo.mini_batches > 1
+        recompute_old = hp.ppo_epochs > 1 or hp.mini_batches > 1
         prepared = []
-        for chunk in micro_batches(transcripts, algo.micro_batch_size, rt, filler):
-            batch = make_batch(chunk, pad, algo.reward_placement).to(rt.device)
-            old_logp = ref_logp = old_values = value_targets = None
+        for chunk in micro_batches(transcripts, hp.micro_batch_size, rt, filler):
+            batch = make_batch(chunk, pad, hp.reward_placement).to(rt.device)
+            p = Prepared(chunk, batch, advantages=torch.zeros_like(batch.loss_mask))
             with torch.no_grad(), rt.autocast():
                 if recompute_old:
                     self.model.eval()
-                    old_logp, _ = alg.token_logprobs(
+                    p.old_logp, _ = token_logprobs(
                         model_logits(self.model, batch), batch.targets, cfg.rollout.temperature
                     )
                 if self.ref is not None:
-                    ref_logp, _ = alg.token_logprobs(
+                    p.ref_logp, _ = token_logprobs(
                         model_logits(self.ref, batch), batch.targets, cfg.rollout.temperature
                     )
-                if algo.name == "ppo":
+                if self.critic is not None:
                     self.critic.eval()
-                    old_values = model_logits(self.critic, batch)[..., 0].float()
-                    advantages, value_targets = alg.masked_gae(
-                        batch.rewards, old_values, batch.loss_mask, algo.gamma, algo.lam
-                    )
-                else:
-                    episode_returns = torch.tensor([t.episode_return for t in chunk])
-                    groups = torch.tensor([t.group for t in chunk])
-                    adv = self._group_advantage(episode_returns, groups, returns)
-                    advantages = adv.to(rt.device)[:, None] * batch.loss_mask
-            prepared.append(Prepared(batch, advantages, old_logp, ref_logp, old_values, value_targets))
-        if algo.name == "ppo":  # whiten GAE advantages over every trainable token of the step
-            n = rt.all_sum(sum(p.tokens for p in prepared))
-            mean = rt.all_sum(sum(float((p.advantages * p.batch.loss_mask).sum()) for p in prepared)) / n
-            var = (
-                rt.all_sum(
-                    sum(float((((p.advantages - mean) ** 2) * p.batch.loss_mask).sum()) for p in prepared)
-                )
-                / n
-            )
-            for p in prepared:
-                p.advantages = (p.advantages - mean) / (var**0.5 + algo.norm_eps) * p.batch.loss_mask
-        scale = kept_ratio_scale(kept_ratio, cfg.filter.scale_advantages)
+                    p.old_values = model_logits(self.critic, batch)[..., 0].float()
+            prepared.append(p)
+        self._set_advantages(prepared, transcripts)
+        scale = kept_ratio_scale(kept_ratio=kept_ratio, mode=cfg.filter.scale_advantages)
         if scale != 1.0:
             for p in prepared:
                 p.advantages = p.advantages * scale
         return prepared
 
-    def _group_advantage(
-        self, episode_returns: torch.Tensor, groups: torch.Tensor, table: np.ndarray
-    ) -> torch.Tensor:
-        """GRPO / Dr.GRPO advantages from the full group (every rank's episodes of that seed)."""
-        out = torch.zeros(len(episode_returns))
-        for i, (ret, g) in enumerate(zip(episode_returns.tolist(), groups.tolist(), strict=True)):
-            group = torch.tensor(table[g], dtype=torch.float64)
-            centred = ret - group.mean()
-            if self.algo.name == "grpo":
-                centred = centred / (group.std(unbiased=True) + self.algo.norm_eps)
-            out[i] = float(centred)
-        return out
+    def _set_advantages(self, prepared: list[Prepared], transcripts: list[Transcript]) -> None:
+        """PPO: GAE on the critic's values, whitened over every trainable token of the step (all ranks).
+        GRPO / Dr.GRPO: each episode's advantage within its group, on each of its generated tokens; a group
+        is whole on the rank that played it."""
+        if isinstance(self.algorithm, PPO):
+            values = [p.old_values for p in prepared]
+            assert all(v is not None for v in values), "PPO needs the critic's values"
+            gae = self.algorithm.advantages(
+                [p.batch.rewards for p in prepared],
+                [v for v in values if v is not None],
+                [p.batch.loss_mask for p in prepared],
+                all_sum=self.runtime.all_sum,
+            )
+            for p, (advantages, targets) in zip(prepared, gae, strict=True):
+                p.advantages, p.value_targets = advantages, targets
+            return
+        groups: dict[int, list[Transcript]] = {}
+        for t in transcripts:
+            groups.setdefault(t.group, []).append(t)
+        if len({len(members) for members in groups.values()}) > 1:
+            raise ValueError("every group must hold the same number of episodes")
+        by_episode: dict[int, float] = {}  # id(transcript) -> advantage; fillers are not in it
+        if groups:
+            returns = torch.tensor(
+                [[t.episode_return for t in members] for members in groups.values()], dtype=torch.float64
+            )
+            table = self.algorithm.advantages(returns)
+            for members, row in zip(groups.values(), table.tolist(), strict=True):
+                by_episode.update({id(t): a for t, a in zip(members, row, strict=True)})
+        for p in prepared:
+            rows = torch.tensor([by_episode.get(id(t), 0.0) for t in p.transcripts], dtype=torch.float32)
+            p.advantages = rows.to(self.runtime.device)[:, None] * p.batch.loss_mask
 
-    def _policy_backward(self, p: Prepared, total: float, entropy_grad: bool) -> dict[str, float]:
-        algo, rt, mask = self.algo, self.runtime, p.batch.loss_mask
+    def policy_backward(self, p: Prepared, total: float, entropy_grad: bool) -> dict[str, float]:
+        """Backpropagate the policy loss of one micro-batch, normalized by ``total`` trainable tokens of
+        the optimizer step (all ranks); return its summed statistics."""
+        hp, rt, mask = self.cfg.algorithm, self.runtime, p.batch.loss_mask
         with rt.autocast():
             logits = model_logits(self.model, p.batch)
-        logp, entropy = alg.token_logprobs(
+        logp, entropy = token_logprobs(
             logits,
             p.batch.targets,
             self.cfg.rollout.temperature,
             with_entropy=True,
             entropy_grad=entropy_grad,
         )
+        assert entropy is not None
         old = p.old_logp if p.old_logp is not None else logp.detach()
         weights = None
         if self.sampler.engine is not None and self.cfg.rollout.importance_cap:
             # the sampler (vLLM) and the trainer disagree slightly: truncated importance weights correct it
             weights = torch.exp(old - p.batch.sampler_logprobs).clamp(max=self.cfg.rollout.importance_cap)
-        per_token, ratio, clipped = alg.clipped_policy_loss(
-            logp, old, p.advantages, algo.clip_low, algo.clip_high, weights
+        per_token, ratio, clipped = clipped_policy_loss(
+            logp, old, p.advantages, hp.clip_low, hp.clip_high, weights
         )
         loss = per_token
         kl_value = 0.0
         if p.ref_logp is not None:
-            kl = alg.kl_estimate(logp, p.ref_logp, algo.kl_estimator)
-            loss = loss + algo.kl_coef * kl
+            kl = kl_estimate(logp, p.ref_logp, hp.kl_estimator)
+            loss = loss + hp.kl_coef * kl
             kl_value = float((kl.detach() * mask).sum())
-        if algo.entropy_coef:
-            loss = loss - algo.entropy_coef * entropy
+        if hp.entropy_coef:
+            loss = loss - hp.entropy_coef * entropy
         ((loss * mask).sum() * rt.world / total).backward()
         with torch.no_grad():
             log_ratio = logp.detach() - old
@@ -690,30 +714,22 @@ class Trainer:
 
     def _critic_backward(self, p: Prepared, total: float) -> dict[str, float]:
         rt, mask = self.runtime, p.batch.loss_mask
+        assert p.old_values is not None and p.value_targets is not None
         self.critic.train()
         with rt.autocast():
             values = model_logits(self.critic, p.batch)[..., 0].float()
-        loss, clipped = alg.clipped_value_loss(values, p.old_values, p.value_targets, self.algo.value_clip)
+        loss, clipped = clipped_value_loss(
+            values, p.old_values, p.value_targets, self.cfg.algorithm.value_clip
+        )
         ((loss * mask).sum() * rt.world / total).backward()
         return {
             "value_loss": float((loss.detach() * mask).sum()),
             "value_clip_frac": float((clipped * mask).sum()),
         }
 
-    def _step(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> float:
-        params = [q for q in model.parameters() if q.grad is not None]
-        norm = (
-            torch.nn.utils.clip_grad_norm_(params, self.algo.max_grad_norm or float("inf")) if params else 0.0
-        )
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
-
     # ----- evaluation, checkpoints, logs -----
     def evaluate(self, checkpoint: Path) -> dict[str, Any] | None:
         """``agentgym eval`` of a checkpoint on held-out seeds, into ``eval/<checkpoint name>``."""
-        from agentgym.eval.runner import evaluate
-
         result = None
         if self.runtime.is_main:
             t = self.cfg.trainer
@@ -723,9 +739,8 @@ class Trainer:
                 max_new_tokens=self.cfg.rollout.max_new_tokens,
                 device=str(self.runtime.device),
             )
-            policy.spec = f"hf:{checkpoint}"
             try:
-                result = evaluate(
+                result = evaluate_policy(
                     self.cfg.env.id,
                     policy,
                     t.eval_episodes,
@@ -751,9 +766,9 @@ class Trainer:
         weights = full_state_dict(self.model, rt)
         critic_weights = full_state_dict(self.critic, rt) if self.critic is not None else None
         opt = optimizer_state(self.model, self.optimizer, rt)
-        critic_opt = (
-            optimizer_state(self.critic, self.critic_optimizer, rt) if self.critic is not None else None
-        )
+        critic_opt = None
+        if self.critic is not None and self.critic_optimizer is not None:
+            critic_opt = optimizer_state(self.critic, self.critic_optimizer, rt)
         if rt.is_main:
             shutil.rmtree(tmp, ignore_errors=True)
             self._save_policy(tmp, weights)
@@ -804,7 +819,7 @@ class Trainer:
         saved = torch.load(checkpoint / STATE_FILE, weights_only=False)
         self.state = saved["state"]
         load_optimizer_state(self.model, self.optimizer, saved["optimizer"], self.runtime)
-        if self.critic is not None and saved["critic_optimizer"] is not None:
+        if self.critic_optimizer is not None and saved["critic_optimizer"] is not None:
             load_optimizer_state(self.critic, self.critic_optimizer, saved["critic_optimizer"], self.runtime)
         random.setstate(saved["rng"]["python"])
         np.random.set_state(saved["rng"]["numpy"])
@@ -841,7 +856,7 @@ def _outcomes(transcripts: Sequence[Transcript]) -> list[dict[str, Any]]:
     return [{"success": t.success, "format_ok": t.format_ok} for t in transcripts]
 
 
-def train(config: DictConfig) -> dict[str, Any]:
+def train(config: TrainConfig) -> dict[str, Any]:
     """Run (or resume) the training described by ``config``; return the run summary."""
     trainer = Trainer(config)
     try:

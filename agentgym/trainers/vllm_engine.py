@@ -16,7 +16,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from agentgym.policies import Generation
+from agentgym.types import Generation
 
 
 class VLLMEngine:

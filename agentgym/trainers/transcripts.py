@@ -1,4 +1,5 @@
-"""Token-exact multi-turn rollouts: what the model is trained on is exactly what it saw and sampled.
+"""Token-exact transcripts of multi-turn episodes, the data RL and SFT train on: what the model is trained
+on is exactly what it saw and sampled.
 
 Each episode keeps one growing list of token ids:
     prompt      the chat template applied to [system, first user message] with the generation prompt
@@ -23,8 +24,9 @@ from typing import Any
 import gymnasium as gym
 import torch
 
-from agentgym.policies import Generation, HFPolicy, Policy, prepare_tokenizer
-from agentgym.rollout import Chat, Episode, run_episodes
+from agentgym.policies import HFPolicy, Policy, prepare_tokenizer
+from agentgym.rollout import Episode, run_episodes
+from agentgym.types import Chat, Generation
 
 # Stands in for an assistant message while rendering the template, to find what the template puts after
 # a message's content. Made of characters no chat template adds by itself.
@@ -109,6 +111,8 @@ class TranscriptBook:
     def record(self, chats: Sequence[Chat], generations: Sequence[Generation]) -> None:
         for chat, generation in zip(chats, generations, strict=True):
             transcript = self._live[id(chat)][1]
+            if generation.token_ids is None:
+                raise ValueError("a token-exact transcript needs the sampled token ids of every response")
             transcript.extend(generation.token_ids, trained=True, logprobs=generation.logprobs)
             transcript.turn_ends.append(len(transcript.ids) - 1)
 
@@ -290,6 +294,8 @@ def _keeps_logits(model: Any) -> bool:
     import inspect
 
     forward = getattr(model, "forward", None)
+    if forward is None:
+        return False
     try:
         return "logits_to_keep" in inspect.signature(forward).parameters
     except (TypeError, ValueError):
