@@ -74,6 +74,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             "env",
             "policy",
             "episodes",
+            "aborted",
             "success_rate",
             "success_ci95",
             "mean_return",

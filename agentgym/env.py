@@ -4,6 +4,9 @@ A subclass writes the rules of its task; this class handles what every task shar
 - the response format (parse the raw LLM response into text commands, render the oracle's commands),
 - bad input (empty, huge, binary-looking or malformed responses): a format penalty, unchanged state
   and an observation that says what was wrong, never an exception,
+- observations that are members of ``observation_space`` whatever a task renders (raw program output,
+  web pages): characters outside ``CHARSET`` become visible escapes and the length is capped
+  (:func:`observation_text`),
 - the turn limit, the per-turn action limit and an optional per-episode action budget,
 - the ``info`` keys of the contract: ``success``, ``format_ok``, ``action_valid``, ``action_effective``
   (and ``instructions``).
@@ -23,6 +26,7 @@ Subclasses implement:
 from __future__ import annotations
 
 import copy
+import re
 from abc import abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -47,6 +51,33 @@ def text_space(max_length: int) -> spaces.Text:
     space.max_length = max_length
     space._np_random = None  # type: ignore[assignment]  # None: seeded on first use, per copy
     return space
+
+
+# What CHARSET leaves out: NUL, the surrogates (lone ones reach text through errors="surrogateescape")
+# and everything beyond the Basic Multilingual Plane.
+_OUTSIDE_CHARSET = re.compile(r"[^\x01-\uD7FF\uE000-\uFFFF]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    return match.group().encode("unicode_escape").decode("ascii")  # \x00, \udcff, \U0001f600
+
+
+def observation_text(text: str, max_chars: int = MAX_OBSERVATION_CHARS) -> str:
+    """``text`` made a member of the observation space (``text_space(max_chars)``): every character
+    outside ``CHARSET`` becomes its visible Python escape (NUL is ``\\x00``), and a text longer than
+    ``max_chars`` keeps its beginning and its end around a note of how much was cut."""
+    text = _OUTSIDE_CHARSET.sub(_escape, text)
+    if len(text) <= max_chars:
+        return text
+
+    def note(cut: int) -> str:
+        return f"\n[... {cut} characters cut ...]\n"
+
+    keep = max_chars - len(note(len(text)))  # no cut is longer than the text, nor is its note
+    if keep < 2:
+        return text[:max_chars]
+    head = keep // 2
+    return text[:head] + note(len(text) - keep) + text[len(text) - (keep - head) :]
 
 
 def response_problem(response: Any, max_chars: int = MAX_RESPONSE_CHARS) -> str | None:
@@ -160,7 +191,7 @@ class AgentEnv(gym.Env[str, str]):
             left = self.max_turns - self.turn
             budget = "" if self.actions_left is None else f", {self.actions_left} actions left"
             parts.append(f"Turns left: {left}{budget}.")
-        return "\n".join(p for p in parts if p)
+        return observation_text("\n".join(p for p in parts if p))
 
     def _info(self, format_ok: bool, action_valid: bool, **extra: Any) -> dict[str, Any]:
         # action_effective (RAGEN's action_is_effective): every command changed the state; a step passes

@@ -84,7 +84,16 @@ def prepare_tokenizer(tokenizer: Any) -> Any:
 class HFPolicy(Policy):
     """A transformers causal LM. Sampling is plain temperature sampling (no top-k / top-p), so the
     returned log-probs are exactly those of the sampling distribution; ``temperature=0`` is greedy
-    decoding, whose log-probs are taken at temperature 1."""
+    decoding, whose log-probs are taken at temperature 1.
+
+    Seeding. When :meth:`act` is given the environments (as the rollout loop does), each chat samples
+    from its own generator, seeded from (``seed``, the episode's seed, the turn): an episode's tokens then
+    depend on its seed alone, not on which episodes share its batch, how many workers play, or where a
+    run was resumed, as with greedy decoding (up to the float rounding that batch shapes cause, which
+    greedy decoding shares). Two episodes of the same env seed therefore sample alike; a different
+    ``seed`` samples differently. Without the environments (a direct ``generate``, the trainers'
+    rollouts), one torch seed that advances per call drives the whole batch.
+    """
 
     def __init__(
         self,
@@ -117,6 +126,7 @@ class HFPolicy(Policy):
         self.tokenizer = prepare_tokenizer(tokenizer)
         self.temperature, self.max_new_tokens = temperature, max_new_tokens
         self.spec = spec or self.spec  # how results name this policy; default hf:<path> for a loaded model
+        self.seed = seed  # the run's sampling seed, with the episode seed and turn (see the class doc)
         self._seed = seed
 
     def reseed(self, seed: int) -> None:
@@ -132,10 +142,28 @@ class HFPolicy(Policy):
         ]
 
     def act(self, chats: Sequence[Chat], envs: Sequence[Any] = ()) -> list[Generation]:
-        return self.generate(self.encode_chats(chats))
+        return self.generate(self.encode_chats(chats), self.sampling_seeds(chats, envs))
 
-    def generate(self, prompts: Sequence[list[int]]) -> list[Generation]:
-        """Sample a response for each prompt (token ids); left-padded batch, KV cache, eval mode."""
+    def sampling_seeds(self, chats: Sequence[Chat], envs: Sequence[Any]) -> list[int] | None:
+        """One sampling seed per chat, from (``seed``, its episode's seed, its turn); None when the
+        environments are not given or one has no known seed (Gymnasium's ``np_random_seed`` is the seed
+        of its last ``reset``, -1 when unknown)."""
+        if len(envs) != len(chats):
+            return None
+        seeds = []
+        for chat, env in zip(chats, envs, strict=True):
+            episode_seed = getattr(env.unwrapped, "np_random_seed", None)
+            if not isinstance(episode_seed, int) or episode_seed < 0:
+                return None
+            turn = 1 + sum(m["role"] == "assistant" for m in chat)
+            seeds.append(sampling_seed(self.seed, episode_seed, turn))
+        return seeds
+
+    def generate(self, prompts: Sequence[list[int]], seeds: Sequence[int] | None = None) -> list[Generation]:
+        """Sample a response for each prompt (token ids); left-padded batch, KV cache, eval mode.
+
+        ``seeds``: one per prompt, so that each row samples from its own generator and its tokens do not
+        depend on the other rows; without them one torch seed that advances per call drives the batch."""
         import torch
 
         pad_id = self.tokenizer.pad_token_id
@@ -145,13 +173,19 @@ class HFPolicy(Policy):
             [[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device
         )
         sample = self.temperature > 0
-        options = (
-            {"do_sample": True, "temperature": self.temperature, "top_k": 0, "top_p": 1.0}
-            if sample
-            else {"do_sample": False}
-        )
-        torch.manual_seed(self._seed)
-        self._seed += 1
+        seeded = None
+        if sample and seeds is not None:
+            if len(seeds) != len(prompts):
+                raise ValueError(f"{len(prompts)} prompts but {len(seeds)} sampling seeds")
+            # greedy decoding over Gumbel-perturbed scores is a draw from the softmax of the scores
+            seeded = _SeededGumbel(seeds, self.temperature)
+            options: dict[str, Any] = {"do_sample": False, "logits_processor": [seeded]}
+        elif sample:
+            options = {"do_sample": True, "temperature": self.temperature, "top_k": 0, "top_p": 1.0}
+            torch.manual_seed(self._seed)
+            self._seed += 1
+        else:
+            options = {"do_sample": False}
         with torch.no_grad():
             out = self.model.generate(
                 input_ids=input_ids,
@@ -160,13 +194,15 @@ class HFPolicy(Policy):
                 pad_token_id=pad_id,
                 eos_token_id=self.tokenizer.eos_token_id,
                 return_dict_in_generate=True,
-                output_scores=True,
+                output_scores=seeded is None,
                 use_cache=True,
                 **options,
             )
         new_ids = out.sequences[:, width:]
-        # scores are the processed logits the token was drawn from: logits / temperature when sampling
-        logprobs = torch.stack(out.scores, dim=1).float().log_softmax(-1)
+        # the logits each token was drawn from, after the model's own processors: logits / temperature
+        # when sampling (the seeded sampler keeps them from before its noise)
+        scores = seeded.scores if seeded is not None else out.scores
+        logprobs = torch.stack(scores, dim=1).float().log_softmax(-1)
         chosen = logprobs.gather(-1, new_ids.unsqueeze(-1)).squeeze(-1)
         generations = []
         eos = self.tokenizer.eos_token_id
@@ -179,6 +215,37 @@ class HFPolicy(Policy):
 
     def close(self) -> None:
         self.model = None
+
+
+def sampling_seed(run_seed: int, episode_seed: int, turn: int) -> int:
+    """A 64-bit seed of (run seed, episode seed, turn), well mixed (numpy's SeedSequence)."""
+    entropy = [run_seed % 2**64, episode_seed % 2**64, turn % 2**64]
+    return int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0])
+
+
+class _SeededGumbel:
+    """A logits processor that samples each row from its own generator: it divides the scores by the
+    temperature, keeps them (the log-probs are taken from them) and adds Gumbel noise drawn from the
+    row's generator, so that the argmax (greedy decoding) is a draw from softmax(scores / temperature).
+    Each row's generator advances once per generated token, whatever the other rows do."""
+
+    def __init__(self, seeds: Sequence[int], temperature: float) -> None:
+        self.seeds, self.temperature = list(seeds), temperature
+        self.generators: list[Any] = []  # made on the first call, on the device of the scores
+        self.scores: list[Any] = []
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
+        device = scores.device
+        if not self.generators:
+            self.generators = [torch.Generator(device=device).manual_seed(s) for s in self.seeds]
+        scaled = scores / self.temperature
+        self.scores.append(scaled)
+        vocab = scores.shape[-1]
+        uniform = torch.stack([torch.rand(vocab, generator=g, device=device) for g in self.generators])
+        gumbel = -torch.log(-torch.log(uniform.clamp(min=torch.finfo(uniform.dtype).tiny)))
+        return scaled + gumbel.to(scaled.dtype)
 
 
 class OpenAIPolicy(Policy):

@@ -374,6 +374,32 @@ def test_run_shows_output_and_keeps_the_episode_open():
     assert env.runs == 3
 
 
+def test_raw_program_output_stays_in_the_observation_space():
+    from agentgym.env import MAX_OBSERVATION_CHARS
+
+    env = make(output_chars=10_000_000)  # no clipping here: the observation space's own cap must hold
+    obs, _ = env.reset(seed=0)
+    assert env.observation_space.contains(obs)
+    odd = (
+        "import sys\n"
+        "sys.stdout.write('nul:\\x00:end\\n')\n"
+        "sys.stdout.flush()\n"
+        "lone = 'lone:\\udcff\\udc80:end\\n'.encode('utf-8', errors='surrogateescape')\n"
+        "sys.stdout.buffer.write(lone + '\\ud800\\n'.encode('utf-8', errors='surrogatepass'))\n"
+        "sys.stdout.buffer.flush()\n"
+        "sys.stderr.write('err\\x00' + chr(0x1F600) + '\\n')\n"
+    )
+    obs, *_ = env.step(f"<think>t</think><answer>run:\n{odd}</answer>")
+    assert env.observation_space.contains(obs), [c for c in obs if not env.observation_space.contains(c)]
+    assert "nul:\\x00:end" in obs and "lone:" in obs and ":end" in obs  # NUL shown as a visible escape
+    assert "err\\x00\\U0001f600" in obs  # beyond the BMP: escaped too
+
+    huge = "import sys\nsys.stdout.write('\\x00' * 400_000)\nsys.stderr.write('x' * 900_000)\n"
+    obs, *_ = env.step(f"<think>t</think><answer>run:\n{huge}</answer>")
+    assert len(obs) <= MAX_OBSERVATION_CHARS and env.observation_space.contains(obs)
+    assert "characters cut ...]" in obs and obs.startswith("Ran your code") and "Turns left" in obs
+
+
 def test_run_errors_and_timeouts_are_reported():
     env = make(run_timeout=1.0)
     env.reset(seed=0)

@@ -9,6 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import gymnasium as gym
 import pytest
 
+from agentgym.eval.run_files import TrajectoryLog
 from agentgym.eval.runner import evaluate
 from agentgym.policies import HFPolicy, OraclePolicy, RandomPolicy, latest_checkpoint, make_policy
 
@@ -139,3 +140,101 @@ def test_openai_policy_over_http(tmp_path):
         "role": "assistant",
         "content": "<think>go</think><answer>Right</answer>",
     }
+
+
+# ----- sampled model policies: an episode's tokens depend on its seed, not on batching or resumption -----
+def _episodes(out):
+    return {
+        r["seed"]: (r["messages"], r["response_ids"])
+        for r in TrajectoryLog(out / "trajectories.jsonl").load()
+    }
+
+
+def _sampled_eval(tiny_lm, out, episodes, batch_size, seed=0):
+    model, tokenizer = tiny_lm
+    policy = HFPolicy(model, tokenizer, temperature=1.0, max_new_tokens=16, seed=seed)
+    policy.spec = "hf:tiny"
+    return evaluate(
+        "agentgym/FrozenLake-v0",
+        policy,
+        episodes,
+        out=out,
+        batch_size=batch_size,
+        progress=False,
+        diagnostics=False,
+    )
+
+
+def test_sampled_hf_eval_is_independent_of_batching_and_resumption(tiny_lm, tmp_path):
+    _sampled_eval(tiny_lm, tmp_path / "one-by-one", 8, batch_size=1)
+    _sampled_eval(tiny_lm, tmp_path / "batched", 8, batch_size=4)
+    _sampled_eval(tiny_lm, tmp_path / "resumed", 4, batch_size=4)  # killed halfway ...
+    resumed = _sampled_eval(tiny_lm, tmp_path / "resumed", 8, batch_size=4)  # ... and resumed
+    assert resumed["episodes_played_now"] == 4
+    one_by_one = _episodes(tmp_path / "one-by-one")
+    assert sorted(one_by_one) == list(range(8))
+    assert _episodes(tmp_path / "batched") == one_by_one
+    assert _episodes(tmp_path / "resumed") == one_by_one
+
+    # it does sample: another policy seed gives other replies, and the episodes differ from one another
+    _sampled_eval(tiny_lm, tmp_path / "other-seed", 8, batch_size=4, seed=1)
+    other = _episodes(tmp_path / "other-seed")
+    assert sum(other[s][1] != one_by_one[s][1] for s in range(8)) >= 6
+    first_replies = {tuple(ids[0]) for _, ids in one_by_one.values()}
+    assert len(first_replies) >= 6
+
+
+def test_seeded_sampler_draws_from_the_softmax():
+    import torch
+
+    from agentgym.policies import _SeededGumbel
+
+    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0, float("-inf")]])
+    temperature, draws = 0.7, 20_000
+    sampler = _SeededGumbel(list(range(draws)), temperature)
+    counts = torch.bincount(sampler(None, logits.expand(draws, -1)).argmax(-1), minlength=5)
+    expected = (logits[0] / temperature).softmax(-1)
+    assert counts[4] == 0  # a -inf logit is never drawn
+    assert torch.allclose(counts / draws, expected, atol=0.01), (counts / draws, expected)
+    assert torch.equal(sampler.scores[0], logits.expand(draws, -1) / temperature)
+    # a row's draw depends on its seed alone, not on the other rows of the batch
+    batch = _SeededGumbel([5, 7, 9], temperature)(None, logits.expand(3, -1))
+    alone = _SeededGumbel([7], temperature)(None, logits)
+    assert torch.equal(batch[1], alone[0]) and not torch.equal(batch[0], batch[1])
+
+
+def test_seeded_sampling_logprobs_are_the_models_at_the_temperature(tiny_lm):
+    import torch
+
+    model, tokenizer = tiny_lm
+    policy = HFPolicy(model, tokenizer, temperature=0.8, max_new_tokens=10)
+    prompt = policy.encode_chats([[{"role": "user", "content": "Turn 1:\nP_\n_G"}]])[0]
+    (generation,) = policy.generate([prompt], seeds=[123])
+    ids = torch.tensor([prompt + generation.token_ids])
+    with torch.no_grad():
+        logits = model(ids).logits[0, len(prompt) - 1 : -1].float() / 0.8
+    expected = logits.log_softmax(-1).gather(-1, torch.tensor(generation.token_ids)[:, None])[:, 0]
+    assert torch.allclose(torch.tensor(generation.logprobs), expected, atol=1e-4)
+    assert policy.generate([prompt], seeds=[123])[0].token_ids == generation.token_ids
+
+
+@pytest.mark.slow
+def test_sampled_hf_eval_is_independent_of_workers(tiny_lm, tmp_path):
+    model, tokenizer = tiny_lm
+    model.save_pretrained(tmp_path / "tiny-model")
+    tokenizer.save_pretrained(tmp_path / "tiny-model")
+    spec = f"hf:{tmp_path / 'tiny-model'}"
+    kwargs = {"temperature": 1.0, "max_new_tokens": 16, "device": "cpu"}
+    for workers in (1, 2):
+        evaluate(
+            "agentgym/FrozenLake-v0",
+            spec,
+            6,
+            workers=workers,
+            out=tmp_path / f"workers-{workers}",
+            policy_kwargs=kwargs,
+            batch_size=2,
+            progress=False,
+            diagnostics=False,
+        )
+    assert _episodes(tmp_path / "workers-2") == _episodes(tmp_path / "workers-1")

@@ -171,3 +171,60 @@ def test_plugin_matches_eval_for_a_model_policy_with_diagnostics(tmp_path, tiny_
     pytest_ids = {s: r["response_ids"] for s, r in _records(out).items()}
     cli_ids = {s: r["response_ids"] for s, r in _records(tmp_path / "cli-run").items()}
     assert pytest_ids == cli_ids  # greedy decoding: the same tokens, batched or not
+
+
+CRASHING_CONFTEST = textwrap.dedent("""
+    import gymnasium as gym
+    from agentgym.envs.frozenlake import FrozenLakeEnv
+
+    class CrashingLake(FrozenLakeEnv):
+        # aborts the episodes of crash_seeds on their first step, as WebShop reports a crashed browser
+        def __init__(self, crash_seeds=(), **kwargs):
+            super().__init__(**kwargs)
+            self.crash_seeds = set(crash_seeds)
+
+        def step(self, action):
+            obs, reward, terminated, truncated, info = super().step(action)
+            if self.np_random_seed in self.crash_seeds:
+                return obs, 0.0, False, True, {**info, "aborted": True, "error": "the test browser crashed"}
+            return obs, reward, terminated, truncated, info
+
+    gym.register("agentgym-test/CrashingLake-v0", entry_point=CrashingLake)
+""")
+
+
+def test_plugin_skips_and_counts_aborted_episodes_and_holds_the_lock(tmp_path):
+    from agentgym.eval.run_files import RunDirLock
+
+    tests = tmp_path / "evals"
+    tests.mkdir()
+    (tests / "conftest.py").write_text(CRASHING_CONFTEST)
+    out = tmp_path / "pytest-run"
+    args = [
+        str(tests),
+        "-rs",
+        "--agentgym-env",
+        "agentgym-test/CrashingLake-v0",
+        "--agentgym-policy",
+        "oracle",
+        "--agentgym-episodes",
+        "5",
+        "--agentgym-env-kwargs",
+        json.dumps({"crash_seeds": [1, 3]}),
+        "--agentgym-out",
+        str(out),
+    ]
+    with RunDirLock(out):  # another eval writes there: the plugin refuses at once
+        busy = _pytest(args, tmp_path)
+    assert busy.returncode == 4 and f"in use by another eval (pid {os.getpid()})" in busy.stderr
+
+    done = _pytest(args, tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "3 passed, 2 skipped" in done.stdout
+    assert "the environment aborted the episode: the test browser crashed" in done.stdout
+    assert "3 episodes (2 more aborted)" in done.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["episodes"] == 3 and summary["aborted"] == 2 and summary["aborted_seeds"] == [1, 3]
+    assert summary["success_rate"] == 1.0
+    records = _records(out)
+    assert sorted(records) == list(range(5)) and records[3]["abort_reason"] == "the test browser crashed"

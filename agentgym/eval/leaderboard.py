@@ -84,7 +84,7 @@ def config_hash(summary: dict[str, Any]) -> str:
         "policy": portable_policy(summary["policy"]),
         "policy_kwargs": _portable(summary.get("policy_kwargs", {})),
         "seed": summary.get("seed", 0),
-        "episodes": summary["episodes"],
+        "episodes": summary["episodes"] + summary.get("aborted", 0),  # the seeds asked for
         "response_format": summary.get("response_format"),
     }
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
@@ -148,7 +148,7 @@ def run_entry(summary: dict[str, Any], *, date: str | None = None, notes: str = 
         "config_hash": config_hash(summary),
         "seeds": {
             "first": seed,
-            "last": seed + summary["episodes"] - 1,
+            "last": seed + summary["episodes"] + summary.get("aborted", 0) - 1,  # aborted ones included
             "rule": "episode i uses seed first + i",
         },
         "env_kwargs": _portable(summary.get("env_kwargs", {})),

@@ -49,8 +49,18 @@ def _mean(values: Sequence[float]) -> float:
     return float(sum(values) / len(values)) if values else 0.0
 
 
+def is_aborted(record: dict[str, Any]) -> bool:
+    """Whether the environment aborted the episode (``info["aborted"]`` on its last step, e.g. WebShop's
+    crashed browser): not the policy's doing, so it is no outcome of the policy. Records written before
+    the ``aborted`` field existed carry the flag in ``final_info`` only."""
+    if "aborted" in record:
+        return bool(record["aborted"])
+    return bool((record.get("final_info") or {}).get("aborted"))
+
+
 def summarize(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Aggregate ``trajectories.jsonl`` records (see ``Episode.to_record``) into summary metrics."""
+    """Aggregate ``trajectories.jsonl`` records (see ``Episode.to_record``) into summary metrics. The
+    caller chooses the records: ``agentgym eval`` passes the completed episodes (no aborted one)."""
     n = len(records)
     successes = sum(bool(r["success"]) for r in records)
     all_format = [ok for r in records for ok in r["format_ok"]]

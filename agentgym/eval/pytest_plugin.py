@@ -5,13 +5,17 @@
 
 Episode i plays seed ``seed + i``, exactly as ``agentgym eval``. Each worker builds the policy once and
 plays the episodes it is handed; the records travel back to the controller (xdist's ``workeroutput``),
-which writes ``OUT/trajectories.jsonl`` (sorted by seed) and ``OUT/summary.json`` with the same code as
-``agentgym eval``, so both routes give the same numbers for the same seeds (model diagnostics of
-``hf:``/``checkpoint:`` policies included, on the controller; ``--agentgym-no-diagnostics`` skips them).
-Sampled model policies (temperature > 0) draw from a torch seed that advances per call, so their
-episodes depend on scheduling: compare such runs by statistics, not episode by episode.
+which appends them to ``OUT/trajectories.jsonl`` (in seed order; they supersede stored records of the
+same seeds, and the log is read back and compacted exactly as ``agentgym eval`` does it) and writes
+``OUT/summary.json`` with the same code as ``agentgym eval``, so both routes give the same numbers for the
+same seeds (model diagnostics of ``hf:``/``checkpoint:`` policies included, on the controller;
+``--agentgym-no-diagnostics`` skips them). Sampled model policies seed each episode's sampling from its
+own seed and turn, so scheduling does not change their episodes either. The controller holds the lock
+on ``OUT`` for the whole session, like ``agentgym eval``.
 
-An episode test passes when the episode was played (won or not); it fails only when something raised.
+An episode test passes when the episode was played (won or not); it fails only when something raised,
+and it is skipped, with the reason, when the environment aborted the episode (``info["aborted"]``): the
+summary counts it under ``aborted`` and leaves it out of the metrics.
 ``EVAL_DIR`` is collected as usual, so your own tests can sit beside the episodes and use the fixtures
 ``agentgym_env`` (a fresh environment from the options) and ``agentgym_policy`` (the worker's policy);
 ``--agentgym-only`` deselects every test that is not an episode.
@@ -67,6 +71,7 @@ class _EvalState:
     summary: dict[str, Any] | None = None
     started: float = field(default_factory=time.perf_counter)
     _policy: Any = None
+    _lock: Any = None  # the controller's RunDirLock on ``out``
 
     def policy(self) -> Any:
         if self._policy is None:
@@ -79,6 +84,9 @@ class _EvalState:
         if self._policy is not None:
             self._policy.close()
             self._policy = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def make_env(self) -> Any:
         import gymnasium as gym
@@ -143,13 +151,18 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _claim_out_dir(state: _EvalState, out: Path) -> None:
-    # the same run.json as `agentgym eval`, so neither route overwrites the other's different run
-    from agentgym.eval.run_files import claim_run_dir, run_identity
+    # the same lock and run.json as `agentgym eval`, so neither route writes into the other's run
+    from agentgym.eval.run_files import RunDirBusy, RunDirLock, claim_run_dir, run_identity
 
     run = run_identity(state.env_id, state.policy_spec, state.seed, state.env_kwargs, state.policy_kwargs)
     try:
+        state._lock = RunDirLock(out)
+    except RunDirBusy as exc:
+        raise pytest.UsageError(str(exc)) from None
+    try:
         claim_run_dir(out, run)
     except ValueError:
+        state.close()
         raise pytest.UsageError(f"{out} holds a different run; use another --agentgym-out") from None
 
 
@@ -170,6 +183,8 @@ class AgentgymEpisode(pytest.Item):
         record = episode_record(episode)
         record["policy"] = state.policy_spec
         state.records.append(record)
+        if record["aborted"]:
+            pytest.skip(f"the environment aborted the episode: {record['abort_reason']}")
         self.user_properties.append(("agentgym_success", record["success"]))
         self.user_properties.append(("agentgym_return", record["return"]))
 
@@ -230,14 +245,21 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 def _finish(state: _EvalState) -> None:
     """Controller: the summary of every episode played, written like ``agentgym eval`` writes it."""
     from agentgym.eval.diagnostics import model_diagnostics, wants_diagnostics
-    from agentgym.eval.run_files import write_summary, write_trajectories
+    from agentgym.eval.metrics import is_aborted
+    from agentgym.eval.run_files import TrajectoryLog, latest_by_seed, write_summary
     from agentgym.eval.summary import build_summary
 
-    by_seed = {r["seed"]: r for r in state.records}
+    by_seed = latest_by_seed(state.records)
     records = [by_seed[s] for s in sorted(by_seed)]
     state.records = records
     if not records:
         return
+    log = None
+    if state.out is not None:
+        log = TrajectoryLog(state.out / "trajectories.jsonl")
+        log.load()  # cuts a torn tail before the appends; counts (and warns of) corrupt lines
+        for record in records:
+            log.append(record)
     summary = build_summary(
         records,
         env_id=state.env_id,
@@ -248,15 +270,17 @@ def _finish(state: _EvalState) -> None:
         workers=max(1, state.workers_seen),
         elapsed=time.perf_counter() - state.started,
         played_now=len(records),
+        corrupt_lines=len(log.corrupt_lines) if log is not None else 0,
     )
     summary["route"] = "pytest"
     if state.diagnostics and wants_diagnostics(state.policy_spec, None):
+        completed = [r for r in records if not is_aborted(r)]
         summary["diagnostics"] = model_diagnostics(
-            state.policy(), records, summary["response_format"], seed=state.seed
+            state.policy(), completed, summary["response_format"], seed=state.seed
         )
     state.summary = summary
-    if state.out is not None:
-        write_trajectories(state.out, records)
+    if state.out is not None and log is not None:
+        log.compact()
         write_summary(state.out, summary)
 
 
@@ -268,7 +292,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     low, high = summary["success_ci95"]
     terminalreporter.write_sep("-", "agentgym evaluation")
     terminalreporter.write_line(
-        f"{summary['env']} {summary['policy']}: {summary['episodes']} episodes, success "
+        f"{summary['env']} {summary['policy']}: {summary['episodes']} episodes "
+        f"({summary['aborted']} more aborted), success "
         f"{summary['success_rate']:.3f} [{low:.3f}, {high:.3f}], return {summary['mean_return']:.3f}, "
         f"format-valid {summary['format_valid_rate']:.3f}"
     )

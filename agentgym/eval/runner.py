@@ -2,8 +2,16 @@
 
 Episode i uses seed ``seed + i``. Each finished episode is appended to ``OUT/trajectories.jsonl`` as one
 line, flushed and fsynced, so a run killed at any moment loses at most the episodes in flight. Rerunning
-with the same ``OUT`` reads that file (dropping a torn last line), skips the seeds already played and
-plays only the rest. ``OUT/summary.json`` is rewritten at the end from every stored episode.
+with the same ``OUT`` reads that file (dropping a torn last line, skipping a corrupt one with a warning),
+skips the seeds already played and plays only the rest, and the episodes the environment aborted
+(``info["aborted"]``) again: the new record supersedes the aborted one. ``OUT/summary.json`` is
+rewritten at the end from the latest record of each seed; its metrics are over the completed episodes
+(``episodes``), the aborted ones are counted apart (``aborted``). While it runs, the eval holds a lock
+on ``OUT`` (``OUT/eval.lock``): a second eval on the same ``OUT`` fails at once, naming the holder's pid.
+
+Sampled ``hf:``/``checkpoint:`` policies draw each episode's tokens from a seed of (policy seed, episode
+seed, turn), so batching, workers and resumption do not change a run's episodes
+(``agentgym.policies.HFPolicy``).
 
 With ``workers > 1`` the seeds are dealt round-robin to that many processes, each with its own
 environments and its own copy of the policy; they stream episodes back to this process, the only writer
@@ -19,6 +27,7 @@ token entropy and control-token spikes, computed with the policy's model on the 
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import Any
@@ -28,7 +37,15 @@ from tqdm.auto import tqdm
 
 import agentgym
 from agentgym.eval.diagnostics import model_diagnostics, wants_diagnostics
-from agentgym.eval.run_files import TrajectoryLog, claim_run_dir, run_identity, write_summary
+from agentgym.eval.metrics import is_aborted
+from agentgym.eval.run_files import (
+    RunDirLock,
+    TrajectoryLog,
+    claim_run_dir,
+    latest_by_seed,
+    run_identity,
+    write_summary,
+)
 from agentgym.eval.summary import build_summary
 from agentgym.eval.worker_pool import play_here, play_in_workers
 from agentgym.policies import Policy, make_policy
@@ -73,69 +90,76 @@ def evaluate(
     batch_size = batch_size or default_batch_size(policy_spec)
     seeds = [seed + i for i in range(episodes)]
 
-    log = None
-    stored: dict[int, dict[str, Any]] = {}
-    if out is not None:
-        out = claim_run_dir(out, run_identity(env_id, policy_spec, seed, env_kwargs, policy_kwargs))
-        log = TrajectoryLog(out / "trajectories.jsonl")
-        stored = {r["seed"]: r for r in log.load()}
-    wanted = set(seeds)
-    todo = [s for s in seeds if s not in stored]
+    # the lock comes before anything in OUT is read or written
+    with RunDirLock(out) if out is not None else contextlib.nullcontext():
+        log = None
+        stored: dict[int, dict[str, Any]] = {}
+        if out is not None:
+            out = claim_run_dir(out, run_identity(env_id, policy_spec, seed, env_kwargs, policy_kwargs))
+            log = TrajectoryLog(out / "trajectories.jsonl")
+            stored = latest_by_seed(log.load())
+        # an aborted episode is played again; its new record supersedes the stored one
+        todo = [s for s in seeds if s not in stored or is_aborted(stored[s])]
 
-    bar = tqdm(
-        total=episodes,
-        initial=episodes - len(todo),
-        desc=f"{env_id} {policy_spec}",
-        disable=not progress,
-        unit="ep",
-    )
-    played = {s: stored[s] for s in seeds if s in stored}
+        bar = tqdm(
+            total=len(seeds),
+            initial=len(seeds) - len(todo),
+            desc=f"{env_id} {policy_spec}",
+            disable=not progress,
+            unit="ep",
+        )
+        played = {s: stored[s] for s in seeds if s in stored}
 
-    def on_record(record: dict[str, Any]) -> None:
-        record["policy"] = policy_spec
-        if log is not None:
-            log.append(record)
-        played[record["seed"]] = record
-        bar.update(1)
-        bar.set_postfix(success=f"{sum(r['success'] for r in played.values()) / len(played):.2f}")
+        def on_record(record: dict[str, Any]) -> None:
+            record["policy"] = policy_spec
+            if log is not None:
+                log.append(record)
+            played[record["seed"]] = record
+            bar.update(1)
+            completed = [r for r in played.values() if not is_aborted(r)]
+            if completed:
+                bar.set_postfix(success=f"{sum(r['success'] for r in completed) / len(completed):.2f}")
 
-    started = time.perf_counter()
-    own: Policy | None = None if isinstance(policy, str) else policy
-    try:
+        started = time.perf_counter()
+        own: Policy | None = None if isinstance(policy, str) else policy
         try:
-            if todo and workers == 1:
+            try:
+                if todo and workers == 1:
+                    if own is None:
+                        own = make_policy(policy_spec, **policy_kwargs)
+                    play_here(env_id, env_kwargs, todo, own, batch_size, on_record)
+                elif todo:
+                    play_in_workers(
+                        env_id, env_kwargs, policy_spec, policy_kwargs, todo, batch_size, workers, on_record
+                    )
+            finally:
+                bar.close()
+            elapsed = time.perf_counter() - started
+
+            records = [played[s] for s in seeds if s in played]
+            summary = build_summary(
+                records,
+                env_id=env_id,
+                policy_spec=policy_spec,
+                seed=seed,
+                env_kwargs=env_kwargs,
+                policy_kwargs=policy_kwargs,
+                workers=workers,
+                elapsed=elapsed,
+                played_now=len(todo),
+                corrupt_lines=len(log.corrupt_lines) if log is not None else 0,
+            )
+            if diagnostics and wants_diagnostics(policy_spec, own):
                 if own is None:
                     own = make_policy(policy_spec, **policy_kwargs)
-                play_here(env_id, env_kwargs, todo, own, batch_size, on_record)
-            elif todo:
-                play_in_workers(
-                    env_id, env_kwargs, policy_spec, policy_kwargs, todo, batch_size, workers, on_record
+                completed = [r for r in records if not is_aborted(r)]
+                summary["diagnostics"] = model_diagnostics(
+                    own, completed, summary["response_format"], max_samples=diagnostics_samples, seed=seed
                 )
         finally:
-            bar.close()
-        elapsed = time.perf_counter() - started
-
-        records = [played[s] for s in sorted(played) if s in wanted]
-        summary = build_summary(
-            records,
-            env_id=env_id,
-            policy_spec=policy_spec,
-            seed=seed,
-            env_kwargs=env_kwargs,
-            policy_kwargs=policy_kwargs,
-            workers=workers,
-            elapsed=elapsed,
-            played_now=len(todo),
-        )
-        if diagnostics and wants_diagnostics(policy_spec, own):
-            if own is None:
-                own = make_policy(policy_spec, **policy_kwargs)
-            summary["diagnostics"] = model_diagnostics(
-                own, records, summary["response_format"], max_samples=diagnostics_samples, seed=seed
-            )
-    finally:
-        if isinstance(policy, str) and own is not None:
-            own.close()
-    if out is not None:
-        write_summary(out, summary)
-    return summary
+            if isinstance(policy, str) and own is not None:
+                own.close()
+        if out is not None and log is not None:
+            log.compact()  # replayed aborted episodes: keep one line per seed
+            write_summary(out, summary)
+        return summary

@@ -1,5 +1,10 @@
 """``summary.json`` from stored episode records: the same code for ``agentgym eval`` and the pytest plugin.
 
+Every episode metric is over the completed episodes: ``episodes`` counts them, and ``aborted`` counts the
+episodes the environment aborted (``info["aborted"]``, e.g. a crashed browser), which are left out of
+every metric, since their outcome says nothing about the policy (``aborted_seeds`` lists them; the
+records hold each ``abort_reason``). A rerun on the same ``--out`` plays them again.
+
 Model diagnostics (``diagnostics``) are added on top by the caller, since they need the policy's model
 (``agentgym.eval.diagnostics.model_diagnostics``).
 """
@@ -10,7 +15,7 @@ from collections import Counter
 from typing import Any
 
 import agentgym
-from agentgym.eval.metrics import success_by_turn, summarize, turn_state_shares
+from agentgym.eval.metrics import is_aborted, success_by_turn, summarize, turn_state_shares
 from agentgym.registry import response_format_name
 
 
@@ -44,19 +49,28 @@ def build_summary(
     workers: int,
     elapsed: float,
     played_now: int,
+    corrupt_lines: int = 0,
 ) -> dict[str, Any]:
-    """``summary.json`` without model diagnostics."""
+    """``summary.json`` without model diagnostics, from the latest record of each seed of the run
+    (aborted ones included: they are counted here and left out of the metrics). ``corrupt_lines``: the
+    unreadable lines skipped when the trajectory log was read back."""
+    completed = [r for r in records if not is_aborted(r)]
+    metrics = summarize(completed)
     summary = {
         "env": env_id,
         "policy": policy_spec,
-        **summarize(records),
+        "episodes": metrics.pop("episodes"),
+        "aborted": len(records) - len(completed),
+        "aborted_seeds": sorted(r["seed"] for r in records if is_aborted(r)),
+        **metrics,
         "seed": seed,
         "env_kwargs": env_kwargs,
         "policy_kwargs": policy_kwargs,
         "workers": workers,
         "elapsed_s": round(elapsed, 3),
         "episodes_played_now": played_now,
+        "corrupt_lines_skipped": corrupt_lines,
         "agentgym_version": agentgym.__version__,
     }
-    summary.update(episode_reports(records, env_id, env_kwargs))
+    summary.update(episode_reports(completed, env_id, env_kwargs))
     return summary
