@@ -3,13 +3,29 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
 from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
 
 from agentgym.cli import main
-from agentgym.eval.leaderboard import boards, config_hash, load_runs, model_name, render, submit_run
+from agentgym.eval.leaderboard import (
+    RUNS,
+    boards,
+    config_hash,
+    env_slug,
+    load_runs,
+    model_name,
+    render,
+    rendered,
+    submit_run,
+)
 from agentgym.eval.runner import evaluate
 
 ENV = "agentgym/FrozenLake-v0"
+REPO_BOARDS = Path(__file__).resolve().parents[1] / "leaderboards"
 
 
 def _summary(policy="random", success=0.25, episodes=8, seed=0, **extra):
@@ -109,13 +125,100 @@ def test_eval_submit_and_leaderboard_cli(tmp_path, capsys):
     assert main(["leaderboard", "--dir", str(board), "--add", str(tmp_path / "missing")]) == 2
 
 
-def test_repository_runs_are_valid():
-    """The runs seeded in the repository load and render (nothing to check when there are none)."""
-    from pathlib import Path
+def _board_rows(path: Path) -> list[str]:
+    """The config hashes of a board's rows, in rank order."""
+    return re.findall(r"^\| \d+ \|.*\| ([0-9a-f]{12}) \|$", path.read_text(), re.MULTILINE)
 
-    repo = Path(__file__).resolve().parents[1] / "leaderboards"
-    runs = load_runs(repo)
+
+def test_rendering_depends_on_the_runs_only(tmp_path):
+    """Same runs in any order give the same bytes; ties (same success, return and policy) are ordered by
+    config, not by the order the files were read in."""
+    for seed in (0, 100, 200):
+        submit_run(_summary("random", 0.25, seed=seed), tmp_path)
+    submit_run(_summary("oracle", 1.0), tmp_path)
+    submit_run(_summary("random", 0.5, env="agentgym/Sokoban-v0"), tmp_path)
+    runs = load_runs(tmp_path)
+    assert rendered(runs) == rendered(runs[::-1]) == rendered(runs[2:] + runs[:2])
+    ties = [r["config_hash"] for r in boards(runs)[ENV] if r["policy"] == "random"]
+    assert ties == sorted(ties) and len(ties) == 3
+
+
+def test_submit_keeps_the_other_runs(tmp_path, capsys):
+    """`eval --submit` and `leaderboard --add` add a run to a folder that holds several: every earlier run
+    stays on its board; re-submitting the same config replaces its file instead of adding a row."""
+    board = tmp_path / "boards"
+    earlier = [
+        submit_run(_summary("random", 0.25), board),
+        submit_run(_summary("random", 0.30, seed=100), board),
+        submit_run(_summary("oracle", 1.0, env="agentgym/Sokoban-v0"), board),
+    ]
+    render(board)
+    hashes = {p.name.rsplit("__", 1)[1].removesuffix(".json") for p in earlier}
+
+    args = ["eval", "--env", ENV, "--policy", "oracle", "--episodes", "2", "--no-progress", "--submit"]
+    assert main([*args, "--leaderboard-dir", str(board)]) == 0
+    on_boards = _board_rows(board / "frozenlake-v0.md") + _board_rows(board / "sokoban-v0.md")
+    added = {r["config_hash"] for r in load_runs(board)} - hashes
+    assert len(added) == 1 and set(on_boards) == hashes | added and len(on_boards) == 4
+    assert "sokoban-v0.md): 1 runs" in (board / "README.md").read_text()
+
+    assert main([*args, "--leaderboard-dir", str(board)]) == 0  # the same config again: replaced
+    assert len(load_runs(board)) == 4 and len(_board_rows(board / "frozenlake-v0.md")) == 3
+
+    out = tmp_path / "sokoban-random"
+    evaluate("agentgym/Sokoban-v0", "random", 2, out=out, progress=False)
+    assert main(["leaderboard", "--dir", str(board), "--add", str(out), "--notes", "added later"]) == 0
+    assert (
+        len(_board_rows(board / "sokoban-v0.md")) == 2 and len(_board_rows(board / "frozenlake-v0.md")) == 3
+    )
+    assert "added later" in (board / "sokoban-v0.md").read_text()
+    capsys.readouterr()
+
+
+def test_render_warns_about_rows_whose_run_file_is_gone(tmp_path):
+    kept = submit_run(_summary("oracle", 1.0), tmp_path)
+    gone = submit_run(_summary("random", 0.25), tmp_path)
+    render(tmp_path)
+    gone.unlink()
+    with pytest.warns(UserWarning, match=r"frozenlake-v0.md: dropping 1 row"):
+        render(tmp_path)
+    assert _board_rows(tmp_path / "frozenlake-v0.md") == [json.loads(kept.read_text())["config_hash"]]
+
+
+def test_repository_runs_are_valid():
+    """leaderboards/runs/ is committed, every run in it is well-formed and every board has its runs."""
+    runs = load_runs(REPO_BOARDS)
+    assert runs, f"no run files in {REPO_BOARDS / RUNS}: the boards cannot be re-rendered"
     for run in runs:
-        assert run["metrics"]["episodes"] >= 1 and 0.0 <= run["metrics"]["success_rate"] <= 1.0
-        assert run["config_hash"] and run["date"] and run["machine"]
-    assert boards(runs).keys() == {r["env"] for r in runs}
+        m = run["metrics"]
+        assert m["episodes"] >= 1 and 0.0 <= m["success_rate"] <= 1.0, run["_file"]
+        assert run["date"] and run["machine"], run["_file"]
+        config = {
+            "env": run["env"],
+            "env_kwargs": run["env_kwargs"],
+            "policy": run["policy"],
+            "policy_kwargs": run["policy_kwargs"],
+            "seed": run["seeds"]["first"],
+            "episodes": m["episodes"],
+            "response_format": run["response_format"],
+        }
+        assert config_hash(config) == run["config_hash"], f"{run['_file']}: hash and config disagree"
+        assert run["_file"].startswith(f"{RUNS}/{env_slug(run['env'])}__")
+        assert run["_file"].endswith(f"__{run['config_hash']}.json")
+    boards_on_disk = {p.name for p in REPO_BOARDS.glob("*.md")} - {"README.md"}
+    assert boards_on_disk == {f"{env_slug(env)}.md" for env in boards(runs)}
+    for name in boards_on_disk:
+        assert _board_rows(REPO_BOARDS / name), f"{name} has no rows"
+
+
+def test_committed_boards_are_rendered_from_the_committed_runs(tmp_path):
+    """Re-rendering leaderboards/runs/ gives the committed README.md, boards and index.html byte for
+    byte: every row on them comes from a run file in the repository."""
+    shutil.copytree(REPO_BOARDS / RUNS, tmp_path / RUNS)
+    written = render(tmp_path)
+    committed = {p.name for p in REPO_BOARDS.iterdir() if p.is_file()}
+    assert {p.name for p in written} == committed
+    for path in written:
+        assert path.read_bytes() == (REPO_BOARDS / path.name).read_bytes(), (
+            f"leaderboards/{path.name} differs from its rendering: run `agentgym leaderboard`"
+        )

@@ -10,7 +10,9 @@ Layout of a leaderboard folder (``leaderboards/`` in the repository):
     index.html                                all boards with their curves (inline SVG, no scripts)
 
 ``agentgym eval --submit`` adds a run; ``agentgym leaderboard`` re-renders (``--add OUT`` submits the
-``summary.json`` of earlier ``agentgym eval --out OUT`` runs first).
+``summary.json`` of earlier ``agentgym eval --out OUT`` runs first). Both render every run stored in
+``runs/``, so adding a run keeps the others; the rendered files are a pure function of the run files (no
+clock, no machine-dependent order), so they can be checked against a fresh rendering.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import json
 import os
 import platform
 import re
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -193,13 +196,18 @@ def load_runs(directory: str | Path = "leaderboards") -> list[dict[str, Any]]:
 
 
 def boards(runs: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    """Runs grouped by environment, best success first (then mean return)."""
+    """Runs grouped by environment, best success first (then mean return; ties in a fixed order)."""
     grouped: dict[str, list[dict[str, Any]]] = {}
     for run in runs:
         grouped.setdefault(run["env"], []).append(run)
     for env_runs in grouped.values():
         env_runs.sort(
-            key=lambda r: (-r["metrics"]["success_rate"], -r["metrics"]["mean_return"], r["policy"])
+            key=lambda r: (
+                -r["metrics"]["success_rate"],
+                -r["metrics"]["mean_return"],
+                r["policy"],
+                r["config_hash"],
+            )
         )
     return dict(sorted(grouped.items()))
 
@@ -365,11 +373,11 @@ def render_html(grouped: dict[str, list[dict[str, Any]]]) -> str:
     return "\n".join(out) + "\n"
 
 
-def render(directory: str | Path = "leaderboards") -> list[Path]:
-    """Write ``README.md``, one ``<env>.md`` per environment and ``index.html`` from the stored runs."""
-    directory = Path(directory)
-    grouped = boards(load_runs(directory))
-    written = []
+def rendered(runs: Sequence[dict[str, Any]]) -> dict[str, str]:
+    """File name -> text of every rendered file: ``README.md``, one ``<env>.md`` per environment and
+    ``index.html``. Depends on the runs alone (not on their order), never on the clock or the machine."""
+    grouped = boards(runs)
+    files = {}
     index = [
         "# Leaderboards",
         "",
@@ -377,18 +385,54 @@ def render(directory: str | Path = "leaderboards") -> list[Path]:
         "(one JSON per `agentgym eval --submit`). Open `index.html` for the curves.",
         "",
     ]
-    for env_id, runs in grouped.items():
-        path = directory / f"{env_slug(env_id)}.md"
-        path.write_text(render_markdown(env_id, runs), encoding="utf-8")
-        written.append(path)
-        best = runs[0]
+    for env_id, env_runs in grouped.items():
+        name = f"{env_slug(env_id)}.md"
+        files[name] = render_markdown(env_id, env_runs)
+        best = env_runs[0]
         index.append(
-            f"- [{env_id}]({path.name}): {len(runs)} runs; best {_policy_label(best)} "
+            f"- [{env_id}]({name}): {len(env_runs)} runs; best {_policy_label(best)} "
             f"(success {best['metrics']['success_rate']:.3f})"
         )
-    (directory / "README.md").write_text("\n".join(index) + "\n", encoding="utf-8")
-    (directory / "index.html").write_text(render_html(grouped), encoding="utf-8")
-    return [*written, directory / "README.md", directory / "index.html"]
+    files["README.md"] = "\n".join(index) + "\n"
+    files["index.html"] = render_html(grouped)
+    return files
+
+
+_BOARD_ROW_HASH = re.compile(r"^\| \d+ \|.*\| ([0-9a-f]{12}) \|$", re.MULTILINE)
+
+
+def _rows_without_run(directory: Path, runs: Sequence[dict[str, Any]]) -> dict[str, list[str]]:
+    """Config hashes on the boards now in ``directory`` that no stored run has: rows a rendering drops."""
+    stored = {run["config_hash"] for run in runs}
+    missing = {}
+    for board in sorted(directory.glob("*.md")):
+        if board.name == "README.md":
+            continue
+        lost = [h for h in _BOARD_ROW_HASH.findall(board.read_text(encoding="utf-8")) if h not in stored]
+        if lost:
+            missing[board.name] = lost
+    return missing
+
+
+def render(directory: str | Path = "leaderboards") -> list[Path]:
+    """Write ``README.md``, one ``<env>.md`` per environment and ``index.html`` from all the stored runs.
+
+    Rows of the boards now there whose run file is gone are dropped, with a warning: that is a deleted run,
+    or a copy of the folder without its ``runs/``."""
+    directory = Path(directory)
+    runs = load_runs(directory)
+    for board, hashes in _rows_without_run(directory, runs).items():
+        warnings.warn(
+            f"{directory / board}: dropping {len(hashes)} row(s) with no run file in {directory / RUNS} "
+            f"(config {', '.join(hashes)})",
+            stacklevel=2,
+        )
+    written = []
+    for name, text in rendered(runs).items():
+        path = directory / name
+        path.write_text(text, encoding="utf-8")
+        written.append(path)
+    return written
 
 
 # ----- command line -----
