@@ -291,10 +291,12 @@ def test_diagnostics_are_logged_every_k_steps_before_filtering(tmp_path):
 
     config = tiny_config(
         tmp_path / "diag",
-        trainer={"steps": 3, "diagnostics_every": 2, "diagnostics_samples": 8},
+        trainer={"steps": 3, "diagnostics_every": 2, "diagnostics_samples": 8, "plots": True},
         sft={"episodes": 8, "epochs": 2, "lr": 3e-3},
     )
     train(config)
+    # a diag/... metric gets a plot of its own (its "/" names no folder)
+    assert (tmp_path / "diag" / "plots" / "diag_entropy.png").exists()
     records = [json.loads(line) for line in (tmp_path / "diag" / "metrics.jsonl").read_text().splitlines()]
     rl = {r["step"]: r for r in records if r.get("phase") == "rl"}
     assert sorted(rl) == [1, 2, 3]

@@ -61,7 +61,7 @@ def plot_metrics(metrics_file: str | Path, out_dir: str | Path) -> list[Path]:
             target.grid(alpha=0.3)
             if target is not ax:
                 fig.tight_layout()
-                path = out_dir / f"{key}.png"
+                path = out_dir / f"{key.replace('/', '_')}.png"  # diag/... keys name no folder
                 fig.savefig(path, dpi=90)
                 plt.close(fig)
                 written.append(path)
