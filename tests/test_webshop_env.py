@@ -364,6 +364,25 @@ def test_tabs_are_renewed_without_piling_up(monkeypatch):
     assert len(host.browser.contexts) == contexts - 2
 
 
+def test_old_pages_do_not_pile_up_in_the_renderer():
+    env = make(max_turns=2)
+    try:
+        env.reset(seed=0)
+        devtools = env.host.call(env.tab.context.new_cdp_session(env.tab.page))
+        env.host.call(devtools.send("Performance.enable"))
+        documents = []
+        for seed in range(1, 6):  # three page loads per episode, all in the same tab
+            env.reset(seed=seed)
+            env.step(answer("search[shirt]"))
+            env.step(answer("click[Next >]"))
+            metrics = env.host.call(devtools.send("Performance.getMetrics"))["metrics"]
+            documents.append(next(m["value"] for m in metrics if m["name"] == "Documents"))
+        assert env.tab.episodes == 6  # no renewal in between: the garbage collection did it
+        assert max(documents) <= 4 and documents[-1] <= documents[0], documents  # without it: 3 more each
+    finally:
+        env.close()
+
+
 def test_the_browser_reaches_only_the_shop():
     # a server on another loopback address (allowed as a test target) that the browser must not reach
     class Handler(http.server.BaseHTTPRequestHandler):

@@ -6,9 +6,9 @@
   operations to it. So envs work from any thread (Playwright's sync API is tied to the thread that
   started it, and refuses to run inside a running asyncio loop such as Jupyter's), and envs used from
   several threads overlap their page loads.
-- Each env has a tab: its own browser context (cookies, history, cache) with one page. The env replaces
-  it by a fresh one every ``TAB_EPISODES`` episodes: a page kept for hundreds of episodes makes its
-  renderer grow by megabytes per episode (see ``TAB_EPISODES``).
+- Each env has a tab: its own browser context (cookies, history, cache) with one page. The env collects
+  the renderer's garbage at each reset and replaces the tab by a fresh one every ``TAB_EPISODES``
+  episodes; without them memory grows by megabytes per episode (see ``TAB_EPISODES``).
 - Off the network: Chromium's background services are off (updates, sync, safe browsing, metrics,
   QUIC, DNS prefetch), all non-loopback traffic goes to a proxy on 127.0.0.1:9 where nothing listens,
   host names other than 127.0.0.1 do not resolve, and a Playwright route in every context aborts each
@@ -32,7 +32,15 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-from playwright.async_api import Browser, BrowserContext, Page, Playwright, Route, async_playwright
+from playwright.async_api import (
+    Browser,
+    BrowserContext,
+    CDPSession,
+    Page,
+    Playwright,
+    Route,
+    async_playwright,
+)
 from playwright.async_api import Error as PlaywrightError
 
 from agentgym.envs.webshop.chromium import BrowserNotFound, find_chromium, require_chromium
@@ -43,14 +51,20 @@ LOCAL_PREFIX = "http://127.0.0.1:"
 CALL_TIMEOUT_S = 60.0
 PAGE_TIMEOUT_MS = 15_000
 DRIVER_PING_S = 5.0  # a live driver answers in milliseconds; one that has not in 5 s is hung
-# Episodes a tab serves before the env replaces it by a fresh context and page. Measured on the generated
-# catalogue, oracle episodes, PSS of the whole process tree (2 busy cores): one page for every episode
-# grows the tree by 2.9-6.4 MB per episode, almost all in its renderer (55 MB -> 505 MB in 100
-# episodes), without bound; a fresh context per episode keeps the renderer at ~80 MB and the tree flat
-# after ~150 episodes (0.17 MB per episode over 400, the driver's heap settling), but costs ~80 ms per
-# episode, 15% more CPU per step; a fresh one every 10 episodes costs ~1% and bounds the renderer's
-# growth to ~10 episodes' worth (~45 MB). A fresh page in the same context frees no more than a context.
-TAB_EPISODES = 10
+# Memory over long runs (measured on the generated catalogue, PSS of the whole process tree, 2 busy
+# cores). Kept for every episode, a page grows the tree by 2.9-6.4 MB per oracle episode without bound,
+# almost all in its renderer (55 -> 505 MB in 100 episodes): the renderer never runs a full garbage
+# collection on its own, so every page it has left stays on its heap (260 documents and 250 MB of JS
+# heap after 60 episodes; a forced collection brings back 0.8 MB and a renderer of 88 MB). And every
+# request leaves a Request, Response and Route object in the driver and in Python until its context
+# closes (~0.2 MB per episode in Python). So the env does two things:
+# - at each reset, a full collection in the renderer (``Tab.collect_garbage``): ~12 ms, and the renderer
+#   stays at ~77 MB;
+# - every ``TAB_EPISODES`` episodes, a fresh context and page, which frees the rest: ~80-130 ms.
+# A fresh context for every episode alone also holds the tree flat (0.17 MB per episode over 400
+# episodes, none after the first ~150) but adds ~15% CPU per step; a fresh page in the same context
+# frees no more than a new context.
+TAB_EPISODES = 20
 
 LAUNCH_ARGS = [
     "--disable-gpu",
@@ -312,6 +326,7 @@ class Tab:
     def __init__(self, host: BrowserHost, context: BrowserContext, page: Page, generation: int) -> None:
         self.host, self.context, self.page, self.generation = host, context, page, generation
         self.episodes = 0  # episodes started in this tab (the env counts them)
+        self._devtools: CDPSession | None = None
 
     @property
     def stale(self) -> bool:
@@ -329,6 +344,15 @@ class Tab:
 
     def click(self, index: int) -> dict:
         return self.host.call(self._click(index))
+
+    def collect_garbage(self) -> None:
+        """A full garbage collection in the page's renderer (see ``TAB_EPISODES`` for why)."""
+        self.host.call(self._collect_garbage())
+
+    async def _collect_garbage(self) -> None:
+        if self._devtools is None:
+            self._devtools = await self.context.new_cdp_session(self.page)
+        await self._devtools.send("HeapProfiler.collectGarbage")
 
     def close(self) -> None:
         try:

@@ -22,8 +22,9 @@ them, from a generated catalogue. ``split="test"`` (the default) holds the first
 goal ``i``. On the last step ``info`` holds ``goal``, ``purchase``, ``reward_parts`` and ``title_tagger``
 (see the class docstring). If the browser or Playwright's driver dies, what died is relaunched and the
 episode in flight is reported as aborted (``truncated`` with ``info["aborted"]`` and ``info["error"]``);
-the next ``reset`` works. Each env replaces its browser tab (context and page) with a fresh one every
-``browser.TAB_EPISODES`` episodes, so memory stays flat over long runs.
+the next ``reset`` works. For long runs each reset collects the renderer's garbage, and every
+``browser.TAB_EPISODES`` episodes the env's tab (context and page) is replaced by a fresh one, so memory
+stays flat (``benchmarks/webshop_soak.py``).
 
 Differences from upstream WebShop (princeton-nlp/WebShop), besides those of ``data.py``, ``search.py``
 and ``reward.py``: the pages are our own plain HTML with no external CSS, scripts or images (product
@@ -253,9 +254,11 @@ class WebShopEnv(AgentEnv):
         self._oracle_query = self._choose_oracle_query()
         start = f"{self.server.base_url}/{self.sid}"
         try:
-            if self.tab.stale or self.tab.episodes >= TAB_EPISODES:  # a used page keeps growing
+            if self.tab.stale or self.tab.episodes >= TAB_EPISODES:
                 self._replace_tab()
             self._page = self.tab.goto(start)
+            if self.tab.episodes:  # the renderer keeps every page it left until a full collection
+                self.tab.collect_garbage()
         except (PlaywrightError, TimeoutError):  # the driver or browser died between episodes
             self._replace_tab(recover=True)
             self._page = self.tab.goto(start)
