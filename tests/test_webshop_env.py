@@ -262,26 +262,123 @@ def _browser_processes() -> list[psutil.Process]:
     return found
 
 
+def _driver_processes() -> list[psutil.Process]:
+    """Playwright's driver: the Node.js child of this process started with ``run-driver``."""
+    found = []
+    for child in psutil.Process().children():
+        try:
+            if "run-driver" in child.cmdline():
+                found.append(child)
+        except psutil.Error:
+            continue
+    return found
+
+
+def _kill(victims: list[psutil.Process]) -> None:
+    for process in victims:
+        process.kill()
+    psutil.wait_procs(victims, timeout=10)
+
+
+def _assert_aborted_then_recovered(env, error: str, launches: int, driver_launches: int) -> None:
+    obs, reward, terminated, truncated, info = env.step(env.oracle_action())
+    assert truncated and not terminated and reward == 0.0
+    assert info["aborted"] and error in info["error"] and not info["success"], info
+    assert "aborted" in obs and info["goal"]["asin"] == env.goal.asin
+    with pytest.raises(RuntimeError, match="episode is over"):
+        env.step(env.oracle_action())
+    assert env.host.launches == launches + 1 and env.host.driver_launches == driver_launches
+    assert env.host.alive()
+    env.reset(seed=4)  # the next reset and steps work
+    _, _, _, _, info = env.step(env.oracle_action())
+    assert info["action_valid"] and "aborted" not in info
+    reward, info, _ = run_oracle(env, seed=4)
+    assert info["success"] and not info["aborted"]
+
+
 def test_a_browser_crash_aborts_the_episode_and_the_next_one_works():
     env = make()
     try:
         env.reset(seed=4)
         env.step(env.oracle_action())
-        launches = env.host.launches
+        launches, driver_launches = env.host.launches, env.host.driver_launches
         victims = _browser_processes()
         assert victims, "no Chromium process found to kill"
-        for process in victims:
-            process.kill()
-        psutil.wait_procs(victims, timeout=10)
-        obs, reward, terminated, truncated, info = env.step(env.oracle_action())
-        assert truncated and not terminated and reward == 0.0
-        assert info["aborted"] and "browser crashed" in info["error"] and not info["success"]
-        assert "aborted" in obs
-        with pytest.raises(RuntimeError, match="episode is over"):
-            env.step(env.oracle_action())
-        assert env.host.launches == launches + 1 and env.host.alive()
-        reward, info, _ = run_oracle(env, seed=4)
-        assert info["success"] and not info["aborted"]
+        _kill(victims)
+        # only the browser died: the driver is kept
+        _assert_aborted_then_recovered(env, "browser crashed", launches, driver_launches)
+        assert len(_driver_processes()) == 1
+    finally:
+        env.close()
+
+
+def test_a_dead_playwright_driver_aborts_the_episode_and_both_are_relaunched():
+    env = make()
+    try:
+        env.reset(seed=4)
+        env.step(env.oracle_action())
+        launches, driver_launches = env.host.launches, env.host.driver_launches
+        victims, old_browsers = _driver_processes(), _browser_processes()
+        assert len(victims) == 1, "expected one Playwright driver among this process's children"
+        _kill(victims)
+        assert env.host.browser_alive() and not env.host.driver_alive()  # what fooled the old check
+        _assert_aborted_then_recovered(env, "driver died", launches, driver_launches + 1)
+        assert [p.pid for p in _driver_processes()] != [victims[0].pid]
+        _, lingering = psutil.wait_procs(old_browsers, timeout=10)
+        assert not lingering, "the old Chromium outlived its driver"
+    finally:
+        env.close()
+
+
+def test_a_dead_driver_between_episodes_is_relaunched_by_reset():
+    env = make()
+    try:
+        assert run_oracle(env, seed=0)[1]["success"]
+        _kill(_driver_processes())
+        assert run_oracle(env, seed=1)[1]["success"]  # reset noticed, relaunched and went on
+    finally:
+        env.close()
+
+
+def test_tabs_are_renewed_without_piling_up(monkeypatch):
+    monkeypatch.setattr("agentgym.envs.webshop.env.TAB_EPISODES", 2)
+    envs = [make(max_turns=1), make(max_turns=1)]
+    try:
+        host = envs[0].host
+        contexts = len(host.browser.contexts)
+        tabs_seen = []
+        for episode in range(6):
+            for env in envs:
+                env.reset(seed=episode)
+                env.step(answer("search[shirt]"))  # one page load, then the turn limit ends it
+                if all(env.tab is not t for t in tabs_seen):
+                    tabs_seen.append(env.tab)
+                assert env.tab.episodes == episode % 2 + 1
+                assert env.tab.context.pages == [env.tab.page] and not env.tab.page.is_closed()
+            assert len(host.browser.contexts) == contexts  # each renewal closed the context it replaced
+        assert len(tabs_seen) == 2 * 3  # a fresh tab every 2 episodes per env
+        assert all(t.page.is_closed() for t in tabs_seen if all(t is not e.tab for e in envs))
+    finally:
+        for env in envs:
+            env.close()
+    assert len(host.browser.contexts) == contexts - 2
+
+
+def test_old_pages_do_not_pile_up_in_the_renderer():
+    env = make(max_turns=2)
+    try:
+        env.reset(seed=0)
+        devtools = env.host.call(env.tab.context.new_cdp_session(env.tab.page))
+        env.host.call(devtools.send("Performance.enable"))
+        documents = []
+        for seed in range(1, 6):  # three page loads per episode, all in the same tab
+            env.reset(seed=seed)
+            env.step(answer("search[shirt]"))
+            env.step(answer("click[Next >]"))
+            metrics = env.host.call(devtools.send("Performance.getMetrics"))["metrics"]
+            documents.append(next(m["value"] for m in metrics if m["name"] == "Documents"))
+        assert env.tab.episodes == 6  # no renewal in between: the garbage collection did it
+        assert max(documents) <= 4 and documents[-1] <= documents[0], documents  # without it: 3 more each
     finally:
         env.close()
 

@@ -6,13 +6,18 @@
   operations to it. So envs work from any thread (Playwright's sync API is tied to the thread that
   started it, and refuses to run inside a running asyncio loop such as Jupyter's), and envs used from
   several threads overlap their page loads.
-- Each env gets its own browser context (cookies, history) with one page.
+- Each env has a tab: its own browser context (cookies, history, cache) with one page. The env collects
+  the renderer's garbage at each reset and replaces the tab by a fresh one every ``TAB_EPISODES``
+  episodes; without them memory grows by megabytes per episode (see ``TAB_EPISODES``).
 - Off the network: Chromium's background services are off (updates, sync, safe browsing, metrics,
   QUIC, DNS prefetch), all non-loopback traffic goes to a proxy on 127.0.0.1:9 where nothing listens,
   host names other than 127.0.0.1 do not resolve, and a Playwright route in every context aborts each
   request whose URL is not on 127.0.0.1.
-- A browser that dies (crash, killed) is relaunched by the next ``recover``; the env that saw it reports
-  its episode as aborted.
+- Two processes can die under us: Chromium, and Playwright's driver (a Node.js process that relays every
+  call to Chromium, which exits with it). A dead driver leaves the Python side believing the browser is
+  connected, so ``alive`` checks both: the driver by a round trip that involves no browser, the browser
+  by its connection. ``recover`` relaunches what is dead (driver and browser, or the browser alone);
+  the env that saw it reports its episode as aborted.
 - The browser starts with the first env and closes ``BrowserHost.LINGER_S`` (10) seconds after the last
   one closes, or at interpreter exit.
 """
@@ -21,12 +26,21 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import concurrent.futures
 import os
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-from playwright.async_api import Browser, BrowserContext, Page, Playwright, Route, async_playwright
+from playwright.async_api import (
+    Browser,
+    BrowserContext,
+    CDPSession,
+    Page,
+    Playwright,
+    Route,
+    async_playwright,
+)
 from playwright.async_api import Error as PlaywrightError
 
 from agentgym.envs.webshop.chromium import BrowserNotFound, find_chromium, require_chromium
@@ -36,6 +50,21 @@ __all__ = ["BrowserHost", "BrowserNotFound", "Tab", "find_chromium", "require_ch
 LOCAL_PREFIX = "http://127.0.0.1:"
 CALL_TIMEOUT_S = 60.0
 PAGE_TIMEOUT_MS = 15_000
+DRIVER_PING_S = 5.0  # a live driver answers in milliseconds; one that has not in 5 s is hung
+# Memory over long runs (measured on the generated catalogue, PSS of the whole process tree, 2 busy
+# cores). Kept for every episode, a page grows the tree by 2.9-6.4 MB per oracle episode without bound,
+# almost all in its renderer (55 -> 505 MB in 100 episodes): the renderer never runs a full garbage
+# collection on its own, so every page it has left stays on its heap (260 documents and 250 MB of JS
+# heap after 60 episodes; a forced collection brings back 0.8 MB and a renderer of 88 MB). And every
+# request leaves a Request, Response and Route object in the driver and in Python until its context
+# closes (~0.2 MB per episode in Python). So the env does two things:
+# - at each reset, a full collection in the renderer (``Tab.collect_garbage``): ~12 ms, and the renderer
+#   stays at ~77 MB;
+# - every ``TAB_EPISODES`` episodes, a fresh context and page, which frees the rest: ~80-130 ms.
+# A fresh context for every episode alone also holds the tree flat (0.17 MB per episode over 400
+# episodes, none after the first ~150) but adds ~15% CPU per step; a fresh page in the same context
+# frees no more than a new context.
+TAB_EPISODES = 20
 
 LAUNCH_ARGS = [
     "--disable-gpu",
@@ -82,13 +111,14 @@ class BrowserHost:
     def __init__(self, executable: str) -> None:
         self.executable = executable
         self.generation = 0  # bumped at every (re)launch: contexts of an older generation are dead
-        self.launches = 0
+        self.launches = 0  # browser launches
+        self.driver_launches = 0  # Playwright driver starts
         self._playwright: Playwright | None = None
         self.browser: Browser | None = None
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="webshop-browser", daemon=True)
         self._thread.start()
-        self._relaunch_lock: asyncio.Lock | None = None
+        self._relaunch_lock = asyncio.Lock()  # bound to the loop at first use (Python >= 3.10)
         try:
             self.call(self._launch())
         except BaseException:
@@ -155,17 +185,19 @@ class BrowserHost:
 
     # ----- running page operations -----
     def call(self, coroutine: Coroutine[Any, Any, T], timeout: float = CALL_TIMEOUT_S) -> T:
-        """Run ``coroutine`` on the browser's loop and wait for its result."""
+        """Run ``coroutine`` on the browser's loop and wait for its result (``TimeoutError`` after
+        ``timeout`` seconds)."""
         future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
         try:
             return future.result(timeout)
-        except TimeoutError:
+        except concurrent.futures.TimeoutError as exc:  # not the builtin TimeoutError before Python 3.11
             future.cancel()
-            raise
+            raise TimeoutError(f"the browser did not answer in {timeout:g} s") from exc
 
     async def _launch(self) -> None:
         if self._playwright is None:
             self._playwright = await async_playwright().start()
+            self.driver_launches += 1
         playwright = self._playwright
         args = list(LAUNCH_ARGS)
         if hasattr(os, "geteuid") and os.geteuid() == 0:
@@ -176,46 +208,81 @@ class BrowserHost:
         self.generation += 1
         self.launches += 1
 
+    async def _driver_responds(self) -> bool:
+        """Whether Playwright's driver answers a call that involves no browser: an HTTP client context,
+        made and disposed in the driver. Once the driver has exited every call fails at once; a hung one
+        is given ``DRIVER_PING_S``."""
+        if self._playwright is None:
+            return False
+        try:
+            client = await asyncio.wait_for(self._playwright.request.new_context(), DRIVER_PING_S)
+            await asyncio.wait_for(client.dispose(), DRIVER_PING_S)
+        except (PlaywrightError, asyncio.TimeoutError):
+            return False
+        return True
+
+    def _browser_connected(self) -> bool:
+        return self.browser is not None and self.browser.is_connected()
+
     async def _recover(self) -> None:
-        if self._relaunch_lock is None:
-            self._relaunch_lock = asyncio.Lock()
-        async with self._relaunch_lock:  # several envs may notice the same crash
-            if self.browser is not None and self.browser.is_connected():
+        async with self._relaunch_lock:  # several envs may notice the same crash: the first relaunches
+            driver_ok = await self._driver_responds()
+            if driver_ok and self._browser_connected():
                 return
-            try:
-                if self.browser is not None:
+            if self.browser is not None:
+                try:
                     await asyncio.wait_for(self.browser.close(), 5)
-            except Exception:
-                pass
-            try:
-                await self._launch()
-            except PlaywrightError:  # the Playwright driver went down with the browser: start a new one
+                except Exception:  # already gone
+                    pass
+                self.browser = None
+            if not driver_ok:  # the browser died with it (it talks to Chromium over a pipe)
                 if self._playwright is not None:
                     try:
                         await asyncio.wait_for(self._playwright.stop(), 5)
                     except Exception:
                         pass
                 self._playwright = None
-                await self._launch()
+            await self._launch()
 
     def recover(self) -> None:
-        """Relaunch the browser if it is gone (a no-op while it is alive)."""
+        """Relaunch the driver and the browser if the driver is dead, the browser alone if only it is
+        dead; a no-op while both are alive."""
         self.call(self._recover())
 
+    def driver_alive(self) -> bool:
+        """Playwright's driver answers (a round trip to it; milliseconds)."""
+        return self.call(self._driver_responds())
+
+    def browser_alive(self) -> bool:
+        """Chromium's connection is up, as the driver last reported (meaningless once the driver is dead)."""
+        return self._browser_connected()
+
     def alive(self) -> bool:
-        return self.browser is not None and self.browser.is_connected()
+        """Both the driver and the browser are up."""
+        return self.driver_alive() and self.browser_alive()
 
     def new_tab(self) -> Tab:
         return self.call(self._new_tab())
 
+    def fresh_tab(self) -> Tab:
+        """A new tab; when that fails, the driver and browser are checked, what is dead is relaunched and
+        the tab made again (an error from this second try is a real fault, and propagates)."""
+        try:
+            return self.new_tab()
+        except (PlaywrightError, TimeoutError):
+            self.recover()
+            return self.new_tab()
+
     async def _new_tab(self) -> Tab:
-        if self.browser is None:
+        async with self._relaunch_lock:  # not in the middle of a relaunch
+            browser, generation = self.browser, self.generation
+        if browser is None:
             raise RuntimeError("the browser is not running (closed, or its launch failed)")
-        context = await self.browser.new_context(service_workers="block", accept_downloads=False)
+        context = await browser.new_context(service_workers="block", accept_downloads=False)
         await context.route(lambda url: not url.startswith(LOCAL_PREFIX), _block_non_local)
         page = await context.new_page()
         page.set_default_timeout(PAGE_TIMEOUT_MS)
-        return Tab(self, context, page, self.generation)
+        return Tab(self, context, page, generation)
 
 
 # Walks the page's visible text in document order, as WebShop's text_rich mode renders it: clickable
@@ -258,11 +325,16 @@ class Tab:
 
     def __init__(self, host: BrowserHost, context: BrowserContext, page: Page, generation: int) -> None:
         self.host, self.context, self.page, self.generation = host, context, page, generation
+        self.episodes = 0  # episodes started in this tab (the env counts them)
+        self._devtools: CDPSession | None = None
 
     @property
     def stale(self) -> bool:
-        """The browser this tab lived in is gone (or was replaced)."""
-        return self.generation != self.host.generation or not self.host.alive() or self.page.is_closed()
+        """The browser this tab lived in is known to be gone or replaced (local checks only: a dead driver
+        shows up as the next call failing)."""
+        return (
+            self.generation != self.host.generation or not self.host.browser_alive() or self.page.is_closed()
+        )
 
     def goto(self, url: str) -> dict:
         return self.host.call(self._goto(url))
@@ -272,6 +344,15 @@ class Tab:
 
     def click(self, index: int) -> dict:
         return self.host.call(self._click(index))
+
+    def collect_garbage(self) -> None:
+        """A full garbage collection in the page's renderer (see ``TAB_EPISODES`` for why)."""
+        self.host.call(self._collect_garbage())
+
+    async def _collect_garbage(self) -> None:
+        if self._devtools is None:
+            self._devtools = await self.context.new_cdp_session(self.page)
+        await self._devtools.send("HeapProfiler.collectGarbage")
 
     def close(self) -> None:
         try:

@@ -20,8 +20,11 @@ A goal comes from the real WebShop files (``data_dir=`` or ``$AGENTGYM_WEBSHOP_D
 them, from a generated catalogue. ``split="test"`` (the default) holds the first 500 shuffled goals,
 ``"train"`` the rest; the seed picks a goal of the split, or ``reset(options={"goal_index": i})`` picks
 goal ``i``. On the last step ``info`` holds ``goal``, ``purchase``, ``reward_parts`` and ``title_tagger``
-(see the class docstring). If the browser dies, it is relaunched and the episode is reported as aborted
-(``truncated`` with ``info["aborted"]``).
+(see the class docstring). If the browser or Playwright's driver dies, what died is relaunched and the
+episode in flight is reported as aborted (``truncated`` with ``info["aborted"]`` and ``info["error"]``);
+the next ``reset`` works. For long runs each reset collects the renderer's garbage, and every
+``browser.TAB_EPISODES`` episodes the env's tab (context and page) is replaced by a fresh one, so memory
+stays flat (``benchmarks/webshop_soak.py``).
 
 Differences from upstream WebShop (princeton-nlp/WebShop), besides those of ``data.py``, ``search.py``
 and ``reward.py``: the pages are our own plain HTML with no external CSS, scripts or images (product
@@ -41,7 +44,7 @@ import numpy as np
 from playwright.async_api import Error as PlaywrightError
 
 from agentgym.env import AgentEnv, Applied
-from agentgym.envs.webshop.browser import BrowserHost, Tab
+from agentgym.envs.webshop.browser import TAB_EPISODES, BrowserHost, Tab
 from agentgym.envs.webshop.data import (
     GOAL_KINDS,
     SPLITS,
@@ -146,8 +149,9 @@ class WebShopEnv(AgentEnv):
 
     - Termination: ``click[Buy Now]`` (the purchase is scored).
     - Truncation: ``max_turns`` turns (default 15) pass without a purchase (no reward for it), the
-      optional ``max_actions`` budget (default none) runs out, or the browser crashes (reported with
-      ``info["aborted"]``, reward 0).
+      optional ``max_actions`` budget (default none) runs out, or the browser or Playwright's driver
+      dies (reported with ``info["aborted"]`` and the reason in ``info["error"]``, reward 0; both are
+      relaunched as needed and the next ``reset`` works).
 
     ## Info
 
@@ -223,7 +227,7 @@ class WebShopEnv(AgentEnv):
             raise
         self._closed = False
         self.shop = self.server.shop(self.catalogue)
-        self.tab: Tab = self.host.new_tab()
+        self.tab: Tab = self.host.fresh_tab()
         self.sid: str | None = None
         self.goal: Goal = self.goal_list[0]
         self._page: dict = {"text": "", "clickables": [], "has_search": False, "url": ""}
@@ -250,17 +254,34 @@ class WebShopEnv(AgentEnv):
         self._oracle_query = self._choose_oracle_query()
         start = f"{self.server.base_url}/{self.sid}"
         try:
-            self._ensure_tab()
+            if self.tab.stale or self.tab.episodes >= TAB_EPISODES:
+                self._replace_tab()
             self._page = self.tab.goto(start)
-        except (PlaywrightError, TimeoutError):  # the browser died between episodes: one fresh start
-            self._ensure_tab(force=True)
+            if self.tab.episodes:  # the renderer keeps every page it left until a full collection
+                self.tab.collect_garbage()
+        except (PlaywrightError, TimeoutError):  # the driver or browser died between episodes
+            self._replace_tab(recover=True)
             self._page = self.tab.goto(start)
+        self.tab.episodes += 1
 
-    def _ensure_tab(self, force: bool = False) -> None:
-        if force or self.tab.stale:
-            self.tab.close()
+    def _replace_tab(self, recover: bool = False) -> None:
+        """Close the tab and open a fresh one; with ``recover``, first relaunch the driver and browser if
+        either is dead (``fresh_tab`` does so anyway when the new tab cannot be made)."""
+        self.tab.close()
+        if recover:
             self.host.recover()
-            self.tab = self.host.new_tab()
+        self.tab = self.host.fresh_tab()
+
+    def _failure(self, error: Exception) -> str:
+        """Why a browser action failed, in words for the agent and ``info["error"]``."""
+        if self.tab.generation != self.host.generation:
+            return "The browser was restarted (after a crash seen by another env)"
+        if not self.host.driver_alive():
+            return "Playwright's driver died"
+        if not self.host.browser_alive():
+            return "The browser crashed"
+        first_line = (str(error).strip().splitlines() or [""])[0][:200]
+        return f"The browser failed ({type(error).__name__}: {first_line})"
 
     def _apply(self, command: str) -> Applied:
         found = match_tool(command, self.tools)
@@ -296,13 +317,10 @@ class WebShopEnv(AgentEnv):
         try:
             self._page = action()
         except (PlaywrightError, TimeoutError) as exc:
-            crashed = not self.host.alive()
-            self._aborted = (
-                "The browser crashed" if crashed else f"The browser failed ({type(exc).__name__})"
-            ) + "; the episode was aborted and the browser restarted."
+            self._aborted = f"{self._failure(exc)}; the episode was aborted. The next reset starts afresh."
             self._aborted_now = True
             try:
-                self._ensure_tab(force=True)
+                self._replace_tab(recover=True)
             except Exception as restart_error:  # a browser that cannot restart is a real fault
                 raise RuntimeError(f"the browser died and could not be restarted: {restart_error}") from exc
             return Applied(valid=False, message=self._aborted)
