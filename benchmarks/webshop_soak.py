@@ -18,8 +18,8 @@ driver's heap between its collections, Python's allocator taking and returning a
 samples measures the trend to about +-30 MB. The script exits with status 1 when the estimate exceeds
 the bound, or when fewer than 4 samples follow the warm-up. For scale: with one page serving every
 episode (the env before it collected the renderer's garbage and renewed its tab,
-``browser.TAB_EPISODES``) this mix grew by 9.4 MB per episode (582 MB -> 3.2 GB in 300 episodes, with
-steps/s falling from 13 to 3.5): 9.4 GB per 1,000, sixty times the bound.
+``browser.TAB_EPISODES``) this mix grew by 9-12 MB per episode (625 MB -> 4.0 GB in 300 episodes, a
+trend of 11.9 GB per 1,000, with steps/s falling from 13 to 5; results/webshop_soak_before_fix.json).
 
     python benchmarks/webshop_soak.py [--episodes 1000] [--sample-every 20] [--data-dir DIR]
                                       [--max-minutes M]
