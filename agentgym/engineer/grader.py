@@ -654,7 +654,7 @@ class Grader:
         if steps:
             return self.view.resolve(str(sandbox / f"checkpoint-{max(steps)}"))
         raise Rejected(
-            f"the model does not load: {sandbox} holds no config.json (is the model still being saved?)"
+            f"the model does not load: config.json is missing in {sandbox} (is the model still being saved?)"
         )
 
     def _stage(self, sandbox: PurePosixPath, host: Path, number_hint: str) -> tuple[Path, dict[str, bytes]]:

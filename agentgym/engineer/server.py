@@ -267,7 +267,15 @@ class _UnixConnection(http.client.HTTPConnection):
     def connect(self) -> None:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(self.timeout)
-        sock.connect(self.socket_path)
+        path = Path(self.socket_path)
+        if len(os.fsencode(path)) < 100:
+            sock.connect(str(path))
+        else:  # too long for a socket address: through /proc/self/fd of its folder
+            folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                sock.connect(f"/proc/self/fd/{folder}/{path.name}")
+            finally:
+                os.close(folder)
         self.sock = sock
 
 
