@@ -248,6 +248,21 @@ def test_mounted_base_model_and_sandbox_symlinks(tmp_path, base_model, workspace
     assert whole_run["resolved_path"].endswith("checkpoint-3")
 
 
+def test_a_workspace_reached_through_a_host_symlink(tmp_path, base_model, workspace):
+    shutil.copytree(base_model, workspace / "output" / "v1")
+    linked = tmp_path / "linked-ws"
+    linked.symlink_to(workspace)
+    grader = make_grader(tmp_path, base_model, linked)
+    grader.baseline()
+    for given in (
+        "output/v1",
+        "/workspace/output/v1",
+        str(linked / "output" / "v1"),
+        str(workspace / "output/v1"),
+    ):
+        assert grader.evaluate(given)["status"] == "scored", given
+
+
 def test_workspace_view_maps_and_refuses():
     view = WorkspaceView(Path("/host/ws"), "/workspace", {"/workspace/models/base": Path("/host/base")})
     assert view.to_host(view.sandbox_path("output/v1")) == Path("/host/ws/output/v1")
@@ -427,3 +442,22 @@ def test_the_deadline_closes_submissions_by_itself(tmp_path, base_model, workspa
         assert client.submit("output/v1")["reason"] == BUDGET_OVER
         assert client.status()["remaining_s"] == 0.0
     assert grader.evaluations == 0
+
+
+def test_the_submit_command_line(tmp_path, base_model, workspace, capsys, monkeypatch):
+    from agentgym.engineer.server import main
+
+    shutil.copytree(base_model, workspace / "output" / "v1")
+    grader = make_grader(tmp_path, base_model, workspace)
+    grader.baseline()
+    sock = workspace / ".grader.sock"
+    with GradingServer(grader, unix_socket=sock):
+        monkeypatch.chdir(workspace)  # a relative path is read from where the command runs
+        assert main(["--socket", str(sock), "submit", "output/v1"]) == 0
+        assert json.loads(capsys.readouterr().out)["status"] == "scored"
+        assert main(["--socket", str(sock), "submit", "output/missing"]) == 3
+        assert "does not exist" in capsys.readouterr().out
+        assert main(["--socket", str(sock), "status"]) == 0
+        assert json.loads(capsys.readouterr().out)["submissions"] == 2
+    assert main(["--socket", str(sock), "health"]) == 1  # the server is gone: an error, not a traceback
+    assert "grader: error" in capsys.readouterr().err

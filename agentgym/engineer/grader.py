@@ -161,6 +161,11 @@ class WorkspaceView:
                 current = current.parent
                 continue
             candidate = current / part
+            if (
+                candidate in self.mounts
+            ):  # a mount point is the folder shown there, even if a link on the host
+                current = candidate
+                continue
             host = self.to_host(candidate)
             if host is None:
                 if self._is_ancestor(candidate):
@@ -499,6 +504,7 @@ class Grader:
         self._env_kwargs: dict[str, Any] | None = None
         self._base_hashes: tuple[str, str] | None = None
         self._baseline: dict[str, Any] | None = None
+        self._settings: dict[str, Any] | None = None
 
     # ----- settings -----
     def env_kwargs(self) -> dict[str, Any]:
@@ -514,6 +520,11 @@ class Grader:
 
     def eval_settings(self) -> dict[str, Any]:
         """What defines an evaluation besides the model: the cache key of scores."""
+        if self._settings is None:
+            self._settings = self._make_settings()
+        return self._settings
+
+    def _make_settings(self) -> dict[str, Any]:
         return {
             "task": self.task.name,
             "env_id": self.task.env_id,

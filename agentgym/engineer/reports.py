@@ -186,12 +186,16 @@ class RunView:
         return "budget" if self.timed_out else "agent_exited"
 
     def budget_time(self, unix: float) -> float | None:
-        """Seconds of the run's clock at unix time ``unix`` (see the module doc)."""
+        """Seconds of the run's clock at unix time ``unix`` (see the module doc); an answer that came
+        after the run's end (an evaluation finished after the deadline) counts at the end."""
         if self.segments:
-            return sum(max(0.0, min(unix, end) - start) for start, end in self.segments)
-        if self.started_at is None:
+            value = sum(max(0.0, min(unix, end) - start) for start, end in self.segments)
+        elif self.started_at is None:
             return None
-        return max(0.0, unix - self.started_at)
+        else:
+            value = max(0.0, unix - self.started_at)
+        used = self.time_used_s
+        return min(value, used) if used is not None else value
 
     def error_tail(self) -> str | None:
         if self.end.get("error_tail"):
