@@ -120,6 +120,7 @@ def test_every_failure_type_and_each_metric_by_hand(main_run):
     assert [line["time_s"] for line in lines] == [100.0, 200.0, 300.0, 500.0, 550.0, 580.0, 600.0]
     assert [line["duration_s"] for line in lines] == [100.0, 100.0, 100.0, 200.0, 50.0, 30.0, 20.0]
     assert [line["improvement"] for line in lines[:6]] == [0.0, None, 0.25, -0.2, -0.15, -0.05]
+    assert [line["best"] for line in lines] == [0.25, 0.25, 0.5, 0.5, 0.5, 0.5, 0.5]
     assert lines[-1]["status"] == "no_submission" and lines[-1]["exit_code"] == -15
     assert metrics == {
         **{k: metrics[k] for k in ("task", "agent", "driver_model", "base_model")},

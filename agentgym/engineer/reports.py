@@ -273,9 +273,12 @@ def attempts(view: RunView) -> list[dict[str, Any]]:
     baseline_format = view.baseline_record.get("format_valid_rate")
     lines: list[dict[str, Any]] = []
     previous = 0.0
+    best: float | None = None
     for i, record in enumerate(view.submissions, start=1):
         done = view.budget_time(float(record.get("done_time") or record.get("time") or 0.0))
         score = record.get("score")
+        if record.get("status") == "scored" and score is not None:
+            best = score if best is None else max(best, score)
         lines.append(
             {
                 "iteration": i,
@@ -287,7 +290,7 @@ def attempts(view: RunView) -> list[dict[str, Any]]:
                 "reason": record.get("reason"),
                 "score": score,
                 "improvement": None if score is None or baseline is None else round(score - baseline, 6),
-                "best": record.get("best"),
+                "best": best,
                 "training_type": record.get("training_type") or "unknown",
                 "same_as_base": record.get("same_as_base"),
                 "failure_type": failure_type(record, baseline, baseline_format),
@@ -308,7 +311,7 @@ def attempts(view: RunView) -> list[dict[str, Any]]:
                 "reason": _trailing_reason(view),
                 "score": None,
                 "improvement": None,
-                "best": lines[-1]["best"] if lines else None,
+                "best": best,
                 "training_type": "unknown",
                 "same_as_base": None,
                 "failure_type": trailing,
@@ -389,20 +392,24 @@ def write_reports(run_dir: str | Path) -> dict[str, Any]:
 
 
 # ----- report.html -----
-def trajectory_png(lines: Sequence[dict[str, Any]], baseline: float | None, budget_s: float | None) -> bytes:
+def trajectory_png(
+    lines: Sequence[dict[str, Any]],
+    baseline: float | None,
+    budget_s: float | None,
+    time_used_s: float | None = None,
+) -> bytes:
     """The score trajectory: each submission at its budget time (minutes), scored ones joined, the best so
-    far as a step line, rejected / failed ones as red crosses on the axis, copies of the base model
-    circled, the baseline dashed."""
+    far as a step line (to the run's end), rejected / failed ones as red crosses along the bottom, copies
+    of the base model circled, the baseline dashed."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(7.5, 3.8), dpi=100)
+    fig = Figure(figsize=(9.0, 3.8), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     subs = [line for line in lines if line["submission"] is not None and line["time_s"] is not None]
     scored = [line for line in subs if line["status"] == "scored"]
     failed = [line for line in subs if line["status"] != "scored"]
-    floor = min([baseline or 0.0] + [line["score"] for line in scored])
     if scored:
         xs = [line["time_s"] / 60 for line in scored]
         ax.plot(xs, [line["score"] for line in scored], "o-", color="#1f77b4", label="submission score")
@@ -410,6 +417,8 @@ def trajectory_png(lines: Sequence[dict[str, Any]], baseline: float | None, budg
         for line in scored:
             running = max(running, line["score"])
             best.append(running)
+        if time_used_s is not None and time_used_s / 60 > xs[-1]:
+            xs, best = [*xs, time_used_s / 60], [*best, best[-1]]
         ax.step(xs, best, where="post", color="#2ca02c", label="best so far")
         copies = [line for line in scored if line.get("same_as_base")]
         if copies:
@@ -424,10 +433,11 @@ def trajectory_png(lines: Sequence[dict[str, Any]], baseline: float | None, budg
     if failed:
         ax.scatter(
             [line["time_s"] / 60 for line in failed],
-            [floor] * len(failed),
+            [0.03] * len(failed),
             marker="x",
             color="#d62728",
             label="rejected / error",
+            transform=ax.get_xaxis_transform(),  # x in minutes, y along the bottom of the axes
         )
     if baseline is not None:
         ax.axhline(baseline, linestyle="--", color="#555555", label=f"baseline {baseline:.3f}")
@@ -439,7 +449,8 @@ def trajectory_png(lines: Sequence[dict[str, Any]], baseline: float | None, budg
     ax.grid(alpha=0.3)
     if not subs:
         ax.text(0.5, 0.5, "no submissions", ha="center", va="center", transform=ax.transAxes)
-    ax.legend(loc="best", fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
@@ -459,7 +470,7 @@ def _cell(value: Any) -> str:
 def render_report(view: RunView, lines: Sequence[dict[str, Any]], metrics: dict[str, Any]) -> str:
     """``report.html``: one self-contained page (the chart is an embedded PNG; no scripts, no links out)."""
     try:
-        png = trajectory_png(lines, view.baseline, view.budget_s)
+        png = trajectory_png(lines, view.baseline, view.budget_s, view.time_used_s)
         chart = f'<img alt="score trajectory" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
     except ImportError:
         chart = "<p>(matplotlib is not installed: <code>pip install matplotlib</code> for the chart)</p>"
