@@ -155,3 +155,12 @@ def test_the_core_does_not_import_eval_or_trainers():
     for name in core:
         above = {m for m in graph[name] if m.startswith(("agentgym.eval", "agentgym.trainers"))}
         assert not above, f"{name} imports {above}"
+
+
+def test_nothing_below_engineer_imports_it():
+    """agentgym.engineer sits on top of eval and the trainers: only itself and the command line import it."""
+    for name, imported in agentgym_graph().items():
+        if name.startswith("agentgym.engineer") or name == "agentgym.cli":
+            continue
+        above = {m for m in imported if m.startswith("agentgym.engineer")}
+        assert not above, f"{name} imports {above}"
