@@ -35,7 +35,13 @@ DOWN = "<think>go down</think><answer>Down</answer>"
 
 
 class _TestEnv(FrozenLakeEnv):
-    """FrozenLake with two extra responses: 'sleep' takes a second, 'boom' raises inside the environment."""
+    """FrozenLake with two extra responses: 'sleep' takes a second, 'boom' raises inside the environment;
+    and a reset with options {"boom": True} raises."""
+
+    def reset(self, *, seed=None, options=None):
+        if (options or {}).get("boom"):
+            raise RuntimeError("boom while resetting")
+        return super().reset(seed=seed, options=options)
 
     def step(self, action):
         if action == "boom":
@@ -262,6 +268,16 @@ def test_environment_exceptions_and_slow_steps_stay_in_their_session():
             assert httpx.get(f"{server.url}/health").status_code == 200
             assert time.monotonic() - start < 0.5, "another session's slow step blocked this one"
             assert json.loads(slow.recv(timeout=10))["type"] == "observation"
+
+            failed_reset = ask(fast, {"type": "reset", "data": {"options": {"boom": True}}})
+            assert failed_reset["data"]["code"] == "EXECUTION_ERROR" and "boom while resetting" in str(
+                failed_reset
+            )
+            assert ask(fast, {"type": "reset", "data": {"seed": 2}})["type"] == "observation"
+        # an HTTP session whose first reset fails is closed: nobody received its id
+        failed = httpx.post(f"{server.url}/reset", json={"options": {"boom": True}})
+        assert failed.status_code == 500 and "boom while resetting" in failed.json()["detail"]
+        assert wait_for(lambda: active_sessions(server.url) == 0)
 
 
 def test_session_limit(server):

@@ -50,6 +50,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import socket
 import threading
 import time
@@ -71,6 +72,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 import agentgym
 from agentgym.errors import UsageError
 
+logger = logging.getLogger(__name__)
 MAX_MESSAGE_BYTES = 1 << 20  # a response is at most 32,768 characters; 1 MiB holds it however it is escaped
 TRANSPORT_MAX_BYTES = 16 << 20  # beyond this uvicorn drops the connection (close code 1009) unread
 
@@ -309,20 +311,27 @@ class EnvServer:
         stale = [
             s for s in list(self.sessions.values()) if not s.busy and now - s.last_active > self.idle_timeout
         ]
+        closed = []
         for session in stale:
-            if await self.close_session(session.id) and session.on_expire is not None:
+            if not await self.close_session(session.id):
+                continue
+            closed.append(session.id)
+            if session.on_expire is not None:
                 with contextlib.suppress(Exception):
                     await session.on_expire(
                         f"session closed after {self.idle_timeout:g} s without a message (agentgym serve "
                         "--idle-timeout); open a new connection to play again"
                     )
-        return [s.id for s in stale]
+        return closed
 
     async def _reaper(self) -> None:
         assert self.idle_timeout is not None
         while True:
             await asyncio.sleep(min(max(self.idle_timeout / 4, 0.05), 5.0))
-            await self.reap_idle()
+            try:
+                await self.reap_idle()
+            except Exception:  # the reaper must outlive one bad session
+                logger.exception("closing idle sessions failed")
 
     # --- the three operations ---
     @staticmethod
@@ -536,11 +545,14 @@ class EnvServer:
             request = request or ResetRequest()  # OpenEnv allows an empty body
             try:
                 if request.session_id is not None:
-                    session = self._http_session(request.session_id)
-                else:
-                    session = await self.open_session("http")
+                    return await self.reset(self._http_session(request.session_id), request)
+                session = await self.open_session("http")
+            except ProtocolError as exc:
+                return exc.http_response()
+            try:
                 return await self.reset(session, request)
             except ProtocolError as exc:
+                await self.close_session(session.id)  # nobody learns this session's id: do not keep it
                 return exc.http_response()
 
         @app.post("/step")
@@ -685,7 +697,10 @@ def serve(
     sock = bind(host, port)
     if on_ready is not None:
         on_ready(_base_url(host, sock.getsockname()[1]))
-    uvicorn.Server(_uvicorn_config(server.app(), log_level)).run(sockets=[sock])
+    try:
+        uvicorn.Server(_uvicorn_config(server.app(), log_level)).run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn shuts down gracefully (sessions closed), then re-raises the signal
+        pass
 
 
 class BackgroundServer:
