@@ -414,6 +414,43 @@ def test_threads_share_one_server(server):
     assert not errors, errors
 
 
+@pytest.mark.slow
+def test_agentgym_eval_through_remote_env_equals_local(tiny_lm, tmp_path):
+    """agentgym's own eval, an hf: policy, through agentgym/Remote-v0: the same episodes as locally."""
+    from agentgym.eval.runner import evaluate
+
+    model, tokenizer = tiny_lm
+    model.save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    common = {"progress": False, "diagnostics": False, "policy_kwargs": {"max_new_tokens": 16}}
+    policy = f"hf:{tmp_path / 'model'}"
+    local = evaluate(FROZEN, policy, 3, out=tmp_path / "local", **common)
+    with BackgroundServer(FROZEN, max_sessions=3, idle_timeout=None) as server:  # eval plays 3 at once
+        remote = evaluate(
+            "agentgym/Remote-v0", policy, 3, out=tmp_path / "remote", env_kwargs={"url": server.url}, **common
+        )
+        assert active_sessions(server.url) == 0
+    assert remote["mean_return"] == local["mean_return"]
+
+    def records(run: str) -> list[dict]:
+        return [json.loads(line) for line in (tmp_path / run / "trajectories.jsonl").read_text().splitlines()]
+
+    for mine, theirs in zip(records("local"), records("remote"), strict=True):
+        assert mine["messages"] == theirs["messages"] and mine["rewards"] == theirs["rewards"]
+
+
+def test_oracle_and_random_policies_need_the_local_env(server):
+    from agentgym.errors import UsageError
+
+    remote = RemoteEnv(server.url)
+    remote.reset(seed=0)
+    with pytest.raises(UsageError, match="model policy"):
+        remote.oracle_action()
+    with pytest.raises(UsageError, match="model policy"):
+        remote.random_action()
+    remote.close()
+
+
 # ----- the command line -----
 def _cli(*args: str, **kwargs) -> subprocess.Popen:
     return subprocess.Popen(

@@ -22,7 +22,14 @@ from urllib.parse import urlsplit, urlunsplit
 import gymnasium as gym
 
 from agentgym.env import MAX_OBSERVATION_CHARS, MAX_RESPONSE_CHARS, text_space
+from agentgym.errors import UsageError
 from agentgym.formats import get_format
+
+_NO_LOCAL_POLICY = (
+    "the {policy} policy reads the environment's own code, which runs on the server: with "
+    "agentgym/Remote-v0 use a model policy (hf:, openai:, checkpoint:), or run the {policy} policy on the "
+    "local environment id"
+)
 
 
 class RemoteEnvError(RuntimeError):
@@ -139,6 +146,12 @@ class RemoteEnv(gym.Env[str, str]):
             bool(obs.get("truncated")),
             obs["info"],
         )
+
+    def oracle_action(self) -> str:
+        raise UsageError(_NO_LOCAL_POLICY.format(policy="oracle"))
+
+    def random_action(self, rng: Any = None) -> str:
+        raise UsageError(_NO_LOCAL_POLICY.format(policy="random"))
 
     def close(self) -> None:
         """End the session: the server closes its environment. Safe to call twice."""
