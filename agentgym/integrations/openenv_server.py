@@ -27,7 +27,8 @@ never ends a session except CAPACITY_REACHED, FACTORY_ERROR and SESSION_ERROR.
 HTTP: ``POST /reset`` (OpenEnv's ResetRequest: ``seed`` >= 0, ``episode_id``), ``POST /step`` (StepRequest:
 ``{"action": {"response": TEXT}}``), ``GET /state``, ``GET /schema`` (action, observation and state JSON
 schemas), ``GET /health`` (``{"status": "healthy"}``), ``GET /metadata``; the bodies of /reset and /step
-answers are RESULT, errors are ``{"detail": message, "code": CODE}``.
+answers are RESULT, errors are ``{"detail": message, "code": CODE}`` (a body that is not JSON or does not
+fit the request model: FastAPI's 422 ``{"detail": [...]}``, as in OpenEnv).
 
 Deliberate differences from OpenEnv:
 - OpenEnv's HTTP /reset and /step build a fresh environment for every request, so an episode cannot go past
@@ -39,8 +40,9 @@ Deliberate differences from OpenEnv:
   told why before its socket closes: a client that vanishes must not keep a browser or sandbox alive.
 - Keys of a reset that are not ``seed``, ``episode_id`` or ``options`` are ignored, as OpenEnv ignores the
   keys its environment's ``reset`` does not take; a wrong type for those three is a VALIDATION_ERROR.
-- A message longer than ``max_message_bytes`` gets a VALIDATION_ERROR and the session goes on (an HTTP body:
-  413); binary frames are read as UTF-8 text rather than ending the session.
+- A message longer than ``max_message_bytes`` (1 MiB) gets a VALIDATION_ERROR and the session goes on (an
+  HTTP body: 413); a frame over 16 MiB closes that connection unread (code 1009); binary frames are read as
+  UTF-8 text rather than ending the session.
 - ``GET /sessions`` (not in OpenEnv) reports ``active_sessions`` and ``max_sessions``.
 - Not served: OpenEnv's MCP endpoints (``/mcp``) and its Gradio web interface.
 """
