@@ -42,11 +42,17 @@ ENVS: dict[str, tuple[str, str]] = {
 }
 
 
+# Not a task, so not in ENVS: the client of an environment served by `agentgym serve` (needs url=...).
+REMOTE_ENV_ID = "agentgym/Remote-v0"
+
+
 def register_all() -> None:
-    """Register every environment of ``ENVS`` that is not registered yet."""
+    """Register every environment of ``ENVS`` that is not registered yet, and ``agentgym/Remote-v0``."""
     for env_id, (entry_point, _) in ENVS.items():
         if env_id not in gym.registry:
             gym.register(id=env_id, entry_point=entry_point)
+    if REMOTE_ENV_ID not in gym.registry:
+        gym.register(id=REMOTE_ENV_ID, entry_point="agentgym.integrations.remote:RemoteEnv")
 
 
 def response_format_name(env_id: str, env_kwargs: dict[str, Any] | None = None) -> str:
