@@ -3,7 +3,9 @@ one CPU each, the same episodes, files and numbers as a local run; resuming afte
 episodes recorded aborted and replayed; bad addresses refused at once.
 
 The cluster lives in a temporary directory of its own with ports of its own, and is stopped by ending the
-processes this module started (never ``ray stop``, which would stop every Ray on the machine).
+processes this module started (never ``ray stop``, which would stop every Ray on the machine). Token
+authentication is off for it (``RAY_AUTH_MODE=disabled``): otherwise ``ray start`` turns it on when it
+finds a token in ``~/.ray/auth_token``, and a local ``ray.init()`` writes one there.
 """
 
 from __future__ import annotations
@@ -120,12 +122,15 @@ def _answers(address: str) -> bool:
 def ray_cluster() -> Iterator[Cluster]:
     if shutil.which("ray") is None:
         pytest.skip("the `ray` command is not on PATH")
+    auth_mode = os.environ.get("RAY_AUTH_MODE")
     temp_dir = Path(tempfile.mkdtemp(prefix="agr-", dir="/tmp"))  # short: Ray's socket paths must fit
     port = _free_port()
     address = f"127.0.0.1:{port}"
     head_args = ["--head", f"--port={port}", "--include-dashboard=false", f"--dashboard-port={_free_port()}"]
-    cluster = Cluster(address, [_start_node(head_args, temp_dir, "head.log")])
+    cluster = Cluster(address, [])
     try:
+        os.environ["RAY_AUTH_MODE"] = "disabled"  # for the nodes started here and this process's driver
+        cluster.nodes.append(_start_node(head_args, temp_dir, "head.log"))
         _wait_until(lambda: _answers(address), "the head", cluster.nodes)
         cluster.nodes.append(_start_node([f"--address={address}"], temp_dir, "worker.log"))
         # one connection for the module: each new driver is a new Ray job, whose workers start afresh
@@ -146,6 +151,10 @@ def ray_cluster() -> Iterator[Cluster]:
             except ProcessLookupError:
                 pass
         shutil.rmtree(temp_dir, ignore_errors=True)
+        if auth_mode is None:
+            os.environ.pop("RAY_AUTH_MODE", None)
+        else:
+            os.environ["RAY_AUTH_MODE"] = auth_mode
 
 
 def _by_seed(out: Path) -> dict[int, dict]:
@@ -358,6 +367,7 @@ def test_ray_without_an_address_starts_a_local_ray(tmp_path):
     ray_tmp = Path(tempfile.mkdtemp(prefix="agr-", dir="/tmp"))
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env["RAY_TMPDIR"] = str(ray_tmp)
+    env["RAY_AUTH_MODE"] = "disabled"  # else ray.init() writes a token into ~/.ray
     out = tmp_path / "run"
     argv = ["eval", "--env", ENV, "--policy", "oracle", "--episodes", "6", "--ray", "--out", str(out)]
     try:

@@ -32,7 +32,9 @@ How the episodes are played:
 ``ADDRESS``: none starts a local Ray, or attaches to the one that ``ray start`` left on this machine (or
 ``RAY_ADDRESS``); ``auto`` attaches to a running cluster; ``host:port`` (the head's GCS port) or
 ``ray://host:port`` (Ray Client, ``pip install "ray[client]"``) attach to that one. An address where no
-Ray answers is a :class:`~agentgym.errors.UsageError` within ``connect_timeout`` seconds, not a hang.
+Ray answers is a :class:`~agentgym.errors.UsageError` within ``connect_timeout`` seconds, not a hang. Ray's
+token authentication is Ray's: a cluster whose ``ray start`` found a token (``~/.ray/auth_token``) wants
+``RAY_AUTH_MODE=token`` and that token wherever ``agentgym eval`` runs.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import math
+import os
 import queue
 import socket
 from collections import deque
@@ -276,8 +279,16 @@ class RayExecutor:
             return
         try:
             ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
-        except (ConnectionError, ValueError) as exc:
-            raise UsageError(f"could not connect to Ray at {address}: {exc}") from None
+        except (ConnectionError, ValueError, ray.exceptions.AuthenticationError) as exc:
+            hint = ""
+            if target is not None and os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
+                # `ray start` turns token authentication on when it finds a token (~/.ray/auth_token), and
+                # Ray sends the token to an address given explicitly only when told to
+                hint = (
+                    "; if the cluster uses token authentication, set RAY_AUTH_MODE=token here, with its "
+                    "token in ~/.ray/auth_token or RAY_AUTH_TOKEN"
+                )
+            raise UsageError(f"could not connect to Ray at {address}: {exc}{hint}") from None
         self._connected_here = True
 
     def __enter__(self) -> RayExecutor:
