@@ -10,6 +10,7 @@ finds a token in ``~/.ray/auth_token``, and a local ``ray.init()`` writes one th
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
@@ -47,10 +48,14 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+HAS_RAY_CLIENT = importlib.util.find_spec("grpc") is not None  # ray[client]
+
+
 @dataclass
 class Cluster:
     address: str
     nodes: list[subprocess.Popen]  # the `ray start --block` of each node, each the leader of its group
+    client_address: str | None = None  # ray://127.0.0.1:PORT where ray[client] is installed
 
     def player_pids(self) -> list[int]:
         """The processes of this cluster's EpisodePlayer actors (Ray workers are children of a raylet
@@ -128,6 +133,10 @@ def ray_cluster() -> Iterator[Cluster]:
     address = f"127.0.0.1:{port}"
     head_args = ["--head", f"--port={port}", "--include-dashboard=false", f"--dashboard-port={_free_port()}"]
     cluster = Cluster(address, [])
+    if HAS_RAY_CLIENT:
+        client_port = _free_port()
+        head_args.append(f"--ray-client-server-port={client_port}")
+        cluster.client_address = f"ray://127.0.0.1:{client_port}"
     try:
         os.environ["RAY_AUTH_MODE"] = "disabled"  # for the nodes started here and this process's driver
         cluster.nodes.append(_start_node(head_args, temp_dir, "head.log"))
@@ -212,7 +221,7 @@ def test_bad_addresses_are_usage_errors_not_hangs(monkeypatch, capsys):
             RayExecutor(address, connect_timeout=2)
         with pytest.raises(UsageError, match="timed out"):
             RayExecutor(address, connect_timeout=1)
-    if __import__("importlib").util.find_spec("grpc") is None:
+    if not HAS_RAY_CLIENT:
         with pytest.raises(UsageError, match=r"ray\[client\]"):
             RayExecutor("ray://127.0.0.1:10001")
 
@@ -245,6 +254,26 @@ def test_random_and_oracle_on_ray_match_a_local_run(ray_cluster, tmp_path):
         assert evaluate(ENV, "oracle", 12, out=on_ray, progress=False, executor=executor)["success_rate"] == 1
     _assert_same_run(on_ray, local)
     assert json.loads((on_ray / "summary.json").read_text())["executor"]["players"] == "actors"
+
+
+@pytest.mark.skipif(not HAS_RAY_CLIENT, reason='Ray Client is not installed (pip install "ray[client]")')
+def test_a_ray_client_address_gives_the_same_run(ray_cluster, tmp_path):
+    """Through Ray Client (ray://), which cannot stream, each chunk's records come at its end."""
+    assert ray_cluster.client_address is not None
+    argv = ["eval", "--env", ENV, "--policy", "random", "--episodes", "30", "--no-progress"]
+    evaluate(ENV, "random", 30, out=tmp_path / "local", progress=False)
+    done = subprocess.run(  # a driver of its own: this process is connected without Ray Client
+        [sys.executable, "-m", "agentgym.cli", *argv, "--ray", ray_cluster.client_address, "--out", "ray"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    _assert_same_run(tmp_path / "ray", tmp_path / "local")
+    assert json.loads((tmp_path / "ray" / "summary.json").read_text())["executor"]["address"].startswith(
+        "ray://"
+    )
 
 
 _KILLED_DRIVER = textwrap.dedent("""

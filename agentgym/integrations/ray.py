@@ -31,7 +31,8 @@ How the episodes are played:
 
 ``ADDRESS``: none starts a local Ray, or attaches to the one that ``ray start`` left on this machine (or
 ``RAY_ADDRESS``); ``auto`` attaches to a running cluster; ``host:port`` (the head's GCS port) or
-``ray://host:port`` (Ray Client, ``pip install "ray[client]"``) attach to that one. An address where no
+``ray://host:port`` (Ray Client, ``pip install "ray[client]"``; it cannot stream, so a chunk's records
+come when the chunk ends, and chunks are smaller) attach to that one. An address where no
 Ray answers is a :class:`~agentgym.errors.UsageError` within ``connect_timeout`` seconds, not a hang. Ray's
 token authentication is Ray's: a cluster whose ``ray start`` found a token (``~/.ray/auth_token``) wants
 ``RAY_AUTH_MODE=token`` and that token wherever ``agentgym eval`` runs.
@@ -54,6 +55,7 @@ from typing import Any, cast
 import gymnasium as gym
 import ray
 from ray import ObjectRefGenerator
+from ray.util.client import ray as ray_client
 
 from agentgym.errors import UsageError
 from agentgym.eval.run_files import episode_record, lost_episode_record
@@ -71,6 +73,7 @@ ENV_RESOURCE = {
 }
 MODEL_POLICIES = ("hf:", "checkpoint:")  # loaded once per actor
 CHUNKS_PER_WORKER = 4  # chunks per player: enough to balance uneven players, few enough to batch well
+CHUNKS_PER_WORKER_UNSTREAMED = 16  # through Ray Client a chunk's records come at its end: smaller chunks
 
 # the start of an HTTP/2 connection (the preface, then an empty SETTINGS frame): a gRPC server, as Ray's
 # GCS and Ray Client servers are, answers with a SETTINGS frame of its own
@@ -130,6 +133,10 @@ class EpisodePlayer:
             yield record
         playing.result()  # an error of the environment or the policy is raised here
 
+    def play_all(self, seeds: list[int], batch_size: int) -> list[dict[str, Any]]:
+        """Play ``seeds``; return every record at the end (for Ray Client, which cannot stream)."""
+        return list(self.stream(seeds, batch_size))
+
     def close(self) -> None:
         def close_all() -> None:
             while self._idle:
@@ -156,16 +163,31 @@ def play_chunk(
         player.close()
 
 
+def play_whole_chunk(
+    env_id: str,
+    env_kwargs: dict[str, Any],
+    policy_spec: str,
+    policy_kwargs: dict[str, Any],
+    seeds: list[int],
+    batch_size: int,
+) -> list[dict[str, Any]]:
+    """:func:`play_chunk` with every record returned at the end (for Ray Client, which cannot stream)."""
+    return list(play_chunk(env_id, env_kwargs, policy_spec, policy_kwargs, seeds, batch_size))
+
+
 # Lost processes are not retried by Ray: their episodes are recorded aborted, and a rerun replays them.
 _play_task = ray.remote(max_retries=0)(play_chunk)
+_play_whole_task = ray.remote(max_retries=0)(play_whole_chunk)
 _PlayerActor = ray.remote(max_restarts=0, max_task_retries=0)(EpisodePlayer)
 
 
-def chunk_seeds(seeds: Sequence[int], workers: int, batch_size: int) -> list[list[int]]:
-    """Consecutive chunks of ``seeds``: about ``CHUNKS_PER_WORKER`` per worker, but at least a batch
-    (or each worker's whole share, when that is smaller than a batch)."""
+def chunk_seeds(
+    seeds: Sequence[int], workers: int, batch_size: int, per_worker: int = CHUNKS_PER_WORKER
+) -> list[list[int]]:
+    """Consecutive chunks of ``seeds``: about ``per_worker`` per worker, but at least a batch (or each
+    worker's whole share, when that is smaller than a batch)."""
     n = len(seeds)
-    size = max(min(batch_size, math.ceil(n / workers)), math.ceil(n / (workers * CHUNKS_PER_WORKER)), 1)
+    size = max(min(batch_size, math.ceil(n / workers)), math.ceil(n / (workers * per_worker)), 1)
     return [list(seeds[i : i + size]) for i in range(0, n, size)]
 
 
@@ -346,7 +368,9 @@ class RayExecutor:
         """Play ``seeds`` on the cluster; ``on_record`` runs here for each record as it arrives."""
         use_actors, options, capacity = self._placement(env_id, policy_spec, policy_kwargs)
         workers = min(self.max_workers or capacity, capacity)
-        chunks = deque(chunk_seeds(seeds, workers, batch_size))
+        streamed = not ray_client.is_connected()  # Ray Client cannot stream a task's results
+        per_worker = CHUNKS_PER_WORKER if streamed else CHUNKS_PER_WORKER_UNSTREAMED
+        chunks = deque(chunk_seeds(seeds, workers, batch_size, per_worker))
         self.workers = workers = min(workers, len(chunks))
         self.players = "actors" if use_actors else "tasks"
         args = (env_id, env_kwargs, policy_spec, policy_kwargs)
@@ -369,28 +393,32 @@ class RayExecutor:
             while chunks or running:
                 while chunks and free:
                     chunk = _Chunk(chunks.popleft(), free.popleft())
-                    if use_actors:
-                        stream = actors[chunk.worker].stream.options(num_returns="streaming")
-                        gen = stream.remote(chunk.seeds, batch_size)
-                    else:
+                    if use_actors and streamed:
+                        method = actors[chunk.worker].stream.options(num_returns="streaming")
+                        ref = method.remote(chunk.seeds, batch_size)
+                    elif use_actors:
+                        ref = actors[chunk.worker].play_all.remote(chunk.seeds, batch_size)
+                    elif streamed:
                         task = _play_task.options(num_returns="streaming", **options)
-                        gen = task.remote(*args, chunk.seeds, batch_size)
-                    running[gen] = chunk
+                        ref = task.remote(*args, chunk.seeds, batch_size)
+                    else:
+                        ref = _play_whole_task.options(**options).remote(*args, chunk.seeds, batch_size)
+                    running[ref] = chunk
                 if not running:  # every actor is gone and none may be replaced
                     while chunks:
                         lose(_Chunk(chunks.popleft(), -1), "no Ray actor left to play them")
                     break
                 ready, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
-                for gen in ready:
-                    chunk = running[gen]
-                    try:
-                        record: dict[str, Any] = ray.get(next(cast(ObjectRefGenerator, gen)))
+                for ref in ready:
+                    chunk = running[ref]
+                    try:  # the next record of a streamed chunk, or all of an unstreamed one
+                        records = [ray.get(next(cast(ObjectRefGenerator, ref)))] if streamed else ray.get(ref)
                     except StopIteration:
-                        del running[gen]
+                        del running[ref]
                         free.append(chunk.worker)
                         continue
                     except ray.exceptions.RayError as exc:
-                        del running[gen]
+                        del running[ref]
                         if not _lost(exc):
                             raise RuntimeError(f"an eval chunk failed on the Ray cluster:\n{exc}") from None
                         lose(chunk, _first_line(exc))
@@ -403,13 +431,17 @@ class RayExecutor:
                         else:
                             free.append(chunk.worker)
                         continue
-                    chunk.received.add(record["seed"])
-                    on_record(record)
+                    if not streamed:  # the chunk is over
+                        del running[ref]
+                        free.append(chunk.worker)
+                    for record in records:
+                        chunk.received.add(record["seed"])
+                        on_record(record)
             finished = True
         finally:
-            for gen in running:
+            for ref in running:
                 try:
-                    ray.cancel(gen, force=not use_actors)
+                    ray.cancel(ref, force=not use_actors)
                 except Exception:  # noqa: BLE001 - best effort: the task may have ended meanwhile
                     pass
             if finished and actors:  # let them close their environments (browsers) before they go
