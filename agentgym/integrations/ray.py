@@ -32,9 +32,9 @@ How the episodes are played:
 ``ADDRESS``: none starts a local Ray, or attaches to the one that ``ray start`` left on this machine (or
 ``RAY_ADDRESS``); ``auto`` attaches to a running cluster; ``host:port`` (the head's GCS port) or
 ``ray://host:port`` (Ray Client, ``pip install "ray[client]"``; it cannot stream, so a chunk's records
-come when the chunk ends, and chunks are smaller) attach to that one. An address where no
-Ray answers is a :class:`~agentgym.errors.UsageError` within ``connect_timeout`` seconds, not a hang. Ray's
-token authentication is Ray's: a cluster whose ``ray start`` found a token (``~/.ray/auth_token``) wants
+come when the chunk ends, and chunks are smaller) attach to that one. An address where no Ray answers is
+a :class:`~agentgym.errors.UsageError` within ``connect_timeout`` seconds, not a hang. Token
+authentication is Ray's own: a cluster whose ``ray start`` found a token (``~/.ray/auth_token``) wants
 ``RAY_AUTH_MODE=token`` and that token wherever ``agentgym eval`` runs.
 """
 
