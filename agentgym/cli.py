@@ -41,16 +41,28 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from agentgym.eval.run_files import write_summary
     from agentgym.eval.runner import evaluate
 
+    executor = None
+    if args.ray is not None:
+        try:
+            from agentgym.integrations.ray import RayExecutor
+        except ModuleNotFoundError as exc:
+            if exc.name != "ray":
+                raise
+            from agentgym.errors import UsageError
+
+            raise UsageError('--ray needs Ray on this machine: pip install "agentgym[ray]"') from None
+        executor = RayExecutor(args.ray or None, workers=args.workers)
     common = {
         "seed": args.seed,
-        "workers": args.workers,
+        "workers": 1 if args.workers is None else args.workers,
         "env_kwargs": args.env_kwargs,
         "policy_kwargs": args.policy_kwargs,
         "batch_size": args.batch_size,
         "progress": not args.no_progress,
+        "executor": executor,
     }
     policy = args.policy
-    if args.format_variants and args.workers == 1:
+    if args.format_variants and common["workers"] == 1 and executor is None:
         from agentgym.policies import make_policy
 
         policy = make_policy(args.policy, **args.policy_kwargs)  # load a model once for every schema
@@ -73,6 +85,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     finally:
         if not isinstance(policy, str):
             policy.close()
+        if executor is not None:
+            executor.close()
     shown = {
         k: summary[k]
         for k in (
@@ -125,7 +139,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--episodes", type=int, default=100)
     ev.add_argument("--seed", type=int, default=0, help="episode i uses seed SEED + i")
-    ev.add_argument("--workers", type=int, default=1, help="worker processes")
+    ev.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="worker processes (default 1); with --ray, at most this many players at once (default: as "
+        "many as the cluster has CPUs)",
+    )
+    ev.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="ADDRESS",
+        help="play the episodes on a Ray cluster: no value starts (or attaches to) a local Ray; auto, "
+        "host:port or ray://host:port attach to a running one",
+    )
     ev.add_argument("--out", default=None, help="output directory (rerun with the same one to resume)")
     ev.add_argument(
         "--env-kwargs", type=_json_object, default={}, help="JSON keyword arguments of gymnasium.make"

@@ -9,9 +9,11 @@
 - ``trajectories.jsonl``: one line per finished episode (:func:`episode_record`), appended, flushed and
   fsynced (:class:`TrajectoryLog`), so a kill loses at most the episodes in flight. A later line for a
   seed supersedes an earlier one (an aborted episode replayed by a rerun); :meth:`TrajectoryLog.compact`
-  drops superseded lines at the end of a run. When the log is read back, a last line without its
-  newline (a write torn by a kill) is cut off; any other unreadable line is skipped with a warning,
-  counted and left in place, and the records after it are kept.
+  drops superseded lines at the end of a run. An episode lost with the process playing it (a Ray actor
+  that died) is stored as an aborted record (:func:`lost_episode_record`), so a rerun plays it again.
+  When the log is read back, a last line without its newline (a write torn by a kill) is cut off; any
+  other unreadable line is skipped with a warning, counted and left in place, and the records after it
+  are kept.
 - ``summary.json``: rewritten whole and atomically (write a temporary file, then rename).
 """
 
@@ -194,6 +196,28 @@ def episode_record(episode: Episode) -> dict[str, Any]:
     if any(t.response_ids is not None for t in episode.turns):
         record["response_ids"] = [t.response_ids for t in episode.turns]
     return record
+
+
+def lost_episode_record(env_id: str, seed: int, reason: str) -> dict[str, Any]:
+    """The ``trajectories.jsonl`` line of an episode that never finished because the process playing it
+    was lost (a Ray actor or node that died): no turns, ``aborted`` with ``reason``, so the summary
+    counts it apart from the metrics and a rerun plays it again, as it does an episode the environment
+    aborted."""
+    return {
+        "env": env_id,
+        "seed": seed,
+        "success": False,
+        "return": 0.0,
+        "turns": 0,
+        "rewards": [],
+        "format_ok": [],
+        "action_valid": [],
+        "terminated": False,
+        "messages": [],
+        "final_info": {"aborted": True, "error": reason},
+        "aborted": True,
+        "abort_reason": reason,
+    }
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:

@@ -15,7 +15,10 @@ seed, turn), so batching, workers and resumption do not change a run's episodes
 
 With ``workers > 1`` the seeds are dealt round-robin to that many processes, each with its own
 environments and its own copy of the policy; they stream episodes back to this process, the only writer
-(``agentgym.eval.worker_pool``; the files are ``agentgym.eval.run_files``).
+(``agentgym.eval.worker_pool``; the files are ``agentgym.eval.run_files``). An ``executor`` plays them
+elsewhere instead, e.g. on a Ray cluster (``agentgym.integrations.ray.RayExecutor``, ``agentgym eval
+--ray``), and streams the records back the same way; an episode lost with the process playing it is
+stored as aborted and played again by a rerun.
 
 Besides the episode metrics, every summary carries the share of turns in each format state
 (``turn_states``) and the cumulative success by turn (``success_by_turn``). For ``hf:`` and
@@ -47,7 +50,7 @@ from agentgym.eval.run_files import (
     write_summary,
 )
 from agentgym.eval.summary import build_summary
-from agentgym.eval.worker_pool import play_here, play_in_workers
+from agentgym.eval.worker_pool import Executor, play_here, play_in_workers
 from agentgym.policies import Policy, make_policy
 
 
@@ -70,11 +73,14 @@ def evaluate(
     progress: bool = True,
     diagnostics: bool = True,
     diagnostics_samples: int = 64,
+    executor: Executor | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``policy`` on ``episodes`` seeded episodes of ``env_id``; return the summary dict.
 
     ``diagnostics`` adds MI, entropy and control-token spikes for model policies (``hf:``,
     ``checkpoint:``); ``diagnostics_samples`` caps the (prompt, reasoning) pairs of each MI estimate.
+    ``executor`` plays the episodes instead of this process or its workers (``workers`` is then unused);
+    it needs a policy spec string, which it builds where it plays.
     """
     if episodes < 1:
         raise ValueError("episodes must be at least 1")
@@ -87,6 +93,8 @@ def evaluate(
     policy_spec = policy if isinstance(policy, str) else policy.spec
     if workers > 1 and not isinstance(policy, str):
         raise ValueError("workers > 1 needs a policy spec string, so each worker can build its own policy")
+    if executor is not None and not isinstance(policy, str):
+        raise ValueError("an executor needs a policy spec string, so it can build the policy where it plays")
     batch_size = batch_size or default_batch_size(policy_spec)
     seeds = [seed + i for i in range(episodes)]
 
@@ -124,7 +132,9 @@ def evaluate(
         own: Policy | None = None if isinstance(policy, str) else policy
         try:
             try:
-                if todo and workers == 1:
+                if todo and executor is not None:
+                    executor.play(env_id, env_kwargs, policy_spec, policy_kwargs, todo, batch_size, on_record)
+                elif todo and workers == 1:
                     if own is None:
                         own = make_policy(policy_spec, **policy_kwargs)
                     play_here(env_id, env_kwargs, todo, own, batch_size, on_record)
@@ -144,11 +154,13 @@ def evaluate(
                 seed=seed,
                 env_kwargs=env_kwargs,
                 policy_kwargs=policy_kwargs,
-                workers=workers,
+                workers=executor.workers if executor is not None else workers,
                 elapsed=elapsed,
                 played_now=len(todo),
                 corrupt_lines=len(log.corrupt_lines) if log is not None else 0,
             )
+            if executor is not None:
+                summary["executor"] = executor.describe()
             if diagnostics and wants_diagnostics(policy_spec, own):
                 if own is None:
                     own = make_policy(policy_spec, **policy_kwargs)

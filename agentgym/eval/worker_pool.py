@@ -1,8 +1,10 @@
-"""Playing seeded episodes: in this process, or dealt round-robin to worker processes.
+"""Playing seeded episodes: in this process, dealt round-robin to worker processes, or handed to an
+:class:`Executor` (another way to play them, e.g. ``agentgym.integrations.ray.RayExecutor``).
 
 Each worker process builds its own environments and its own copy of the policy (from its spec string)
 and streams every finished episode back to the parent as a ``trajectories.jsonl`` record; the parent is
-the only process that writes files.
+the only process that writes files. An executor keeps the same contract: records come back to the
+caller's ``on_record``, which writes them.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import os
 import queue
 import traceback
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import gymnasium as gym
 
@@ -21,6 +23,36 @@ from agentgym.policies import Policy, make_policy
 from agentgym.rollout import Episode, run_episodes
 
 OnRecord = Callable[[dict[str, Any]], None]
+
+
+class Executor(Protocol):
+    """Plays seeds somewhere else (a cluster, a service) for ``agentgym.eval.runner.evaluate``.
+
+    It lives above the eval package (it may import from it, not the other way round) and is handed in by
+    the caller, so the runner never imports it.
+    """
+
+    workers: int  # how many episode players the last ``play`` used (reported in the summary)
+
+    def play(
+        self,
+        env_id: str,
+        env_kwargs: dict[str, Any],
+        policy_spec: str,
+        policy_kwargs: dict[str, Any],
+        seeds: Sequence[int],
+        batch_size: int,
+        on_record: OnRecord,
+    ) -> None:
+        """Play one episode per seed, ``batch_size`` at a time per player; call ``on_record`` here, in
+        the caller's process, with each episode's record as it arrives. An episode lost with its player
+        comes back as an aborted record (``agentgym.eval.run_files.lost_episode_record``); an error in
+        the environment or policy code is raised."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """What ran the episodes, for ``summary.json`` (JSON-safe)."""
+        ...
 
 
 def make_env_factory(env_id: str, env_kwargs: dict[str, Any]) -> Callable[[], gym.Env]:
