@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 import agentgym
+from agentgym.errors import UsageError, check_writable_dir
 
 # Sub-commands that live beside their feature: module path -> its add_parser(subparsers) function.
 _PLUGGED = [
@@ -61,6 +62,18 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         "progress": not args.no_progress,
         "executor": executor,
     }
+    if args.submit:  # before the eval, not after it
+        check_writable_dir(args.leaderboard_dir, "--leaderboard-dir")
+    if args.format_variants:
+        from agentgym.formats import VARIANTS
+        from agentgym.registry import check_env, response_format_name
+
+        check_env(args.env, args.env_kwargs)
+        base = response_format_name(args.env, args.env_kwargs)
+        if not VARIANTS.get(base):
+            raise UsageError(
+                f"--format-variants: format {base!r} has no schema variants; known: {', '.join(VARIANTS)}"
+            )
     policy = args.policy
     if args.format_variants and common["workers"] == 1 and executor is None:
         from agentgym.policies import make_policy
@@ -199,10 +212,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run a command; a :class:`UsageError` (bad input) is printed as one line with exit status 2, anything
+    else is a bug and keeps its traceback. argparse reports its own errors (exit status 2 too)."""
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+    except UsageError as exc:
         print(f"agentgym: error: {exc}", file=sys.stderr)
         return 2
 

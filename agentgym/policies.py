@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import warnings
 import zlib
 from abc import ABC, abstractmethod
@@ -22,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from agentgym.errors import UsageError, check_kwargs
 from agentgym.types import Chat, Generation
 
 
@@ -81,6 +83,9 @@ def prepare_tokenizer(tokenizer: Any) -> Any:
     return tokenizer
 
 
+DTYPES = ("float32", "bfloat16", "float16")
+
+
 class HFPolicy(Policy):
     """A transformers causal LM. Sampling is plain temperature sampling (no top-k / top-p), so the
     returned log-probs are exactly those of the sampling distribution; ``temperature=0`` is greedy
@@ -112,14 +117,20 @@ class HFPolicy(Policy):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if dtype not in (None, *DTYPES):
+            raise UsageError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
         if isinstance(model, (str, os.PathLike)):
             self.spec = f"hf:{model}"
             torch_dtype = (
                 getattr(torch, dtype) if dtype else (torch.bfloat16 if self.device == "cuda" else None)
             )
             extra = {"gguf_file": gguf_file} if gguf_file else {}
-            tokenizer = tokenizer or AutoTokenizer.from_pretrained(model, **extra)
-            model = AutoModelForCausalLM.from_pretrained(model, dtype=torch_dtype, **extra)
+            try:
+                tokenizer = tokenizer or AutoTokenizer.from_pretrained(model, **extra)
+                model = AutoModelForCausalLM.from_pretrained(model, dtype=torch_dtype, **extra)
+            except OSError as exc:  # not a model folder, no such hub name, offline: the message says which
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise UsageError(f"cannot load the model {str(model)!r}: {first}") from exc
         if tokenizer is None:
             raise ValueError("a model object needs its tokenizer")
         self.model = model.to(self.device).eval()
@@ -295,8 +306,56 @@ def latest_checkpoint(run_dir: str | Path) -> Path:
     return max(checkpoints, key=lambda p: int(p.name.split("-")[-1]))
 
 
+# a Hugging Face model name: "name" or "owner/name" (what is not a local path must be one of these)
+_HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
+
+
+def check_model_source(source: str, what: str) -> None:
+    """Raise :class:`UsageError` unless ``source`` is an existing local path or has the shape of a Hugging
+    Face model name (whether the hub has it is known only when it is loaded)."""
+    if Path(source).exists() or (_HUB_NAME.match(source) and ".." not in source):
+        return
+    raise UsageError(
+        f"{what} {source!r} does not exist, and it is not a Hugging Face model name (name or owner/name); "
+        "give a local model directory or a hub name such as HuggingFaceTB/SmolLM2-135M-Instruct"
+    )
+
+
+def check_policy(spec: str, kwargs: dict[str, Any]) -> None:
+    """Raise :class:`UsageError` for a policy spec or keyword arguments that :func:`make_policy` would
+    reject, before anything is loaded: an unknown spec, a model path or run directory that does not
+    exist, a keyword the policy does not take or of the wrong type."""
+    kind, _, rest = spec.partition(":")
+    if spec == "random":
+        check_kwargs(RandomPolicy, kwargs, "the random policy")
+    elif spec == "oracle":
+        return  # it takes none, and warns about the ones it is given
+    elif kind in ("hf", "checkpoint") and rest:
+        check_kwargs(HFPolicy, kwargs, f"the {kind}: policy", fixed=("model", "tokenizer", "spec"))
+        if kind == "hf":
+            check_model_source(rest, "the hf: model")
+        else:
+            try:
+                latest_checkpoint(rest)
+            except FileNotFoundError as exc:
+                raise UsageError(
+                    f"{exc}; checkpoint: takes the trainer.output_dir of an agentgym train run"
+                ) from None
+    elif kind == "openai" and rest:
+        model, at, base_url = rest.partition("@")
+        if not at or not model or not base_url:
+            raise UsageError(f"an openai policy is openai:<model>@<base_url>, got {spec!r}")
+        check_kwargs(OpenAIPolicy, kwargs, "the openai: policy", fixed=("model", "base_url"))
+    else:
+        raise UsageError(
+            f"unknown policy {spec!r}; use random, oracle, hf:<name or path>, openai:<model>@<base_url> "
+            "or checkpoint:<run dir>"
+        )
+
+
 def make_policy(spec: str, **kwargs: Any) -> Policy:
     """A policy from its spec string (see the module docstring); ``kwargs`` go to its constructor."""
+    check_policy(spec, kwargs)
     kind, _, rest = spec.partition(":")
     if spec == "random":
         return RandomPolicy(**kwargs)

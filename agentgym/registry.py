@@ -13,7 +13,8 @@ from typing import Any
 
 import gymnasium as gym
 
-from agentgym.formats import get_format
+from agentgym.errors import UsageError, check_kwargs
+from agentgym.formats import FORMATS, get_format
 
 # id -> (entry point, one-line description). Add a line here when you add an environment.
 ENVS: dict[str, tuple[str, str]] = {
@@ -55,6 +56,39 @@ def register_all() -> None:
         gym.register(id=REMOTE_ENV_ID, entry_point="agentgym.integrations.remote:RemoteEnv")
 
 
+def entry_class(env_id: str) -> Any:
+    """The class (or function) that ``gymnasium.make(env_id)`` calls; it imports the env's module only."""
+    entry = gym.spec(env_id).entry_point
+    if isinstance(entry, str):
+        module, _, name = entry.partition(":")
+        entry = getattr(importlib.import_module(module), name)
+    return entry
+
+
+def check_env(env_id: str, env_kwargs: dict[str, Any] | None = None) -> None:
+    """Raise :class:`UsageError` for an unregistered ``env_id``, or for ``env_kwargs`` that its constructor
+    does not take or of the wrong type (read from its signature: no environment is built)."""
+    if env_id not in gym.registry:
+        raise UsageError(f"unknown environment {env_id!r}; agentgym environments: {', '.join(ENVS)}")
+    env_kwargs = env_kwargs or {}
+    check_kwargs(entry_class(env_id), env_kwargs, env_id)
+    fmt = env_kwargs.get("response_format")
+    if isinstance(fmt, str) and fmt not in FORMATS:
+        raise UsageError(f"{env_id}: unknown response_format {fmt!r}; known: {', '.join(FORMATS)}")
+
+
+def make_env(env_id: str, **env_kwargs: Any) -> gym.Env:
+    """``gymnasium.make(env_id, **env_kwargs)`` for kwargs a user wrote: :func:`check_env` first, and what
+    the constructor rejects (``ValueError``, a missing data file) becomes a :class:`UsageError`."""
+    check_env(env_id, env_kwargs)
+    try:
+        return gym.make(env_id, **env_kwargs)
+    except UsageError:
+        raise
+    except (ValueError, FileNotFoundError) as exc:
+        raise UsageError(f"{env_id} with {env_kwargs}: {exc}") from exc
+
+
 def response_format_name(env_id: str, env_kwargs: dict[str, Any] | None = None) -> str:
     """The name of the response format ``gymnasium.make(env_id, **env_kwargs)`` would use: the
     ``response_format`` given, else the registered kwargs, else the default of the environment class's
@@ -64,10 +98,7 @@ def response_format_name(env_id: str, env_kwargs: dict[str, Any] | None = None) 
     if fmt is None:
         fmt = spec.kwargs.get("response_format")
     if fmt is None:
-        entry = spec.entry_point
-        if isinstance(entry, str):
-            module, _, name = entry.partition(":")
-            entry = getattr(importlib.import_module(module), name)
+        entry = entry_class(env_id)
         for cls in getattr(entry, "__mro__", ()):
             param = (
                 inspect.signature(cls.__init__).parameters.get("response_format")

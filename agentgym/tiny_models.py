@@ -10,10 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-import gymnasium as gym
-
 from agentgym.env import AgentEnv
 from agentgym.policies import DEFAULT_CHAT_TEMPLATE
+from agentgym.registry import make_env
 
 EOS = "<|endoftext|>"
 PAD = "<|pad|>"
@@ -53,7 +52,7 @@ def env_corpus(
     """Instructions, observations and oracle answers of ``seeds`` episodes of each environment."""
     texts: list[str] = []
     for env_id in env_ids:
-        env = gym.make(env_id, **(env_kwargs or {}).get(env_id, {}))
+        env = make_env(env_id, **(env_kwargs or {}).get(env_id, {}))
         agent = env.unwrapped
         if not isinstance(agent, AgentEnv):
             raise TypeError(f"{env_id} is not an agentgym environment: it has no oracle to learn text from")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from agentgym.errors import UsageError
 from agentgym.trainers.config import (
     AlgorithmConfig,
     TrainConfig,
@@ -77,7 +78,7 @@ def test_cli_help_lists_the_config_keys(capsys):
         ("trainer.no_such_key=1", "no_such_key"),
         ("algorithm.name=reinforce", "algorithm.name must be one of ppo, grpo, drgrpo"),
         ("rollout.group_size=many", "group_size"),
-        ("trainer.device=tpu", "trainer.device must be one of auto, cpu, cuda"),
+        ("trainer.device=tpu", "trainer.device='tpu' is not available here; available: auto, cpu"),
         ("rollout.group_size=1", "grpo needs rollout.group_size >= 2"),
     ],
 )
@@ -93,7 +94,7 @@ def test_bad_overrides_are_clear_errors(tmp_path, capsys, override, message):
 def test_missing_output_dir_and_bad_files_are_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="set trainer.output_dir"):
         load_config(base={"trainer": {"steps": 1}})
-    with pytest.raises(FileNotFoundError, match="no config file"):
+    with pytest.raises(UsageError, match="no config file"):
         load_config(tmp_path / "absent.yaml")
     broken, listed = tmp_path / "broken.yaml", tmp_path / "listed.yaml"
     broken.write_text("trainer: [\n")

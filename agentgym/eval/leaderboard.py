@@ -33,6 +33,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from agentgym.errors import UsageError, check_writable_dir
+
 RUNS = "runs"
 ENGINEER_RUNS = "engineer_runs"
 METRIC_KEYS = (
@@ -190,10 +192,35 @@ def submit_run(summary: dict[str, Any], directory: str | Path = "leaderboards", 
     return path
 
 
+# What a summary must hold to become a run, and what a run file must hold to be rendered.
+SUMMARY_KEYS = ("env", "policy", "episodes", "success_rate", "mean_return")
+RUN_KEYS = ("env", "policy", "config_hash", "date", "metrics")
+
+
+def read_json_file(path: Path, what: str, keys: Sequence[str] = ()) -> dict[str, Any]:
+    """The JSON object in ``path``, which must hold ``keys``; :class:`UsageError` (naming the file and
+    what is wrong with it) when it cannot be read, is not a JSON object or lacks a key."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+    except ValueError as exc:  # not JSON, or not UTF-8
+        raise UsageError(f"{path} is not {what}: {exc}") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"{path} is not {what}: it holds a JSON {type(data).__name__}, not an object")
+    missing = [k for k in keys if k not in data]
+    if missing:
+        raise UsageError(f"{path} is not {what}: it has no {', '.join(missing)}")
+    return data
+
+
 def load_runs(directory: str | Path = "leaderboards") -> list[dict[str, Any]]:
     runs = []
     for path in sorted((Path(directory) / RUNS).glob("*.json")):
-        entry = json.loads(path.read_text(encoding="utf-8"))
+        what = "a leaderboard run file (fix it or delete it)"
+        entry = read_json_file(path, what, RUN_KEYS)
+        if not isinstance(entry["metrics"], dict) or "success_rate" not in entry["metrics"]:
+            raise UsageError(f"{path} is not {what}: its metrics have no success_rate")
         entry["_file"] = f"{RUNS}/{path.name}"
         runs.append(entry)
     return runs
@@ -565,13 +592,20 @@ def render(directory: str | Path = "leaderboards") -> list[Path]:
 
 
 def _cmd_leaderboard(args: argparse.Namespace) -> int:
-    for out in args.add:
+    summaries = []
+    for out in args.add:  # every one is read before any is added
         summary_file = Path(out) / "summary.json"
-        if not summary_file.exists():
-            raise FileNotFoundError(f"{summary_file} does not exist; run `agentgym eval --out {out}` first")
-        print(f"added {submit_run(json.loads(summary_file.read_text()), args.dir, notes=args.notes)}")
+        if not summary_file.is_file():
+            raise UsageError(f"{summary_file} does not exist; run `agentgym eval --out {out}` first")
+        what = "the summary of an `agentgym eval --out` run"
+        summaries.append(read_json_file(summary_file, what, SUMMARY_KEYS))
+    if summaries:
+        check_writable_dir(Path(args.dir) / RUNS, "--dir")
+    for summary in summaries:
+        print(f"added {submit_run(summary, args.dir, notes=args.notes)}")
     if not load_runs(args.dir) and not load_engineer_runs(args.dir):
-        raise FileNotFoundError(f"no runs in {Path(args.dir) / RUNS}; add one with `agentgym eval --submit`")
+        raise UsageError(f"no runs in {Path(args.dir) / RUNS}; add one with `agentgym eval --submit`")
+    check_writable_dir(args.dir, "--dir")
     for path in render(args.dir):
         print(f"wrote {path}")
     return 0

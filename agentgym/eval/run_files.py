@@ -29,13 +29,15 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from agentgym.errors import UsageError
 from agentgym.rollout import Episode
 
 LOCK_FILE = "eval.lock"
 
 
-class RunDirBusy(RuntimeError):
-    """Another process is evaluating into the same run directory."""
+class RunDirBusy(UsageError, RuntimeError):
+    """Another process is evaluating into the same run directory (a ``RuntimeError`` as it always was,
+    and a :class:`UsageError`: the user picks another directory or waits)."""
 
 
 class RunDirLock:
@@ -251,9 +253,15 @@ def claim_run_dir(out: str | Path, run: dict[str, Any]) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     run_file = out / "run.json"
     if run_file.exists():
-        previous = json.loads(run_file.read_text())
+        try:
+            previous = json.loads(run_file.read_text(encoding="utf-8"))
+        except ValueError as exc:  # not JSON, or not UTF-8
+            raise UsageError(
+                f"{run_file} is not readable ({exc}); {out} does not look like an eval run directory: "
+                "use another --out"
+            ) from None
         if previous != run:
-            raise ValueError(f"{out} holds a different run ({previous}); use another --out to evaluate {run}")
+            raise UsageError(f"{out} holds a different run ({previous}); use another --out to evaluate {run}")
     else:
         write_json_atomic(run_file, run)
     return out

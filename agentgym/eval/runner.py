@@ -35,10 +35,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import gymnasium as gym
 from tqdm.auto import tqdm
 
-import agentgym
+from agentgym.errors import UsageError, check_writable_dir
 from agentgym.eval.diagnostics import model_diagnostics, wants_diagnostics
 from agentgym.eval.metrics import is_aborted
 from agentgym.eval.run_files import (
@@ -51,7 +50,8 @@ from agentgym.eval.run_files import (
 )
 from agentgym.eval.summary import build_summary
 from agentgym.eval.worker_pool import Executor, play_here, play_in_workers
-from agentgym.policies import Policy, make_policy
+from agentgym.policies import Policy, check_policy, make_policy
+from agentgym.registry import check_env
 
 
 def default_batch_size(policy_spec: str) -> int:
@@ -82,19 +82,27 @@ def evaluate(
     ``executor`` plays the episodes instead of this process or its workers (``workers`` is then unused);
     it needs a policy spec string, which it builds where it plays.
     """
-    if episodes < 1:
-        raise ValueError("episodes must be at least 1")
-    if workers < 1:
-        raise ValueError("workers must be at least 1")
-    if env_id not in gym.registry:
-        known = ", ".join(agentgym.ENVS)
-        raise ValueError(f"unknown environment {env_id!r}; agentgym environments: {known}")
+    # every input is checked before anything is loaded, played or written
+    for name, value, least in [("episodes", episodes, 1), ("workers", workers, 1), ("seed", seed, 0)]:
+        if value < least:  # Gymnasium takes seeds >= 0
+            raise UsageError(f"{name} must be at least {least}, got {value}")
+    if batch_size is not None and batch_size < 1:
+        raise UsageError(f"batch_size must be at least 1 (or unset), got {batch_size}")
+    if diagnostics and diagnostics_samples < 1:
+        raise UsageError(
+            f"diagnostics_samples must be at least 1 (or diagnostics off), got {diagnostics_samples}"
+        )
     env_kwargs, policy_kwargs = dict(env_kwargs or {}), dict(policy_kwargs or {})
+    check_env(env_id, env_kwargs)
+    if isinstance(policy, str):
+        check_policy(policy, policy_kwargs)
     policy_spec = policy if isinstance(policy, str) else policy.spec
     if workers > 1 and not isinstance(policy, str):
         raise ValueError("workers > 1 needs a policy spec string, so each worker can build its own policy")
     if executor is not None and not isinstance(policy, str):
         raise ValueError("an executor needs a policy spec string, so it can build the policy where it plays")
+    if out is not None:
+        check_writable_dir(out, "the output directory")
     batch_size = batch_size or default_batch_size(policy_spec)
     seeds = [seed + i for i in range(episodes)]
 

@@ -18,8 +18,10 @@ from typing import Any, Protocol
 
 import gymnasium as gym
 
+from agentgym.errors import UsageError
 from agentgym.eval.run_files import episode_record
 from agentgym.policies import Policy, make_policy
+from agentgym.registry import make_env
 from agentgym.rollout import Episode, run_episodes
 
 OnRecord = Callable[[dict[str, Any]], None]
@@ -57,7 +59,7 @@ class Executor(Protocol):
 
 def make_env_factory(env_id: str, env_kwargs: dict[str, Any]) -> Callable[[], gym.Env]:
     def make() -> gym.Env:
-        return gym.make(env_id, **env_kwargs)
+        return make_env(env_id, **env_kwargs)
 
     return make
 
@@ -103,6 +105,8 @@ def _worker(
         run_episodes(make_env_factory(env_id, env_kwargs), env_id, seeds, policy, batch_size, send)
         policy.close()
         results.put(("done", None))
+    except UsageError as exc:  # bad input, not a bug: the parent raises it again, as one line
+        results.put(("usage", str(exc)))
     except BaseException:  # noqa: BLE001 - the parent reports it
         results.put(("error", traceback.format_exc()))
 
@@ -147,6 +151,8 @@ def play_in_workers(
                 on_record(payload)
             elif kind == "done":
                 running -= 1
+            elif kind == "usage":
+                raise UsageError(payload)
             else:
                 raise RuntimeError(f"an eval worker failed:\n{payload}")
     finally:

@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from agentgym.errors import UsageError
 from agentgym.sandbox import BACKENDS
 
 
@@ -55,22 +56,37 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
+def _read_text(path: str, what: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{what} {path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:  # missing, a directory, unreadable
+        raise UsageError(f"cannot read {what} {path}: {exc.strerror}") from None
+
+
 def _run(args: argparse.Namespace) -> int:
     from agentgym.sandbox import Sandbox, SandboxError
 
-    code = sys.stdin.read() if args.file == "-" else Path(args.file).read_text(encoding="utf-8")
     if args.stdin is not None and args.stdin_file is not None:
-        print("give --stdin or --stdin-file, not both", file=sys.stderr)
-        return 2
-    stdin = Path(args.stdin_file).read_text(encoding="utf-8") if args.stdin_file else (args.stdin or "")
+        raise UsageError("give --stdin or --stdin-file, not both")
+    stdin = _read_text(args.stdin_file, "--stdin-file") if args.stdin_file else (args.stdin or "")
+    code = sys.stdin.read() if args.file == "-" else _read_text(args.file, "the program")
     try:
-        with Sandbox(
+        box = Sandbox(
             args.backend,
             timeout=args.timeout,
             memory_mb=args.memory_mb,
             max_processes=args.max_processes,
             pool_size=0,
-        ) as box:
+        )
+    except ValueError as exc:  # a limit out of range, or a bad AGENTGYM_SANDBOX
+        raise UsageError(str(exc)) from exc
+    except SandboxError as error:
+        print(f"sandbox error: {error}", file=sys.stderr)
+        return 1
+    try:
+        with box:
             result = box.run(code, stdin=stdin)
     except SandboxError as error:
         print(f"sandbox error: {error}", file=sys.stderr)
@@ -106,7 +122,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="agentgym")
     add_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["sandbox", *(sys.argv[1:] if argv is None else argv)])
-    return args.func(args)
+    try:
+        return args.func(args)
+    except UsageError as exc:
+        print(f"agentgym: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

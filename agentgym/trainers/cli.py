@@ -9,7 +9,7 @@ from agentgym.trainers.config import describe, load_config
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    config = load_config(args.config, args.overrides)  # a bad config fails before torch is imported
+    config = load_config(args.config, args.overrides)  # a bad config fails before the trainer loads
     from agentgym.trainers.trainer import train
 
     summary = train(config)

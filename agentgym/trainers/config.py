@@ -9,14 +9,20 @@ overrides) with OmegaConf and returns the typed ``TrainConfig`` the trainer read
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import yaml
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
+
+from agentgym.errors import UsageError, accepted_kwargs, check_writable_dir
+from agentgym.policies import check_model_source
+from agentgym.registry import ENVS, check_env, entry_class
 
 
 def option(default: Any, help: str, choices: tuple[Any, ...] = ()) -> Any:
@@ -216,33 +222,74 @@ class TrainConfig:
 def load_config(
     path: str | Path | None = None, overrides: list[str] | None = None, base: dict[str, Any] | None = None
 ) -> TrainConfig:
-    """Defaults, then the YAML file ``path``, then ``base`` (a dict), then ``key=value`` overrides."""
+    """Defaults, then the YAML file ``path``, then ``base`` (a dict), then ``key=value`` overrides.
+
+    An override of a dict-valued key given whole (``env.kwargs={size: 4}``) replaces the dict; one of its
+    entries (``env.kwargs.size=4``) is merged into it. Bad input raises :class:`UsageError`."""
     config = OmegaConf.structured(TrainConfig)
-    if path is not None and not Path(path).exists():
-        raise FileNotFoundError(f"no config file {path}")
     try:
         if path is not None:
-            loaded = OmegaConf.load(path)
-            if not isinstance(loaded, DictConfig):
-                raise ValueError(f"{path} must hold a mapping of config sections (model:, rollout:, ...)")
-            config = OmegaConf.merge(config, loaded)
+            config = OmegaConf.merge(config, _read_yaml(Path(path)))
         if base:
             config = OmegaConf.merge(config, OmegaConf.create(base))
-        if overrides:
-            config = OmegaConf.merge(config, OmegaConf.from_dotlist(list(overrides)))
+        for override in overrides or []:
+            config = _apply_override(config, override)
         if OmegaConf.is_missing(config.trainer, "output_dir"):
-            raise ValueError(
+            raise UsageError(
                 "set trainer.output_dir (the run directory), e.g. trainer.output_dir=runs/my-run"
             )
         typed = OmegaConf.to_object(config)
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
     except OmegaConfBaseException as exc:
         first, key = str(exc).splitlines()[0], getattr(exc, "full_key", None)
-        raise ValueError(f"bad config: {key}: {first}" if key else f"bad config: {first}") from None
+        raise UsageError(f"bad config: {key}: {first}" if key else f"bad config: {first}") from None
     assert isinstance(typed, TrainConfig)
     validate(typed)
     return typed
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """What is wrong in a YAML text and where: "expected ',' or ']' (line 3, column 9)"."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem:
+        mark = exc.problem_mark
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        return f"{exc.problem}{where}"
+    return str(exc).splitlines()[0]
+
+
+def _read_yaml(path: Path) -> DictConfig:
+    if not path.is_file():
+        what = "is a directory, not" if path.is_dir() else "is not"
+        raise UsageError(f"no config file {path}" if not path.exists() else f"{path} {what} a config file")
+    try:
+        loaded = OmegaConf.load(path)
+    except yaml.YAMLError as exc:
+        raise UsageError(f"{path} is not valid YAML: {_yaml_problem(exc)}") from None
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+    if not isinstance(loaded, DictConfig):
+        raise UsageError(f"{path} must hold a mapping of config sections (model:, rollout:, ...)")
+    return loaded
+
+
+def _apply_override(config: DictConfig, override: str) -> DictConfig:
+    key, eq, _ = override.partition("=")
+    if not eq or not key.strip():
+        raise UsageError(f"override {override!r} is not key=value, e.g. trainer.steps=100")
+    try:
+        parsed = OmegaConf.from_dotlist([override])
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise UsageError(f"override {override!r}: the value is not valid YAML: {problem}") from None
+    value = OmegaConf.select(parsed, key)
+    field_ = dict(config_keys()).get(key)
+    if isinstance(value, DictConfig) and field_ is not None and _section_class(field_) is None:
+        OmegaConf.update(config, key, value, merge=False)  # a dict given whole replaces the old one
+        return config
+    merged = OmegaConf.merge(config, parsed)
+    assert isinstance(merged, DictConfig)
+    return merged
 
 
 def config_keys(cls: type = TrainConfig, prefix: str = "") -> Iterator[tuple[str, dataclasses.Field]]:
@@ -265,20 +312,131 @@ def _value(config: Any, key: str) -> Any:
     return config
 
 
+# The least value of each count (or seed) that makes sense; optional keys are checked when set.
+AT_LEAST: dict[str, int] = {
+    "model.tiny.hidden_size": 1,
+    "model.tiny.layers": 1,
+    "model.tiny.heads": 1,
+    "model.tiny.vocab_size": 1,
+    "model.tiny.corpus_seeds": 1,
+    "model.lora.r": 1,
+    "env.train_seed": 0,  # Gymnasium takes seeds >= 0
+    "env.sft_seed": 0,
+    "env.eval_seed": 0,
+    "rollout.prompts_per_step": 1,
+    "rollout.group_size": 1,
+    "rollout.max_new_tokens": 1,
+    "rollout.batch_size": 1,
+    "algorithm.ppo_epochs": 1,
+    "algorithm.mini_batches": 1,
+    "algorithm.micro_batch_size": 1,
+    "algorithm.warmup_steps": 0,
+    "sft.episodes": 0,
+    "sft.epochs": 1,
+    "sft.batch_size": 1,
+    "interleave.rl_steps": 1,
+    "interleave.failure_window": 1,
+    "interleave.sft_epochs": 1,
+    "interleave.rounds": 0,
+    "trainer.steps": 0,
+    "trainer.seed": 0,
+    "trainer.save_every": 1,
+    "trainer.keep_checkpoints": 1,
+    "trainer.eval_episodes": 0,
+    "trainer.eval_batch_size": 1,
+    "trainer.threads": 1,
+    "trainer.diagnostics_every": 0,
+    "trainer.diagnostics_samples": 1,
+}
+# Rates and scales that must be above zero (a learning rate of 0 trains nothing; RL samples, so its
+# temperature divides the logits).
+ABOVE_ZERO = (
+    "rollout.temperature",
+    "rollout.vllm_gpu_memory_utilization",
+    "rollout.importance_cap",
+    "algorithm.lr",
+    "algorithm.critic_lr",
+    "algorithm.norm_eps",
+    "sft.lr",
+    "interleave.lr",
+)
+# ... and those that may be zero, not below it.
+NOT_NEGATIVE = (
+    "model.lora.dropout",
+    "algorithm.clip_low",
+    "algorithm.clip_high",
+    "algorithm.kl_coef",
+    "algorithm.value_clip",
+    "algorithm.weight_decay",
+    "algorithm.max_grad_norm",
+    "filter.value",
+    "filter.selection_eps",
+    "trainer.eval_temperature",
+)
+AT_MOST_ONE = ("rollout.vllm_gpu_memory_utilization", "algorithm.gamma", "algorithm.lam")
+
+
 def validate(config: TrainConfig) -> None:
-    """Raise ValueError for a value outside its choices or settings that do not work together."""
+    """Raise :class:`UsageError` for a value outside its choices or range, settings that do not work
+    together, or what is not there: the environment, the model, a writable ``trainer.output_dir``, the
+    device."""
+    _check_device(config.trainer.device)
     for key, f in config_keys():
         choices, value = f.metadata.get("choices"), _value(config, key)
         if choices and value not in choices:
-            raise ValueError(f"{key} must be one of {', '.join(map(str, choices))}; got {value!r}")
+            raise UsageError(f"{key} must be one of {', '.join(map(str, choices))}; got {value!r}")
+        if value is None:
+            continue
+        if key in AT_LEAST and value < AT_LEAST[key]:
+            raise UsageError(f"{key} must be at least {AT_LEAST[key]}, got {value}")
+        if key in ABOVE_ZERO and value <= 0:
+            raise UsageError(f"{key} must be above 0, got {value}")
+        if key in NOT_NEGATIVE and value < 0:
+            raise UsageError(f"{key} must not be negative, got {value}")
+        if key in AT_MOST_ONE and not 0 <= value <= 1:
+            raise UsageError(f"{key} must be between 0 and 1, got {value}")
     a, r = config.algorithm, config.rollout
     if r.group_size < 2 and a.name != "ppo":
-        raise ValueError(f"{a.name} needs rollout.group_size >= 2 (a group baseline)")
-    if a.mini_batches < 1 or a.ppo_epochs < 1 or a.micro_batch_size < 1:
-        raise ValueError("algorithm.mini_batches, ppo_epochs and micro_batch_size must be at least 1")
+        raise UsageError(f"{a.name} needs rollout.group_size >= 2 (a group baseline)")
     if config.model.lora.enabled and r.engine == "vllm":
-        raise ValueError(
+        raise UsageError(
             "rollout.engine=vllm loads full weights into the engine; it does not take LoRA adapters"
+        )
+    if r.engine == "vllm" and importlib.util.find_spec("vllm") is None:
+        raise UsageError("rollout.engine=vllm needs vLLM on a CUDA machine (pip install vllm); or use hf")
+    _check_env(config.env)
+    if config.model.path is not None:
+        check_model_source(config.model.path, "model.path")
+    check_writable_dir(config.trainer.output_dir, "trainer.output_dir")
+
+
+def _check_env(env: EnvConfig) -> None:
+    if env.id not in gym.registry:
+        raise UsageError(f"env.id {env.id!r} is not a registered environment; agentgym's: {', '.join(ENVS)}")
+    takes, open_ended = accepted_kwargs(entry_class(env.id))
+    unknown = [k for k in env.kwargs if k not in takes and not open_ended]
+    if unknown:  # most often kwargs of the file's env left behind by an env.id override
+        raise UsageError(
+            f"env.kwargs has {', '.join(unknown)}, which {env.id} does not take (it takes "
+            f"{', '.join(sorted(takes))}); if they are left from another env.id, replace the whole dict: "
+            "env.kwargs={} clears it, env.kwargs={key: value} sets just those"
+        )
+    try:
+        check_env(env.id, dict(env.kwargs))
+    except UsageError as exc:
+        raise UsageError(f"env.kwargs: {exc}") from None
+
+
+def _check_device(device: str) -> None:
+    if device in ("auto", "cpu"):
+        return
+    import torch  # only here: a config that needs no GPU is checked without torch
+
+    available = ["auto", "cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    if device not in available:
+        why = " (torch sees no CUDA GPU)" if device == "cuda" else ""
+        raise UsageError(
+            f"trainer.device={device!r} is not available here{why}; available: {', '.join(available)}"
         )
 
 

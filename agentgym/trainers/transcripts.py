@@ -21,10 +21,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import gymnasium as gym
 import torch
 
 from agentgym.policies import HFPolicy, Policy, prepare_tokenizer
+from agentgym.registry import make_env
 from agentgym.rollout import Episode, run_episodes
 from agentgym.types import Chat, Generation
 
@@ -195,7 +195,7 @@ def play(
             on_transcript(transcript)
 
     run_episodes(
-        lambda: gym.make(env_id, **env_kwargs),
+        lambda: make_env(env_id, **env_kwargs),
         env_id,
         all_seeds,
         policy,
