@@ -24,6 +24,7 @@ from agentgym.envs.gsm8k import (
     load_hub,
     load_jsonl,
 )
+from agentgym.errors import UsageError
 
 math_verify = pytest.importorskip("math_verify")
 
@@ -308,7 +309,7 @@ def test_offline_without_data_names_both_ways(monkeypatch, tmp_path):
         monkeypatch.setattr(sys.modules["datasets.config"], "HF_DATASETS_CACHE", tmp_path / "hf" / "datasets")
     load_hub.cache_clear()
     env = GSM8KEnv()  # lazy: building it needs no data
-    with pytest.raises(RuntimeError) as error:
+    with pytest.raises(UsageError) as error:  # the CLI prints it as one line
         env.reset(seed=0)
     message = str(error.value)
     assert "data_path=" in message and "pip install datasets" in message and "internet" in message
@@ -317,7 +318,7 @@ def test_offline_without_data_names_both_ways(monkeypatch, tmp_path):
 def test_without_the_datasets_package_names_both_ways(monkeypatch):
     monkeypatch.setitem(sys.modules, "datasets", None)  # makes `import datasets` fail
     load_hub.cache_clear()
-    with pytest.raises(RuntimeError, match="not installed") as error:
+    with pytest.raises(UsageError, match="not installed") as error:
         GSM8KEnv().reset(seed=0)
     assert "data_path=" in str(error.value)
 

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from agentgym.env import AgentEnv, Applied
+from agentgym.errors import UsageError
 from agentgym.formats import AnswerFormat, Tool
 
 HF_DATASET = "openai/gsm8k"
@@ -278,13 +279,13 @@ def load_hub(split: str) -> tuple[dict, ...]:
     try:
         import datasets
     except ImportError as exc:
-        raise RuntimeError(
+        raise UsageError(
             f"GSM8K data is unavailable: the `datasets` package is not installed. {how}"
         ) from exc
     try:
         rows = datasets.load_dataset(HF_DATASET, HF_CONFIG, split=split)
     except Exception as exc:  # offline, hub errors, an unknown split: all need the same advice
-        raise RuntimeError(
+        raise UsageError(
             f"GSM8K data is unavailable: loading {HF_DATASET} ({HF_CONFIG}, split {split!r}) failed "
             f"({type(exc).__name__}: {exc}). {how}"
         ) from exc
