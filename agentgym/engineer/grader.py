@@ -61,7 +61,7 @@ import stat
 import struct
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -80,6 +80,8 @@ SKIPPED_FILES = re.compile(
     r"^(trainer_state\.pt|optimizer\.pt|scheduler\.pt|rng_state.*\.pth|training_args\.bin)$"
 )
 WEIGHT_FILE = re.compile(r".*\.(safetensors|bin|pt|pth|gguf)$")
+# pickles run code when loaded, and the grader runs outside the sandbox: submissions are safetensors only
+PICKLED = re.compile(r".*\.(bin|pt|pth|pkl|pickle|ckpt)$|.*\.bin\.index\.json$")
 HASH_CHUNK = 1 << 22
 BUDGET_OVER = "budget over: the run's deadline has passed, submissions are closed"
 
@@ -159,6 +161,11 @@ class WorkspaceView:
                 current = current.parent
                 continue
             candidate = current / part
+            if (
+                candidate in self.mounts
+            ):  # a mount point is the folder shown there, even if a link on the host
+                current = candidate
+                continue
             host = self.to_host(candidate)
             if host is None:
                 if self._is_ancestor(candidate):
@@ -295,10 +302,11 @@ def model_hash(model_dir: Path) -> str:
     return digest.hexdigest()
 
 
-def check_model(model_dir: Path) -> None:
+def check_model(model_dir: Path, pickles: Sequence[str] = ()) -> None:
     """Raise :class:`Rejected` with the reason if the model in ``model_dir`` cannot load: no or a broken
-    ``config.json``, no weights, a truncated ``.safetensors`` file, a shard missing from its index, or a
-    tokenizer that does not load. Reads headers only, never the weights."""
+    ``config.json``, no ``.safetensors`` weights (``pickles``: the pickled weight files the submission had
+    instead, left out), a truncated ``.safetensors`` file, a shard missing from its index, or a tokenizer
+    that does not load. Reads headers only, never the weights."""
     config = model_dir / "config.json"
     if not config.is_file():
         raise Rejected("the model does not load: config.json is missing (is the model still being saved?)")
@@ -308,7 +316,7 @@ def check_model(model_dir: Path) -> None:
     except ValueError as exc:
         raise Rejected(f"the model does not load: config.json is not valid JSON ({exc})") from None
     files = {p.name for p in model_dir.iterdir() if p.is_file()}
-    for index in sorted(n for n in files if n.endswith(".index.json")):
+    for index in sorted(n for n in files if n.endswith(".safetensors.index.json")):
         try:
             shards = set(json.loads((model_dir / index).read_text(encoding="utf-8"))["weight_map"].values())
         except (ValueError, KeyError, TypeError, AttributeError):
@@ -316,10 +324,16 @@ def check_model(model_dir: Path) -> None:
         missing = sorted(shards - files)
         if missing:
             raise Rejected(f"the model does not load: {index} names missing shards {', '.join(missing[:5])}")
-    weights = [n for n in files if WEIGHT_FILE.match(n) and not SKIPPED_FILES.match(n)]
+    weights = sorted(n for n in files if n.endswith(".safetensors"))
+    if not weights and pickles:
+        raise Rejected(
+            f"only safetensors weights are accepted, and the model has {', '.join(sorted(pickles)[:3])} "
+            "(a pickle, which can run code when loaded): save it with save_pretrained(path) "
+            "(safe_serialization is the default)"
+        )
     if not weights:
-        raise Rejected("the model does not load: no weight files (*.safetensors or pytorch_model*.bin)")
-    for name in sorted(n for n in weights if n.endswith(".safetensors")):
+        raise Rejected("the model does not load: no weight files (*.safetensors)")
+    for name in weights:
         try:
             safetensors_header(model_dir / name)
         except ValueError as exc:
@@ -482,11 +496,15 @@ class Grader:
         self.records = self.log.load()
         self.evaluations = 0  # evaluations actually run by this object (cache hits do not count)
         self.closed = False
+        self.deadline_unix: float | None = None  # when set, submissions close by themselves then
+        self.queued = 0  # submissions waiting for the running evaluation
+        self.evaluating = False
         self._eval_lock = threading.RLock()  # one evaluation at a time (the baseline's included)
         self._log_lock = threading.Lock()  # numbering and appending
         self._env_kwargs: dict[str, Any] | None = None
         self._base_hashes: tuple[str, str] | None = None
         self._baseline: dict[str, Any] | None = None
+        self._settings: dict[str, Any] | None = None
 
     # ----- settings -----
     def env_kwargs(self) -> dict[str, Any]:
@@ -502,6 +520,11 @@ class Grader:
 
     def eval_settings(self) -> dict[str, Any]:
         """What defines an evaluation besides the model: the cache key of scores."""
+        if self._settings is None:
+            self._settings = self._make_settings()
+        return self._settings
+
+    def _make_settings(self) -> dict[str, Any]:
         return {
             "task": self.task.name,
             "env_id": self.task.env_id,
@@ -517,19 +540,23 @@ class Grader:
         self.evaluations += 1
         seeds = [self.task.heldout_seed + i for i in range(self.episodes)]
         started = time.perf_counter()
-        summary = run_eval(
-            self.task.env_id,
-            f"hf:{model_dir}",
-            self.episodes,
-            seed=self.task.heldout_seed,
-            workers=self.workers,
-            out=out,
-            env_kwargs=self.env_kwargs(),
-            policy_kwargs=dict(self.policy_kwargs),
-            batch_size=self.batch_size,
-            progress=self.progress,
-            diagnostics=False,
-        )
+        self.evaluating = True
+        try:
+            summary = run_eval(
+                self.task.env_id,
+                f"hf:{model_dir}",
+                self.episodes,
+                seed=self.task.heldout_seed,
+                workers=self.workers,
+                out=out,
+                env_kwargs=self.env_kwargs(),
+                policy_kwargs=dict(self.policy_kwargs),
+                batch_size=self.batch_size,
+                progress=self.progress,
+                diagnostics=False,
+            )
+        finally:
+            self.evaluating = False
         records = read_completed(out, seeds)
         score, hits = self.task.score_of(summary, records)
         low, high = wilson_interval(hits, len(records))
@@ -580,6 +607,12 @@ class Grader:
         """Submissions close (the budget is over): new ones, and queued ones, are rejected from now on."""
         self.closed = True
 
+    def is_closed(self) -> bool:
+        """Closed by :meth:`close`, or ``deadline_unix`` has passed (then closed for good)."""
+        if not self.closed and self.deadline_unix is not None and time.time() >= self.deadline_unix:
+            self.closed = True
+        return self.closed
+
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Wait for the running evaluation, if any, to finish; False on timeout."""
         if not self._eval_lock.acquire(timeout=-1 if timeout is None else timeout):
@@ -607,7 +640,7 @@ class Grader:
         arrived = time.time() if arrived is None else arrived
         given = str(model_path)
         base = {"model_path": given}
-        if self.closed:
+        if self.is_closed():
             return self._record(base, arrived, status="rejected", reason=BUDGET_OVER)
         try:
             sandbox, host = self.view.resolve(given)
@@ -616,9 +649,13 @@ class Grader:
             base["resolved_path"] = str(host)
         except Rejected as exc:
             return self._record(base, arrived, status="rejected", reason=str(exc))
+        with self._log_lock:
+            self.queued += 1
         with self._eval_lock:
+            with self._log_lock:
+                self.queued -= 1
             waited = time.time() - arrived
-            if self.closed:
+            if self.is_closed():
                 return self._record(
                     base, arrived, status="rejected", reason=BUDGET_OVER + " (while it waited for its turn)"
                 )
@@ -654,19 +691,26 @@ class Grader:
         if steps:
             return self.view.resolve(str(sandbox / f"checkpoint-{max(steps)}"))
         raise Rejected(
-            f"the model does not load: {sandbox} holds no config.json (is the model still being saved?)"
+            f"the model does not load: config.json is missing in {sandbox} (is the model still being saved?)"
         )
 
-    def _stage(self, sandbox: PurePosixPath, host: Path, number_hint: str) -> tuple[Path, dict[str, bytes]]:
+    def _stage(
+        self, sandbox: PurePosixPath, host: Path, number_hint: str
+    ) -> tuple[Path, dict[str, bytes], list[str]]:
         """Copy the model's files into ``staging/``; also return the small files that tell its training
-        type (``training.json`` here, ``config.yaml`` here or in the run folder above)."""
+        type (``training.json`` here, ``config.yaml`` here or in the run folder above) and the names of
+        the pickled files left out."""
         tmp = self.grader_dir / "staging" / f"incoming-{number_hint}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         small: dict[str, bytes] = {}
+        pickles: list[str] = []
         try:
             for entry in sorted(os.scandir(host), key=lambda e: e.name):
                 if SKIPPED_FILES.match(entry.name):
+                    continue
+                if PICKLED.match(entry.name):
+                    pickles.append(entry.name)
                     continue
                 _, file_host = self.view.resolve(str(sandbox / entry.name))
                 if file_host.is_dir():
@@ -688,17 +732,17 @@ class Grader:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        return tmp, small
+        return tmp, small, pickles
 
     def _score(
         self, base: dict[str, Any], sandbox: PurePosixPath, host: Path, arrived: float, waited: float
     ) -> dict[str, Any]:
         started = time.perf_counter()
-        staged, small = self._stage(sandbox, host, f"{os.getpid()}-{threading.get_ident()}")
+        staged, small, pickles = self._stage(sandbox, host, f"{os.getpid()}-{threading.get_ident()}")
         try:
             step = int(sandbox.name.split("-")[1]) if re.fullmatch(r"checkpoint-\d+", sandbox.name) else None
             base["training_type"] = training_type(small, step)
-            check_model(staged)
+            check_model(staged, pickles)
             base["model_hash"] = model_hash(staged)
             base["weights_hash"] = weights_hash(staged)
             base["same_as_base"] = base["weights_hash"] == self.base_hashes()[1]
@@ -785,4 +829,6 @@ class Grader:
             "baseline": self._baseline["score"] if self._baseline is not None else None,
             "best": self.best(),
             "submissions": len(self.records),
+            "evaluating": self.evaluating,
+            "queued": self.queued,
         }

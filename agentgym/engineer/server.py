@@ -7,9 +7,11 @@ socket, placed inside its workspace, is how it reaches the grader (``curl --unix
 Endpoints (every answer is JSON):
 
 - ``POST /submit`` with ``{"model_path": "..."}``: blocks until the model is scored and answers
-  ``{submission, status, reason, score, baseline, improvement, best}`` (HTTP 200 for every recorded
-  submission, ``status`` says scored / rejected / error). Submissions queue: one evaluation runs at a time.
-- ``GET /status``: ``{task, baseline, best, submissions, deadline_unix, remaining_s, closed}``.
+  ``{submission, status, reason, score, baseline, improvement, best, same_as_base, eval_s}`` (HTTP 200
+  for every recorded submission, ``status`` says scored / rejected / error). Submissions queue: one
+  evaluation runs at a time.
+- ``GET /status``: ``{task, baseline, best, submissions, evaluating, queued, deadline_unix, remaining_s,
+  closed}``.
 - ``GET /health``: ``{"status": "ok", "task": ...}``.
 
 A malformed request (not JSON, no ``model_path``, a body over ``max_body`` bytes, an unknown path, a wrong
@@ -44,7 +46,17 @@ log = logging.getLogger(__name__)
 MAX_BODY = 64 * 1024
 SOCKET_ENV = "AGENTGYM_GRADER_SOCKET"
 URL_ENV = "AGENTGYM_GRADER_URL"
-ANSWER_KEYS = ("submission", "status", "reason", "score", "baseline", "improvement", "best")
+ANSWER_KEYS = (
+    "submission",
+    "status",
+    "reason",
+    "score",
+    "baseline",
+    "improvement",
+    "best",
+    "same_as_base",
+    "eval_s",
+)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -177,6 +189,8 @@ class GradingServer:
         self.host, self.port = host, port
         self.unix_socket = Path(unix_socket) if unix_socket is not None else None
         self.deadline_unix = deadline_unix
+        if deadline_unix is not None:
+            grader.deadline_unix = deadline_unix  # a queued submission sees the deadline too
         self.max_body = max_body
         self._servers: list[socketserver.BaseServer] = []
         self._threads: list[threading.Thread] = []
@@ -230,9 +244,7 @@ class GradingServer:
     # ----- what the handlers call -----
     @property
     def closed(self) -> bool:
-        if not self.grader.closed and self.deadline_unix is not None and time.time() >= self.deadline_unix:
-            self.grader.close()
-        return self.grader.closed
+        return self.grader.is_closed()
 
     def close_submissions(self, *, wait: bool = True, timeout: float | None = None) -> bool:
         """The budget is over: reject every later submission, and (``wait``) wait for the running
@@ -267,7 +279,15 @@ class _UnixConnection(http.client.HTTPConnection):
     def connect(self) -> None:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(self.timeout)
-        sock.connect(self.socket_path)
+        path = Path(self.socket_path)
+        if len(os.fsencode(path)) < 100:
+            sock.connect(str(path))
+        else:  # too long for a socket address: through /proc/self/fd of its folder
+            folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                sock.connect(f"/proc/self/fd/{folder}/{path.name}")
+            finally:
+                os.close(folder)
         self.sock = sock
 
 

@@ -8,6 +8,9 @@ Layout of a leaderboard folder (``leaderboards/`` in the repository):
     README.md                                 the index: every board
     <env>.md                                  the board of one environment, best success first
     index.html                                all boards with their curves (inline SVG, no scripts)
+    engineer_runs/<task>__<agent>__<hash>.json  one ``agentgym engineer`` run per (agent, driver model,
+                                              task, base model, budget); rendered as ``engineer.md`` and
+                                              a section of ``index.html`` when there is one
 
 ``agentgym eval --submit`` adds a run; ``agentgym leaderboard`` re-renders (``--add OUT`` submits the
 ``summary.json`` of earlier ``agentgym eval --out OUT`` runs first). Both render every run stored in
@@ -31,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 RUNS = "runs"
+ENGINEER_RUNS = "engineer_runs"
 METRIC_KEYS = (
     "episodes",
     "success_rate",
@@ -193,6 +197,44 @@ def load_runs(directory: str | Path = "leaderboards") -> list[dict[str, Any]]:
         entry["_file"] = f"{RUNS}/{path.name}"
         runs.append(entry)
     return runs
+
+
+def submit_engineer_entry(entry: dict[str, Any], directory: str | Path = "leaderboards") -> Path:
+    """Store an engineer run's entry (``agentgym.engineer.reports.leaderboard_entry``) as
+    ``engineer_runs/<task>__<agent>__<hash>.json``; the same key replaces its older file."""
+    name = f"{_slug(entry['task'])}__{_slug(entry['agent'])[:40]}__{entry['config_hash']}.json"
+    path = Path(directory) / ENGINEER_RUNS / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(entry, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def load_engineer_runs(directory: str | Path = "leaderboards") -> list[dict[str, Any]]:
+    entries = []
+    for path in sorted((Path(directory) / ENGINEER_RUNS).glob("*.json")):
+        entry = json.loads(path.read_text(encoding="utf-8"))
+        entry["_file"] = f"{ENGINEER_RUNS}/{path.name}"
+        entries.append(entry)
+    return entries
+
+
+def engineer_boards(entries: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Engineer runs grouped by task, largest improvement first (then best score; ties in a fixed order)."""
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    for entry in entries:
+        grouped.setdefault(entry["task"], []).append(entry)
+    for task_runs in grouped.values():
+        task_runs.sort(
+            key=lambda r: (
+                -(r["metrics"].get("improvement") if r["metrics"].get("improvement") is not None else -1e9),
+                -(r["metrics"].get("best_score") if r["metrics"].get("best_score") is not None else -1e9),
+                r["agent"],
+                r["config_hash"],
+            )
+        )
+    return dict(sorted(grouped.items()))
 
 
 def boards(runs: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -373,9 +415,83 @@ def render_html(grouped: dict[str, list[dict[str, Any]]]) -> str:
     return "\n".join(out) + "\n"
 
 
-def rendered(runs: Sequence[dict[str, Any]]) -> dict[str, str]:
+ENGINEER_COLUMNS = (
+    "#",
+    "agent",
+    "driver model",
+    "base model",
+    "budget",
+    "baseline",
+    "best",
+    "improvement",
+    "submissions",
+    "valid rate",
+    "copies",
+    "time to best (s)",
+    "best's training",
+    "date",
+    "config",
+)
+
+
+def _engineer_row(rank: int, run: dict[str, Any]) -> list[str]:
+    m = run["metrics"]
+    budget = run.get("budget_s")
+    return [
+        str(rank),
+        str(run["agent"]),
+        str(run.get("driver_model") or "-"),
+        str(run.get("base_model")),
+        "-" if budget is None else f"{budget / 3600:.2f} h",
+        _fmt(m.get("baseline")),
+        _fmt(m.get("best_score")),
+        _fmt(m.get("improvement")),
+        str(m.get("submissions")),
+        _fmt(m.get("valid_submission_rate"), 2),
+        str(m.get("copy_model_count")),
+        _fmt(m.get("time_to_best"), 0),
+        str(m.get("best_training_type") or "-"),
+        str(run.get("date") or "-")[:10],
+        run["config_hash"],
+    ]
+
+
+def render_engineer_markdown(grouped: dict[str, list[dict[str, Any]]]) -> str:
+    lines = [
+        "# agentgym engineer",
+        "",
+        "Agents that engineer the post-training of a base model within a budget (`agentgym engineer`), one "
+        "row per (agent, driver model, task, base model, budget); best improvement over the base model's "
+        "held-out score first. Rendered by `agentgym leaderboard` from `engineer_runs/`.",
+    ]
+    for task, runs in grouped.items():
+        lines += ["", f"## {task}", "", "| " + " | ".join(ENGINEER_COLUMNS) + " |"]
+        lines.append("|" + "---|" * len(ENGINEER_COLUMNS))
+        for rank, run in enumerate(runs, start=1):
+            lines.append("| " + " | ".join(c.replace("|", "\\|") for c in _engineer_row(rank, run)) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def render_engineer_html(grouped: dict[str, list[dict[str, Any]]]) -> str:
+    out = ['<h2 id="engineer">agentgym engineer</h2>']
+    for task, runs in grouped.items():
+        out.append(
+            f"<h3>{html.escape(task)}</h3><table><tr>"
+            + "".join(f"<th>{html.escape(c)}</th>" for c in ENGINEER_COLUMNS)
+            + "</tr>"
+        )
+        for rank, run in enumerate(runs, start=1):
+            out.append(
+                "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in _engineer_row(rank, run)) + "</tr>"
+            )
+        out.append("</table>")
+    return "\n".join(out)
+
+
+def rendered(runs: Sequence[dict[str, Any]], engineer_runs: Sequence[dict[str, Any]] = ()) -> dict[str, str]:
     """File name -> text of every rendered file: ``README.md``, one ``<env>.md`` per environment and
-    ``index.html``. Depends on the runs alone (not on their order), never on the clock or the machine."""
+    ``index.html`` (and ``engineer.md`` when there are engineer runs). Depends on the runs alone (not on
+    their order), never on the clock or the machine."""
     grouped = boards(runs)
     files = {}
     index = [
@@ -393,8 +509,16 @@ def rendered(runs: Sequence[dict[str, Any]]) -> dict[str, str]:
             f"- [{env_id}]({name}): {len(env_runs)} runs; best {_policy_label(best)} "
             f"(success {best['metrics']['success_rate']:.3f})"
         )
+    page = render_html(grouped)
+    if engineer_runs:
+        engineer = engineer_boards(engineer_runs)
+        files["engineer.md"] = render_engineer_markdown(engineer)
+        index.append(
+            f"- [agentgym engineer](engineer.md): {len(engineer_runs)} runs over {len(engineer)} tasks"
+        )
+        page = page.replace("</body></html>", render_engineer_html(engineer) + "\n</body></html>")
     files["README.md"] = "\n".join(index) + "\n"
-    files["index.html"] = render_html(grouped)
+    files["index.html"] = page
     return files
 
 
@@ -402,7 +526,8 @@ _BOARD_ROW_HASH = re.compile(r"^\| \d+ \|.*\| ([0-9a-f]{12}) \|$", re.MULTILINE)
 
 
 def _rows_without_run(directory: Path, runs: Sequence[dict[str, Any]]) -> dict[str, list[str]]:
-    """Config hashes on the boards now in ``directory`` that no stored run has: rows a rendering drops."""
+    """Config hashes on the boards now in ``directory`` that no stored run has: rows a rendering drops.
+    ``runs`` holds the eval runs and the engineer runs."""
     stored = {run["config_hash"] for run in runs}
     missing = {}
     for board in sorted(directory.glob("*.md")):
@@ -421,14 +546,15 @@ def render(directory: str | Path = "leaderboards") -> list[Path]:
     or a copy of the folder without its ``runs/``."""
     directory = Path(directory)
     runs = load_runs(directory)
-    for board, hashes in _rows_without_run(directory, runs).items():
+    engineer_runs = load_engineer_runs(directory)
+    for board, hashes in _rows_without_run(directory, [*runs, *engineer_runs]).items():
         warnings.warn(
             f"{directory / board}: dropping {len(hashes)} row(s) with no run file in {directory / RUNS} "
             f"(config {', '.join(hashes)})",
             stacklevel=2,
         )
     written = []
-    for name, text in rendered(runs).items():
+    for name, text in rendered(runs, engineer_runs).items():
         path = directory / name
         path.write_text(text, encoding="utf-8")
         written.append(path)
@@ -444,7 +570,7 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
         if not summary_file.exists():
             raise FileNotFoundError(f"{summary_file} does not exist; run `agentgym eval --out {out}` first")
         print(f"added {submit_run(json.loads(summary_file.read_text()), args.dir, notes=args.notes)}")
-    if not load_runs(args.dir):
+    if not load_runs(args.dir) and not load_engineer_runs(args.dir):
         raise FileNotFoundError(f"no runs in {Path(args.dir) / RUNS}; add one with `agentgym eval --submit`")
     for path in render(args.dir):
         print(f"wrote {path}")
