@@ -11,7 +11,12 @@ from typing import Any
 import agentgym
 
 # Sub-commands that live beside their feature: module path -> its add_parser(subparsers) function.
-_PLUGGED = ["agentgym.sandbox.cli", "agentgym.trainers.cli", "agentgym.eval.leaderboard"]
+_PLUGGED = [
+    "agentgym.sandbox.cli",
+    "agentgym.trainers.cli",
+    "agentgym.eval.leaderboard",
+    "agentgym.engineer.cli",
+]
 
 
 def _json_object(text: str) -> dict[str, Any]:
