@@ -318,10 +318,10 @@ def _load_or_create_meta(
             f"{paths.root} holds a run with {was}; rerun with the same settings to resume it, "
             "or give another --out"
         )
-    meta.update(wanted)  # a run the agent never started takes the new budget and agent
-    if driver_model is not None:
+    if not meta.get("segments"):  # a run the agent never started takes the new budget and agent
+        meta.update(wanted)
+        meta["agent_name"] = agent_name
         meta["driver_model"] = driver_model
-    meta.setdefault("agent_name", agent_name)
     return meta
 
 
