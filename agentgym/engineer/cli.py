@@ -76,9 +76,11 @@ def _cmd_engineer(args: argparse.Namespace) -> int:
     print(json.dumps(results, indent=2, default=str))
     if args.submit:
         from agentgym.engineer.reports import submit_run
+        from agentgym.eval.leaderboard import render
 
         path = submit_run(args.out, args.leaderboard_dir)
-        print(f"added {path} to {args.leaderboard_dir}")
+        render(args.leaderboard_dir)
+        print(f"added {path} and re-rendered {args.leaderboard_dir}")
     return 0
 
 

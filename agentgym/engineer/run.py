@@ -23,29 +23,38 @@ baseline and the submissions so far kept. A run that ended (``run_end.json`` exi
 
 Running a real coding agent
 ---------------------------
-Any command works as the agent; it starts in ``/workspace`` where ``instructions.md`` tells it everything.
-Real agents need their LLM's API, so give ``--allow-network`` and pass their key with ``--pass-env``;
-their programs must be visible in the sandbox (installed under ``/usr`` or the Python prefix, or shown with
-``--expose DIR``). Turn off the agent's own sandbox and approval prompts: agentgym's sandbox is the
-boundary (nested sandboxes need namespaces, which the sandbox refuses). For example::
+Any command works as the agent: it starts in ``/workspace``, where ``instructions.md`` tells it everything
+(the budget, how to submit, the rules). A real agent needs its LLM's API, so give ``--allow-network`` and
+pass its key with ``--pass-env NAME`` (the sandbox starts from an empty environment). Its program must be
+visible inside: installed under ``/usr`` or the Python prefix, or shown with ``--expose DIR`` (e.g. a
+Node.js install, or a uv tool folder) and called by its full path. ``HOME`` is the run's private ``/tmp``,
+so the agent's own config starts empty: pass what it needs by variables. Turn the agent's own sandbox and
+approval prompts off: agentgym's sandbox is the boundary, and nested sandboxes (Claude Code's bubblewrap,
+Docker runtimes) cannot start inside it, since it refuses new namespaces. For example::
 
-    # Claude Code (non-interactive: -p; its own permission prompts off)
+    # Claude Code: -p is its non-interactive mode; its permission prompts off (its own bash sandbox is off
+    # unless enabled in its settings: leave it off)
     agentgym engineer --task frozenlake --base-model tiny --budget 2h --out runs/claude-frozenlake \\
         --allow-network --pass-env ANTHROPIC_API_KEY --expose /opt/node --driver-model claude-sonnet-4-5 \\
-        --agent 'claude -p "$(cat instructions.md description.md)" --dangerously-skip-permissions \\
-                 --output-format stream-json --verbose'
+        --agent '/opt/node/bin/claude -p "$(cat instructions.md description.md)" \\
+                 --dangerously-skip-permissions --output-format stream-json --verbose'
 
-    # Codex CLI (non-interactive: exec; its sandbox off, approvals never)
-    agentgym engineer ... --allow-network --pass-env OPENAI_API_KEY --driver-model gpt-5 \\
+    # Codex CLI: exec is its non-interactive mode; --dangerously-bypass-approvals-and-sandbox (alias --yolo)
+    # turns off its Landlock/seccomp sandbox and the approvals
+    agentgym engineer ... --allow-network --pass-env CODEX_API_KEY --driver-model gpt-5 \\
         --agent 'codex exec --skip-git-repo-check --dangerously-bypass-approvals-and-sandbox \\
                  "$(cat instructions.md description.md)"'
 
-    # OpenHands (headless mode; runtime "local" so it acts in this sandbox instead of starting Docker)
+    # OpenHands (V1 CLI): --headless runs a task without the UI, always approving; --override-with-envs
+    # makes it read LLM_MODEL / LLM_API_KEY / LLM_BASE_URL; it acts in the current folder, not in Docker
+    # (installed with `uv tool install openhands`; $HOME expands on the host, the quoted rest inside)
     agentgym engineer ... --allow-network --pass-env LLM_API_KEY --pass-env LLM_MODEL \\
-        --agent 'RUNTIME=local SANDBOX_VOLUMES=/workspace:/workspace:rw \\
-                 python -m openhands.core.main -t "$(cat instructions.md description.md)"'
+        --expose "$HOME/.local/share/uv" --driver-model "$LLM_MODEL" \\
+        --agent "$HOME/.local/share/uv/tools/openhands/bin/openhands"' --headless --override-with-envs \\
+                 -t "$(cat instructions.md description.md)"'
 
-``$(cat ...)`` runs inside the sandbox, in ``/workspace``. The agent's transcript goes to ``logs/agent.log``.
+``$(cat ...)`` in single quotes runs inside the sandbox, in ``/workspace``. The agent's transcript goes to
+``logs/agent.log``; ``--driver-model`` labels the LLM in the reports and the leaderboard.
 """
 
 from __future__ import annotations
@@ -56,6 +65,7 @@ import re
 import shlex
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -163,17 +173,23 @@ class _RunLock:
         os.close(self.fd)
 
 
-def _with_env_kwargs(task: Task, env_kwargs: Mapping[str, Any] | None) -> Task:
-    """The task with its environment's keyword arguments changed for both splits (a smaller FrozenLake for a
-    demo); the description, the grader and its cache key all see the change."""
-    if not env_kwargs:
-        return task
+def task_variant(
+    task: Task,
+    env_kwargs: Mapping[str, Any] | None = None,
+    heldout_episodes: int | None = None,
+    policy_overrides: Mapping[str, Any] | None = None,
+) -> Task:
+    """The task as this run plays it: its environment's keyword arguments changed on both splits (a smaller
+    FrozenLake for a demo), another number of held-out episodes, other generation settings of the grader;
+    the description the agent reads, the grader and its cache key all see the change."""
     import dataclasses
 
     return dataclasses.replace(
         task,
-        env_kwargs={**task.env_kwargs, **env_kwargs},
-        train_env_kwargs={**task.train_env_kwargs, **env_kwargs},
+        env_kwargs={**task.env_kwargs, **(env_kwargs or {})},
+        train_env_kwargs={**task.train_env_kwargs, **(env_kwargs or {})},
+        heldout_episodes=heldout_episodes or task.heldout_episodes,
+        eval_policy_kwargs={**task.eval_policy_kwargs, **(policy_overrides or {})},
     )
 
 
@@ -213,7 +229,7 @@ def run_engineer(
     change what the scores mean, so they are recorded in ``run_meta.json``. ``expose``: host paths shown
     read-only inside (an agent CLI installed elsewhere); ``pass_env``: host variables passed in (API keys).
     ``grace_s``: seconds between SIGTERM and SIGKILL at the deadline."""
-    say = log or (lambda message: print(f"agentgym engineer: {message}", flush=True))
+    say = log or (lambda message: print(f"agentgym engineer: {message}", file=sys.stderr, flush=True))
     paths = RunPaths(out)
     if budget_s <= 0:
         raise UsageError(f"the budget must be positive, got {budget_s}s")
@@ -232,7 +248,9 @@ def run_engineer(
             raise UsageError(f"--expose {path}: no such file or folder")
     if isolation.bwrap_binary() is None:
         raise UsageError("agentgym engineer needs bubblewrap (Debian/Ubuntu: apt-get install bubblewrap)")
-    task_obj = _with_env_kwargs(get_task(task, data_root=data_root), env_kwargs)
+    task_obj = task_variant(
+        get_task(task, data_root=data_root), env_kwargs, heldout_episodes, policy_overrides
+    )
 
     lock = _RunLock(paths.root)
     try:
@@ -269,9 +287,8 @@ def run_engineer(
             workspace_mount=AGENT_MOUNT,
             mounts=mounts,
             workers=workers,
-            episodes=meta["heldout_episodes"],
+            episodes=task_obj.heldout_episodes,
             started_at=meta.get("start_time"),
-            policy_overrides=meta["policy_overrides"],
         )
         say("measuring the baseline (the base model on the held-out split; cached)")
         baseline = grader.baseline_record()

@@ -223,8 +223,8 @@ def instructions(meta: dict[str, Any]) -> str:
         "The network is on for this run (`--allow-network`): use it for your LLM's API and packages, "
         "never to fetch the held-out data."
         if meta["allow_network"]
-        else "The network is off: there is no route out of the sandbox. The grader is reached through the "
-        "Unix socket `/workspace/grader.sock`."
+        else "The network is off: there is no route out of the sandbox. The grader is reached through\n  "
+        "the Unix socket `/workspace/grader.sock`."
     )
     tcp = (
         "\nWith the network on, the same API also answers at `$AGENTGYM_GRADER_URL`:\n\n"
@@ -409,6 +409,14 @@ def write_agent_meta(paths: RunPaths, meta: dict[str, Any]) -> None:
     os.chmod(path, 0o444)
 
 
+def _write_read_only(path: Path, text: str, mode: int) -> None:
+    """(Re)write a file the agent may only read (never while the agent runs: it is bind-mounted then)."""
+    if path.exists():
+        os.chmod(path, 0o644)  # a user other than root cannot write its own read-only file
+    path.write_text(text, encoding="utf-8")
+    os.chmod(path, mode)
+
+
 def write_meta(paths: RunPaths, meta: dict[str, Any]) -> None:
     write_json_atomic(paths.run_meta, meta)
 
@@ -447,12 +455,8 @@ def build_workspace(task: Task, base_model: str, paths: RunPaths, meta: dict[str
     if os.geteuid() == 0:
         os.chown(paths.workspace, 0, gid)
         os.chmod(paths.workspace, 0o1775)
-    (paths.workspace / "description.md").write_text(task.description, encoding="utf-8")
-    (paths.workspace / "instructions.md").write_text(instructions(meta), encoding="utf-8")
-    submit = paths.workspace / "submit"
-    submit.write_text(SUBMIT_SCRIPT, encoding="utf-8")
-    for name in ("description.md", "instructions.md"):
-        os.chmod(paths.workspace / name, 0o444)
-    os.chmod(submit, 0o555)
+    _write_read_only(paths.workspace / "description.md", task.description, 0o444)
+    _write_read_only(paths.workspace / "instructions.md", instructions(meta), 0o444)
+    _write_read_only(paths.workspace / "submit", SUBMIT_SCRIPT, 0o555)
     write_agent_meta(paths, meta)
     write_meta(paths, meta)

@@ -82,7 +82,7 @@ def checkpoints(run_dir: Path) -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m agentgym.engineer.agents.sft_grpo", description=__doc__)
     parser.add_argument("--steps", type=int, default=30, help="GRPO steps")
-    parser.add_argument("--save-every", type=int, default=10, help="steps between checkpoints")
+    parser.add_argument("--save-every", type=int, default=5, help="steps between checkpoints")
     parser.add_argument("--sft-episodes", type=int, default=192, help="oracle episodes of the warm start")
     args = parser.parse_args(argv)
 
