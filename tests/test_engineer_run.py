@@ -197,6 +197,21 @@ def test_idle_is_a_timeout_no_submission(tmp_path):
     assert took < 60
 
 
+def test_the_submit_script_reports_rejections_and_the_time_left(tmp_path):
+    out = fresh_run(tmp_path / "run")
+    # a half-written model (its config cut short), then the status
+    agent = "mkdir -p output/v1 && printf '{' > output/v1/config.json; ./submit output/v1; ./submit --status"
+    metrics = run(out, agent, 60)
+    log = _log(out)
+    assert '"status": "rejected"' in log and "config.json is not valid JSON" in log
+    status = json.loads(log[log.index('{\n  "seconds_left"') :])
+    assert 0 < status["seconds_left"] <= 60
+    assert status["grader"]["submissions"] == 1 and status["grader"]["closed"] is False
+    summary = read_jsonl(out / "summary.jsonl")
+    assert summary[0]["status"] == "rejected" and summary[0]["failure_type"] == "code_error_runtime"
+    assert metrics["valid_submission_rate"] == 0.0
+
+
 # ----- the budget -----
 def test_the_deadline_kills_a_tree_that_ignores_sigterm(tmp_path):
     out = fresh_run(tmp_path / "run")
