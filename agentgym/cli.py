@@ -17,6 +17,7 @@ _PLUGGED = [
     "agentgym.trainers.cli",
     "agentgym.eval.leaderboard",
     "agentgym.integrations.cli",
+    "agentgym.engineer.cli",
 ]
 
 

