@@ -14,6 +14,9 @@ scores them with the policy model:
 - **Entropy**: the policy's token-level entropy over the vocabulary on every generated token (the
   reply under its own prompt, end-of-turn included), averaged over tokens.
 - **Control tokens**: the wrong control mass on the same pass (``agentgym.eval.control_tokens``).
+- **Tool-call probe** (tool-call formats only, :func:`tool_call_probe`): after each sampled turn's
+  prompt, the tool-call opener is written and the probabilities of what comes next are read: the JSON
+  opener ``{"`` (``p_lbrace``), end-of-turn (``p_eos``) or the opener again (``p_repeat_open``).
 
 Pass an :class:`~agentgym.eval.mi.MutualInformationEMA` per sampling mode (``ema=``) to get the EMA z-score
 across calls. :func:`flatten` turns the nested result into ``{"mi/first_turn/mi": ...}`` for loggers.
@@ -31,11 +34,17 @@ from typing import Any
 
 import numpy as np
 
-from agentgym.eval.control_tokens import control_token_ids, prefix_texts, wrong_control_mass
+from agentgym.eval.control_tokens import (
+    TOOL_PROBE_NAMES,
+    control_token_ids,
+    prefix_texts,
+    tool_probe_sequences,
+    wrong_control_mass,
+)
 from agentgym.eval.metrics import control_spike_report
 from agentgym.eval.mi import MutualInformationEMA, mutual_information
 from agentgym.eval.scoring import PairScore, cross_score, score_pairs
-from agentgym.formats import ResponseFormat, get_format
+from agentgym.formats import ResponseFormat, ToolCallFormat, get_format
 from agentgym.policies import HFPolicy, Policy
 
 MI_MODES = ("first_turn", "trajectory")
@@ -179,15 +188,18 @@ def score_batch(
     ema: Mapping[str, MutualInformationEMA] | None = None,
     control_tokens: bool = True,
     own_pass: bool = True,
+    tool_probe: bool = True,
     **scoring_kwargs: Any,
 ) -> dict[str, Any]:
-    """MI (per mode), generated-token entropy and control-token spikes of a batch of episodes.
+    """MI (per mode), generated-token entropy, control-token spikes and (tool-call formats) the tool-call
+    probe of a batch of episodes.
 
     ``episodes[e][t]`` is turn t of episode e. ``max_samples`` caps the (x, z) pairs of each MI mode (the
     cost grows as its square); ``max_scored_turns`` caps the turns scored for entropy and control tokens
     (whole episodes, a uniform subset fixed by ``seed``); ``own_pass=False`` skips that pass (a trainer
     that already logs its entropy only needs MI). Returns ``{"mi": {mode: {...}}, "entropy": float,
-    "entropy_tokens": int, "control_tokens": {...}}``.
+    "entropy_tokens": int, "control_tokens": {...}, "tool_probe": {...}}`` (``tool_probe`` for tool-call
+    formats, on up to ``max_scored_turns`` turns; ``tool_probe=False`` skips it).
     """
     fmt = get_format(response_format)
     think_tag = fmt.think_tag
@@ -204,6 +216,11 @@ def score_batch(
             **scoring_kwargs,
         )
 
+    if tool_probe and isinstance(fmt, ToolCallFormat):
+        picked = sample_turns(counts, "turn", max_scored_turns, seed)
+        result["tool_probe"] = tool_call_probe(
+            model, tokenizer, [episodes[e][t].prompt_ids for e, t in picked], fmt, **scoring_kwargs
+        )
     if not own_pass:
         return result
     # Entropy and control-token mass: each reply under its own prompt.
@@ -220,6 +237,54 @@ def score_batch(
             for turn, score in per_turn
         ]
         result["control_tokens"] = control_spike_report(masses)
+    return result
+
+
+def tool_call_probe(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[Sequence[int]],
+    response_format: ResponseFormat | str = "tool_call",
+    **scoring_kwargs: Any,
+) -> dict[str, Any]:
+    """The tool-use collapse probe: how the policy continues a reply that opens with a tool call.
+
+    Each prompt (a chat-template prompt ending in the generation prompt) gets the format's tool-call
+    opener appended; then the probability of each continuation is the product of its tokens'
+    probabilities (temperature 1), as token sequences of the model's own tokenizer
+    (``agentgym.eval.control_tokens.tool_probe_sequences`` says where the context stops when the opener
+    shares a token with what follows). Returns the means over prompts of ``p_lbrace`` (the JSON opener
+    ``{"``), ``p_eos`` (end-of-turn) and ``p_repeat_open`` (the opener again), ``p_rest`` (everything
+    else), ``n_prompts`` and ``opener_tail`` (the end of the opener scored inside each continuation;
+    empty when the opener ends on a token boundary).
+
+    The tool-use collapse paper's code (Tool-RL-Box, verl's ``dp_actor.py``) reads the same three
+    probabilities from one softmax, where Qwen's ``{"``, ``<|im_end|>`` and ``<tool_call>`` are single
+    tokens, at the first assistant turn inside each training response that opens with
+    ``<|im_start|>assistant\n<tool_call>\n``, and averages over those responses. Here the opener is
+    written after every prompt given, so a policy that has stopped writing the opener is still measured.
+    """
+    probe = tool_probe_sequences(tokenizer, response_format)
+    empty = {f"p_{name}": None for name in TOOL_PROBE_NAMES}
+    if not prompts:
+        return {**empty, "p_rest": None, "n_prompts": 0, "opener_tail": probe.tail}
+    contexts = [list(p) + probe.head for p in prompts]
+    continuations, names = [], []
+    for name in TOOL_PROBE_NAMES:
+        for ids in probe.continuations[name]:
+            continuations.append(ids)
+            names.append(name)
+    pairs = [(i, j) for j in range(len(contexts)) for i in range(len(continuations))]
+    scoring_kwargs.setdefault("pad_id", tokenizer.pad_token_id or 0)
+    scores = score_pairs(model, contexts, continuations, pairs, **scoring_kwargs)
+    probs = np.zeros((len(contexts), len(TOOL_PROBE_NAMES)))
+    for (i, j), score in scores.items():
+        probs[j, TOOL_PROBE_NAMES.index(names[i])] += np.exp(score.total)
+    means = probs.mean(axis=0)
+    result: dict[str, Any] = {f"p_{name}": float(means[k]) for k, name in enumerate(TOOL_PROBE_NAMES)}
+    result["p_rest"] = float(max(0.0, 1.0 - probs.sum(axis=1).mean()))
+    result["n_prompts"] = len(contexts)
+    result["opener_tail"] = probe.tail
     return result
 
 
