@@ -197,6 +197,10 @@ class TrainerConfig:
     threads: int | None = option(None, "torch CPU threads; null: torch's default")
     diagnostics_every: int = option(0, "MI, entropy and control-token diagnostics every k-th step; 0: off")
     diagnostics_samples: int = option(64, "(prompt, reasoning) pairs per MI estimate")
+    tool_probe_every: int = option(
+        0, "tool-call probe (p_lbrace, p_eos, p_repeat_open) every k-th step, tool-call formats; 0: off"
+    )
+    tool_probe_prompts: int = option(64, "turn prompts of the rollout batch the tool-call probe reads")
 
 
 @dataclass
@@ -276,6 +280,8 @@ def validate(config: TrainConfig) -> None:
         raise ValueError(f"{a.name} needs rollout.group_size >= 2 (a group baseline)")
     if a.mini_batches < 1 or a.ppo_epochs < 1 or a.micro_batch_size < 1:
         raise ValueError("algorithm.mini_batches, ppo_epochs and micro_batch_size must be at least 1")
+    if config.trainer.tool_probe_every < 0 or config.trainer.tool_probe_prompts < 1:
+        raise ValueError("trainer.tool_probe_every must be >= 0 and trainer.tool_probe_prompts >= 1")
     if config.model.lora.enabled and r.engine == "vllm":
         raise ValueError(
             "rollout.engine=vllm loads full weights into the engine; it does not take LoRA adapters"
