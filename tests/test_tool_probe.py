@@ -50,6 +50,11 @@ def sokoban_prompts(tokenizer, seeds=(0, 1, 2)) -> list[list[int]]:
     return prompts
 
 
+def bare(prompts: list[list[int]]) -> list[TurnSample]:
+    """Turns of these prompts with no reply."""
+    return [TurnSample(p, []) for p in prompts]
+
+
 def sequence_prob(model, ids: list[int], start: int) -> float:
     """The product of p(ids[t] | ids[:t]) for t >= start, from one forward pass."""
     with torch.no_grad():
@@ -89,7 +94,7 @@ def test_probe_needs_a_tool_call_format_and_an_eos(tool_tokenizer):
 def test_probe_values_are_the_sequence_probabilities_of_the_model(tool_lm):
     model, tok = tool_lm
     prompts = sokoban_prompts(tok)
-    report = tool_call_probe(model, tok, prompts, "tool_call")
+    report = tool_call_probe(model, tok, bare(prompts), "tool_call")
     opener_ids = tok.encode("<tool_call>", add_special_tokens=False)
     texts = {
         "lbrace": tok.encode("<tool_call>" + JSON_OPENER, add_special_tokens=False),
@@ -108,6 +113,37 @@ def test_probe_values_are_the_sequence_probabilities_of_the_model(tool_lm):
     assert 0 < total < 1 and report["p_rest"] == pytest.approx(1 - total, rel=1e-4)
 
 
+def test_in_reply_reads_where_the_sampled_reply_wrote_the_opener(tool_lm):
+    model, tok = tool_lm
+    prompts = sokoban_prompts(tok)
+    think = tok.encode("<think>push the box up</think>", add_special_tokens=False)
+    call = tok.encode('<tool_call>{"name": "move"}</tool_call>', add_special_tokens=False)
+    turns = [
+        TurnSample(prompts[0], think + call + [tok.eos_token_id]),
+        TurnSample(prompts[1], call + [tok.eos_token_id]),
+        TurnSample(prompts[2], think + [tok.eos_token_id]),  # never opens a call
+    ]
+    report = tool_call_probe(model, tok, turns, "tool_call")
+    head = tool_probe_sequences(tok, "tool_call").head
+    opener = tok.encode("<tool_call>", add_special_tokens=False)
+    assert call[: len(head)] == head
+    texts = {
+        "lbrace": tok.encode("<tool_call>" + JSON_OPENER, add_special_tokens=False),
+        "eos": opener + [tok.eos_token_id],
+        "repeat_open": tok.encode("<tool_call><tool_call>", add_special_tokens=False),
+    }
+    contexts = [prompts[0] + think, prompts[1]]  # each followed by the head, then a continuation
+    for name, ids in texts.items():
+        expected = np.mean([sequence_prob(model, c + ids, len(c) + len(head)) for c in contexts])
+        assert report["in_reply"][f"p_{name}"] == pytest.approx(expected, rel=1e-4, abs=0), name
+    assert report["in_reply"]["n_turns"] == 2 and report["in_reply"]["opened_rate"] == pytest.approx(2 / 3)
+    assert report["n_prompts"] == 3
+    # the forced reading ignores the replies: the same as for bare prompts
+    forced = tool_call_probe(model, tok, bare(prompts), "tool_call")
+    assert report["p_eos"] == pytest.approx(forced["p_eos"], rel=1e-6)
+    assert forced["in_reply"]["n_turns"] == 0 and forced["in_reply"]["p_eos"] is None
+
+
 def test_with_a_one_token_opener_the_probe_reads_one_softmax_as_the_reference_does(tool_tokenizer):
     """Qwen's tokenizer has <tool_call> as one token: the probabilities are then three entries of the
     next-token distribution after it, which is how Tool-RL-Box reads them."""
@@ -122,7 +158,7 @@ def test_with_a_one_token_opener_the_probe_reads_one_softmax_as_the_reference_do
     assert probe.continuations == {"lbrace": [lbrace], "eos": [[tok.eos_token_id]], "repeat_open": [[opener]]}
 
     prompts = sokoban_prompts(tok, seeds=(4, 5))
-    report = tool_call_probe(model, tok, prompts, "tool_call")
+    report = tool_call_probe(model, tok, bare(prompts), "tool_call")
     rows = []
     for p in prompts:
         with torch.no_grad():
@@ -156,7 +192,7 @@ def test_probe_tells_a_healthy_policy_from_a_collapsed_one(tool_tokenizer):
     results = {}
     for name, reply in (("healthy", healthy + [tok.eos_token_id]), ("collapsed", collapsed)):
         model = build_tiny_model(tok, arch="llama", hidden_size=32, layers=2, heads=2, seed=0)
-        results[name] = tool_call_probe(train_on_replies(model, tok, prompts, reply), tok, prompts)
+        results[name] = tool_call_probe(train_on_replies(model, tok, prompts, reply), tok, bare(prompts))
     assert results["healthy"]["p_lbrace"] > 0.5 > results["healthy"]["p_eos"]
     assert results["collapsed"]["p_eos"] > 0.5 > results["collapsed"]["p_lbrace"]
 
@@ -168,11 +204,12 @@ def test_score_batch_adds_the_probe_for_tool_call_formats_only(tool_lm):
     episodes = [[TurnSample(p, reply)] for p in prompts]
     report = score_batch(model, tok, episodes, response_format="tool_call", modes=(), own_pass=False)
     assert report["tool_probe"]["n_prompts"] == 3
-    assert report["tool_probe"] == tool_call_probe(model, tok, prompts, "tool_call")
+    assert report["tool_probe"] == tool_call_probe(model, tok, [e[0] for e in episodes], "tool_call")
     assert "tool_probe" not in score_batch(model, tok, episodes, response_format="answer", modes=())
     off = score_batch(model, tok, episodes, response_format="tool_call", modes=(), tool_probe=False)
     assert "tool_probe" not in off
-    assert tool_call_probe(model, tok, [], "tool_call")["p_lbrace"] is None
+    nothing = tool_call_probe(model, tok, [], "tool_call")
+    assert nothing["p_lbrace"] is None and nothing["in_reply"]["opened_rate"] is None
 
 
 def test_eval_summary_carries_the_probe_for_a_model_policy(tool_lm, tmp_path):
@@ -206,6 +243,7 @@ def test_trainer_logs_the_probe_at_its_interval(tmp_path):
     first = rl[1]
     assert first["tool_probe/n_prompts"] == 4
     assert all(0 < first[f"tool_probe/p_{n}"] < 1 for n in ("lbrace", "eos", "repeat_open"))
+    assert 0 <= first["tool_probe/in_reply/opened_rate"] <= 1 and "tool_probe/in_reply/p_eos" in first
     assert not any(k.startswith("diag/") for k in first)
 
 

@@ -14,9 +14,10 @@ scores them with the policy model:
 - **Entropy**: the policy's token-level entropy over the vocabulary on every generated token (the
   reply under its own prompt, end-of-turn included), averaged over tokens.
 - **Control tokens**: the wrong control mass on the same pass (``agentgym.eval.control_tokens``).
-- **Tool-call probe** (tool-call formats only, :func:`tool_call_probe`): after each sampled turn's
-  prompt, the tool-call opener is written and the probabilities of what comes next are read: the JSON
-  opener ``{"`` (``p_lbrace``), end-of-turn (``p_eos``) or the opener again (``p_repeat_open``).
+- **Tool-call probe** (tool-call formats only, :func:`tool_call_probe`): the probabilities of what
+  comes right after the tool-call opener, the JSON opener ``{"`` (``p_lbrace``), end-of-turn
+  (``p_eos``) or the opener again (``p_repeat_open``), with the opener written after each turn's prompt
+  and where the sampled reply wrote it.
 
 Pass an :class:`~agentgym.eval.mi.MutualInformationEMA` per sampling mode (``ema=``) to get the EMA z-score
 across calls. :func:`flatten` turns the nested result into ``{"mi/first_turn/mi": ...}`` for loggers.
@@ -219,7 +220,7 @@ def score_batch(
     if tool_probe and isinstance(fmt, ToolCallFormat):
         picked = sample_turns(counts, "turn", max_scored_turns, seed)
         result["tool_probe"] = tool_call_probe(
-            model, tokenizer, [episodes[e][t].prompt_ids for e, t in picked], fmt, **scoring_kwargs
+            model, tokenizer, [episodes[e][t] for e, t in picked], fmt, **scoring_kwargs
         )
     if not own_pass:
         return result
@@ -243,49 +244,81 @@ def score_batch(
 def tool_call_probe(
     model: Any,
     tokenizer: Any,
-    prompts: Sequence[Sequence[int]],
+    turns: Sequence[TurnSample],
     response_format: ResponseFormat | str = "tool_call",
     **scoring_kwargs: Any,
 ) -> dict[str, Any]:
-    """The tool-use collapse probe: how the policy continues a reply that opens with a tool call.
+    """The tool-use collapse probe: how the policy continues a tool-call opener.
 
-    Each prompt (a chat-template prompt ending in the generation prompt) gets the format's tool-call
-    opener appended; then the probability of each continuation is the product of its tokens'
-    probabilities (temperature 1), as token sequences of the model's own tokenizer
-    (``agentgym.eval.control_tokens.tool_probe_sequences`` says where the context stops when the opener
-    shares a token with what follows). Returns the means over prompts of ``p_lbrace`` (the JSON opener
-    ``{"``), ``p_eos`` (end-of-turn) and ``p_repeat_open`` (the opener again), ``p_rest`` (everything
-    else), ``n_prompts`` and ``opener_tail`` (the end of the opener scored inside each continuation;
-    empty when the opener ends on a token boundary).
+    The probability of each continuation (the JSON opener ``{"``, end-of-turn, the opener again) is the
+    product of its tokens' probabilities at temperature 1, as token sequences of the model's own
+    tokenizer (``agentgym.eval.control_tokens.tool_probe_sequences`` says where the context stops when
+    the opener shares a token with what follows). It is read at two places:
 
-    The tool-use collapse paper's code (Tool-RL-Box, verl's ``dp_actor.py``) reads the same three
-    probabilities from one softmax, where Qwen's ``{"``, ``<|im_end|>`` and ``<tool_call>`` are single
-    tokens, at the first assistant turn inside each training response that opens with
-    ``<|im_start|>assistant\n<tool_call>\n``, and averages over those responses. Here the opener is
-    written after every prompt given, so a policy that has stopped writing the opener is still measured.
+    - after each turn's prompt (a chat-template prompt ending in the generation prompt) with the opener
+      written as the reply's first text: ``p_lbrace``, ``p_eos``, ``p_repeat_open``, ``p_rest`` (all
+      else), means over ``n_prompts`` turns. Defined for every turn, also when the policy no longer
+      writes the opener by itself;
+    - ``in_reply``: where the sampled reply itself first wrote the opener (its tokens), after whatever
+      came before it (a think block): the same means over the ``n_turns`` turns that wrote it, and
+      ``opened_rate``, their share of all turns.
+
+    ``opener_tail`` is the end of the opener scored inside each continuation (empty when the opener ends
+    on a token boundary).
+
+    The tool-use collapse paper's code (Tool-RL-Box, verl's ``dp_actor.py``, behind its
+    ``trainer_test`` flag) reads the same three probabilities from one softmax, where Qwen's ``{"``,
+    ``<|im_end|>`` and ``<tool_call>`` are single tokens, at the first place in each training response
+    where an assistant turn opens with ``<|im_start|>assistant\n<tool_call>\n``, and averages over the
+    responses where it finds one (the first turn's opener is in the prompt there, so it reads later
+    turns). ``in_reply`` is that reading for replies that may think first; the forced opener is the
+    same reading on every turn.
     """
     probe = tool_probe_sequences(tokenizer, response_format)
-    empty = {f"p_{name}": None for name in TOOL_PROBE_NAMES}
-    if not prompts:
-        return {**empty, "p_rest": None, "n_prompts": 0, "opener_tail": probe.tail}
-    contexts = [list(p) + probe.head for p in prompts]
     continuations, names = [], []
     for name in TOOL_PROBE_NAMES:
         for ids in probe.continuations[name]:
             continuations.append(ids)
             names.append(name)
+    forced = [list(t.prompt_ids) + probe.head for t in turns]
+    in_reply = []
+    for t in turns:
+        at = _find(t.response_ids, probe.head) if probe.head else None
+        if at is not None:
+            in_reply.append(list(t.prompt_ids) + list(t.response_ids[: at + len(probe.head)]))
+    contexts = forced + in_reply
     pairs = [(i, j) for j in range(len(contexts)) for i in range(len(continuations))]
     scoring_kwargs.setdefault("pad_id", tokenizer.pad_token_id or 0)
-    scores = score_pairs(model, contexts, continuations, pairs, **scoring_kwargs)
+    scores = score_pairs(model, contexts, continuations, pairs, **scoring_kwargs) if contexts else {}
     probs = np.zeros((len(contexts), len(TOOL_PROBE_NAMES)))
     for (i, j), score in scores.items():
         probs[j, TOOL_PROBE_NAMES.index(names[i])] += np.exp(score.total)
-    means = probs.mean(axis=0)
-    result: dict[str, Any] = {f"p_{name}": float(means[k]) for k, name in enumerate(TOOL_PROBE_NAMES)}
-    result["p_rest"] = float(max(0.0, 1.0 - probs.sum(axis=1).mean()))
-    result["n_prompts"] = len(contexts)
-    result["opener_tail"] = probe.tail
-    return result
+
+    def means(rows: np.ndarray) -> dict[str, float | None]:
+        if not len(rows):
+            return {f"p_{name}": None for name in (*TOOL_PROBE_NAMES, "rest")}
+        out: dict[str, float | None] = {
+            f"p_{name}": float(rows[:, k].mean()) for k, name in enumerate(TOOL_PROBE_NAMES)
+        }
+        out["p_rest"] = float(max(0.0, 1.0 - rows.sum(axis=1).mean()))
+        return out
+
+    return {
+        **means(probs[: len(forced)]),
+        "n_prompts": len(forced),
+        "opener_tail": probe.tail,
+        "in_reply": {
+            **means(probs[len(forced) :]),
+            "n_turns": len(in_reply),
+            "opened_rate": len(in_reply) / len(turns) if turns else None,
+        },
+    }
+
+
+def _find(ids: Sequence[int], part: Sequence[int]) -> int | None:
+    """The first index where ``part`` occurs in ``ids``, or None."""
+    n = len(part)
+    return next((k for k in range(len(ids) - n + 1) if list(ids[k : k + n]) == list(part)), None)
 
 
 def _is_token_exact(episode: Sequence[TurnSample]) -> bool:

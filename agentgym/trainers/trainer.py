@@ -489,10 +489,9 @@ class Trainer:
         episodes = [turns_from_token_transcript(x.ids, x.mask, x.turn_ends) for x in transcripts]
         picked = sample_turns([len(e) for e in episodes], "turn", t.tool_probe_prompts, seed=step)
         with self.runtime.autocast():
-            report = tool_call_probe(
-                self.model, self.tokenizer, [episodes[e][k].prompt_ids for e, k in picked], fmt
-            )
-        return {f"tool_probe/{k}": v for k, v in report.items() if k != "opener_tail"}
+            report = tool_call_probe(self.model, self.tokenizer, [episodes[e][k] for e, k in picked], fmt)
+        report.pop("opener_tail")  # text; the run's config fixes it
+        return flatten(report, "tool_probe")
 
     def _remember_failures(self, step: int, seeds: list[int], transcripts: Sequence[Transcript]) -> None:
         """Seeds whose group mostly failed, for interleaved SFT (kept for ``failure_window`` steps)."""
