@@ -118,13 +118,20 @@ def test_in_reply_reads_where_the_sampled_reply_wrote_the_opener(tool_lm):
     prompts = sokoban_prompts(tok)
     think = tok.encode("<think>push the box up</think>", add_special_tokens=False)
     call = tok.encode('<tool_call>{"name": "move"}</tool_call>', add_special_tokens=False)
+    # the reply as the model writes it: after </think> this BPE has "><" as one token, so the opener's
+    # head tokens never occur; the probe finds the boundary on the text instead
+    whole = tok.encode('<think>push</think><tool_call>{"name": "move"}</tool_call>', add_special_tokens=False)
+    head = tool_probe_sequences(tok, "tool_call").head
+    cut = next(t for t in range(len(whole)) if tok.decode(whole[:t]).endswith("<tool_call"))
+    assert tok.decode(whole[:cut]) == "<think>push</think><tool_call"
+    assert not any(whole[k : k + len(head)] == head for k in range(len(whole)))
     turns = [
         TurnSample(prompts[0], think + call + [tok.eos_token_id]),
         TurnSample(prompts[1], call + [tok.eos_token_id]),
         TurnSample(prompts[2], think + [tok.eos_token_id]),  # never opens a call
+        TurnSample(prompts[0], whole + [tok.eos_token_id]),
     ]
     report = tool_call_probe(model, tok, turns, "tool_call")
-    head = tool_probe_sequences(tok, "tool_call").head
     opener = tok.encode("<tool_call>", add_special_tokens=False)
     assert call[: len(head)] == head
     texts = {
@@ -132,14 +139,16 @@ def test_in_reply_reads_where_the_sampled_reply_wrote_the_opener(tool_lm):
         "eos": opener + [tok.eos_token_id],
         "repeat_open": tok.encode("<tool_call><tool_call>", add_special_tokens=False),
     }
-    contexts = [prompts[0] + think, prompts[1]]  # each followed by the head, then a continuation
+    # contexts up to the end of the head, then each continuation: the rest of the opener and X
+    contexts = [prompts[0] + think + head, prompts[1] + head, prompts[0] + whole[:cut]]
     for name, ids in texts.items():
-        expected = np.mean([sequence_prob(model, c + ids, len(c) + len(head)) for c in contexts])
+        rest = ids[len(head) :]
+        expected = np.mean([sequence_prob(model, c + rest, len(c)) for c in contexts])
         assert report["in_reply"][f"p_{name}"] == pytest.approx(expected, rel=1e-4, abs=0), name
-    assert report["in_reply"]["n_turns"] == 2 and report["in_reply"]["opened_rate"] == pytest.approx(2 / 3)
-    assert report["n_prompts"] == 3
+    assert report["in_reply"]["n_turns"] == 3 and report["in_reply"]["opened_rate"] == pytest.approx(3 / 4)
+    assert report["n_prompts"] == 4
     # the forced reading ignores the replies: the same as for bare prompts
-    forced = tool_call_probe(model, tok, bare(prompts), "tool_call")
+    forced = tool_call_probe(model, tok, bare(prompts + prompts[:1]), "tool_call")
     assert report["p_eos"] == pytest.approx(forced["p_eos"], rel=1e-6)
     assert forced["in_reply"]["n_turns"] == 0 and forced["in_reply"]["p_eos"] is None
 

@@ -259,9 +259,10 @@ def tool_call_probe(
       written as the reply's first text: ``p_lbrace``, ``p_eos``, ``p_repeat_open``, ``p_rest`` (all
       else), means over ``n_prompts`` turns. Defined for every turn, also when the policy no longer
       writes the opener by itself;
-    - ``in_reply``: where the sampled reply itself first wrote the opener (its tokens), after whatever
-      came before it (a think block): the same means over the ``n_turns`` turns that wrote it, and
-      ``opened_rate``, their share of all turns.
+    - ``in_reply``: where the sampled reply itself first wrote the opener, after whatever came before
+      it (a think block), on the reply's own tokens up to the token boundary where the opener's head
+      ends: the same means over the ``n_turns`` turns where that boundary exists (a token that straddles
+      it leaves the turn out), and ``opened_rate``, their share of all turns.
 
     ``opener_tail`` is the end of the opener scored inside each continuation (empty when the opener ends
     on a token boundary).
@@ -282,10 +283,11 @@ def tool_call_probe(
             names.append(name)
     forced = [list(t.prompt_ids) + probe.head for t in turns]
     in_reply = []
+    head_text = tokenizer.decode(probe.head)
     for t in turns:
-        at = _find(t.response_ids, probe.head) if probe.head else None
+        at = _end_of_first(tokenizer, t.response_ids, head_text, probe.opener) if probe.head else None
         if at is not None:
-            in_reply.append(list(t.prompt_ids) + list(t.response_ids[: at + len(probe.head)]))
+            in_reply.append(list(t.prompt_ids) + list(t.response_ids[:at]))
     contexts = forced + in_reply
     pairs = [(i, j) for j in range(len(contexts)) for i in range(len(continuations))]
     scoring_kwargs.setdefault("pad_id", tokenizer.pad_token_id or 0)
@@ -315,10 +317,19 @@ def tool_call_probe(
     }
 
 
-def _find(ids: Sequence[int], part: Sequence[int]) -> int | None:
-    """The first index where ``part`` occurs in ``ids``, or None."""
-    n = len(part)
-    return next((k for k in range(len(ids) - n + 1) if list(ids[k : k + n]) == list(part)), None)
+def _end_of_first(tokenizer: Any, ids: Sequence[int], head_text: str, opener: str) -> int | None:
+    """The first t such that the text of ``ids[:t]`` ends with ``head_text`` at the start of an opener
+    written in full, or None. Matched on text, since a reply's tokens need not split the opener as it
+    does alone (after ``</think>`` a byte-level BPE writes ``><`` as one token)."""
+    text = tokenizer.decode(list(ids))
+    start = text.find(opener)
+    if start < 0:
+        return None
+    for t in range(1, len(ids) + 1):
+        prefix = tokenizer.decode(list(ids[:t]))
+        if len(prefix) >= start + len(head_text):
+            return t if prefix == text[:start] + head_text else None
+    return None
 
 
 def _is_token_exact(episode: Sequence[TurnSample]) -> bool:
