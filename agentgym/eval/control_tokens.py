@@ -10,16 +10,22 @@ the single token a marker encodes to, or the first token of its encoding when th
 characters long (``</`` in a byte-level BPE); a one-character first token such as ``<`` is too common to
 count and is left out. Positions inside a marker, and positions after the reply has already broken the
 grammar, are not scored. ``agentgym.eval.metrics.control_spike_report`` aggregates the masses.
+
+The *tool-call probe* (:func:`tool_probe_sequences`; scored by ``agentgym.eval.diagnostics.tool_call_probe``)
+looks at one position only: right after the tool-call opener (``<tool_call>``) at the start of a reply,
+where a healthy policy writes the JSON opener ``{"`` and a collapsing one ends the turn or writes the
+opener again (the tool-use collapse paper's ``p_lbrace``, ``p_eos``, ``p_repeat_open``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from agentgym.formats import END_OF_TURN, ResponseFormat, get_format
+from agentgym.formats import END_OF_TURN, ResponseFormat, ToolCallFormat, get_format
 
 
 def eos_ids(tokenizer: Any) -> list[int]:
@@ -86,3 +92,59 @@ def wrong_control_mass(
         )
         masses.append(float(wrong))
     return np.array(masses)
+
+
+JSON_OPENER = '{"'  # how every call of a tool-call format starts: {"name": ...} (or {"arguments": ...})
+TOOL_PROBE_NAMES = ("lbrace", "eos", "repeat_open")
+
+
+@dataclass(frozen=True)
+class ToolProbe:
+    """The token ids of the tool-call probe of one tokenizer and format.
+
+    The probe scores ``opener + X`` for X in the JSON opener, end-of-turn and the opener again. ``head``
+    is the part of the opener's tokens that all three texts share: it is appended to each prompt, and
+    ``continuations[name]`` are the token sequences scored after it (end-of-turn has one per eos id; the
+    probability of a name is the sum over its sequences). When the opener ends on a token boundary in
+    all three (a special ``<tool_call>`` token, as in Qwen's tokenizer, or SmolLM2's BPE for ``>{"``),
+    ``head`` is the whole opener and each probability is p(X | prompt + opener). When the tokenizer merges
+    the opener's last characters with what follows (a byte-level BPE that writes ``>{"`` or ``><`` as
+    one token), ``head`` stops at the last boundary the three share and each continuation starts with
+    the rest of the opener (``tail``): the probabilities are p(tail + X | prompt + head), the probability
+    that the model finishes the opener and writes X, which is what sampling would do there.
+    """
+
+    opener: str
+    head: list[int]
+    tail: str
+    continuations: dict[str, list[list[int]]]
+
+
+def tool_probe_sequences(tokenizer: Any, fmt: ResponseFormat | str) -> ToolProbe:
+    """The :class:`ToolProbe` of ``tokenizer`` for a tool-call format (``tool_call`` and its variants)."""
+    fmt = get_format(fmt)
+    if not isinstance(fmt, ToolCallFormat):
+        raise ValueError(f"the tool-call probe needs a tool-call format, got {fmt.name!r}")
+    eos = eos_ids(tokenizer)
+    if not eos:
+        raise ValueError("the tool-call probe needs a tokenizer with an end-of-turn (eos) token")
+    opener = f"<{fmt.tag}>"
+
+    def encode(text: str) -> list[int]:
+        return list(tokenizer.encode(text, add_special_tokens=False))
+
+    opener_ids = encode(opener)
+    full = {
+        "lbrace": [encode(opener + JSON_OPENER)],
+        "eos": [opener_ids + [e] for e in eos],
+        "repeat_open": [encode(opener + opener)],
+    }
+    cut = len(opener_ids)
+    for sequences in full.values():
+        for ids in sequences:
+            shared = 0
+            while shared < min(cut, len(ids)) and ids[shared] == opener_ids[shared]:
+                shared += 1
+            cut = shared
+    continuations = {name: [ids[cut:] for ids in sequences] for name, sequences in full.items()}
+    return ToolProbe(opener, opener_ids[:cut], tokenizer.decode(opener_ids[cut:]), continuations)

@@ -14,6 +14,10 @@ scores them with the policy model:
 - **Entropy**: the policy's token-level entropy over the vocabulary on every generated token (the
   reply under its own prompt, end-of-turn included), averaged over tokens.
 - **Control tokens**: the wrong control mass on the same pass (``agentgym.eval.control_tokens``).
+- **Tool-call probe** (tool-call formats only, :func:`tool_call_probe`): the probabilities of what
+  comes right after the tool-call opener, the JSON opener ``{"`` (``p_lbrace``), end-of-turn
+  (``p_eos``) or the opener again (``p_repeat_open``), with the opener written after each turn's prompt
+  and where the sampled reply wrote it.
 
 Pass an :class:`~agentgym.eval.mi.MutualInformationEMA` per sampling mode (``ema=``) to get the EMA z-score
 across calls. :func:`flatten` turns the nested result into ``{"mi/first_turn/mi": ...}`` for loggers.
@@ -31,11 +35,17 @@ from typing import Any
 
 import numpy as np
 
-from agentgym.eval.control_tokens import control_token_ids, prefix_texts, wrong_control_mass
+from agentgym.eval.control_tokens import (
+    TOOL_PROBE_NAMES,
+    control_token_ids,
+    prefix_texts,
+    tool_probe_sequences,
+    wrong_control_mass,
+)
 from agentgym.eval.metrics import control_spike_report
 from agentgym.eval.mi import MutualInformationEMA, mutual_information
 from agentgym.eval.scoring import PairScore, cross_score, score_pairs
-from agentgym.formats import ResponseFormat, get_format
+from agentgym.formats import ResponseFormat, ToolCallFormat, get_format
 from agentgym.policies import HFPolicy, Policy
 
 MI_MODES = ("first_turn", "trajectory")
@@ -179,15 +189,18 @@ def score_batch(
     ema: Mapping[str, MutualInformationEMA] | None = None,
     control_tokens: bool = True,
     own_pass: bool = True,
+    tool_probe: bool = True,
     **scoring_kwargs: Any,
 ) -> dict[str, Any]:
-    """MI (per mode), generated-token entropy and control-token spikes of a batch of episodes.
+    """MI (per mode), generated-token entropy, control-token spikes and (tool-call formats) the tool-call
+    probe of a batch of episodes.
 
     ``episodes[e][t]`` is turn t of episode e. ``max_samples`` caps the (x, z) pairs of each MI mode (the
     cost grows as its square); ``max_scored_turns`` caps the turns scored for entropy and control tokens
     (whole episodes, a uniform subset fixed by ``seed``); ``own_pass=False`` skips that pass (a trainer
     that already logs its entropy only needs MI). Returns ``{"mi": {mode: {...}}, "entropy": float,
-    "entropy_tokens": int, "control_tokens": {...}}``.
+    "entropy_tokens": int, "control_tokens": {...}, "tool_probe": {...}}`` (``tool_probe`` for tool-call
+    formats, on up to ``max_scored_turns`` turns; ``tool_probe=False`` skips it).
     """
     fmt = get_format(response_format)
     think_tag = fmt.think_tag
@@ -204,6 +217,11 @@ def score_batch(
             **scoring_kwargs,
         )
 
+    if tool_probe and isinstance(fmt, ToolCallFormat):
+        picked = sample_turns(counts, "turn", max_scored_turns, seed)
+        result["tool_probe"] = tool_call_probe(
+            model, tokenizer, [episodes[e][t] for e, t in picked], fmt, **scoring_kwargs
+        )
     if not own_pass:
         return result
     # Entropy and control-token mass: each reply under its own prompt.
@@ -221,6 +239,97 @@ def score_batch(
         ]
         result["control_tokens"] = control_spike_report(masses)
     return result
+
+
+def tool_call_probe(
+    model: Any,
+    tokenizer: Any,
+    turns: Sequence[TurnSample],
+    response_format: ResponseFormat | str = "tool_call",
+    **scoring_kwargs: Any,
+) -> dict[str, Any]:
+    """The tool-use collapse probe: how the policy continues a tool-call opener.
+
+    The probability of each continuation (the JSON opener ``{"``, end-of-turn, the opener again) is the
+    product of its tokens' probabilities at temperature 1, as token sequences of the model's own
+    tokenizer (``agentgym.eval.control_tokens.tool_probe_sequences`` says where the context stops when
+    the opener shares a token with what follows). It is read at two places:
+
+    - after each turn's prompt (a chat-template prompt ending in the generation prompt) with the opener
+      written as the reply's first text: ``p_lbrace``, ``p_eos``, ``p_repeat_open``, ``p_rest`` (all
+      else), means over ``n_prompts`` turns. Defined for every turn, also when the policy no longer
+      writes the opener by itself;
+    - ``in_reply``: where the sampled reply itself first wrote the opener, after whatever came before
+      it (a think block), on the reply's own tokens up to the token boundary where the opener's head
+      ends: the same means over the ``n_turns`` turns where that boundary exists (a token that straddles
+      it leaves the turn out), and ``opened_rate``, their share of all turns.
+
+    ``opener_tail`` is the end of the opener scored inside each continuation (empty when the opener ends
+    on a token boundary).
+
+    The tool-use collapse paper's code (Tool-RL-Box, verl's ``dp_actor.py``, behind its
+    ``trainer_test`` flag) reads the same three probabilities from one softmax, where Qwen's ``{"``,
+    ``<|im_end|>`` and ``<tool_call>`` are single tokens, at the first place in each training response
+    where an assistant turn opens with ``<|im_start|>assistant\n<tool_call>\n``, and averages over the
+    responses where it finds one (the first turn's opener is in the prompt there, so it reads later
+    turns). ``in_reply`` is that reading for replies that may think first; the forced opener is the
+    same reading on every turn.
+    """
+    probe = tool_probe_sequences(tokenizer, response_format)
+    continuations, names = [], []
+    for name in TOOL_PROBE_NAMES:
+        for ids in probe.continuations[name]:
+            continuations.append(ids)
+            names.append(name)
+    forced = [list(t.prompt_ids) + probe.head for t in turns]
+    in_reply = []
+    head_text = tokenizer.decode(probe.head)
+    for t in turns:
+        at = _end_of_first(tokenizer, t.response_ids, head_text, probe.opener) if probe.head else None
+        if at is not None:
+            in_reply.append(list(t.prompt_ids) + list(t.response_ids[:at]))
+    contexts = forced + in_reply
+    pairs = [(i, j) for j in range(len(contexts)) for i in range(len(continuations))]
+    scoring_kwargs.setdefault("pad_id", tokenizer.pad_token_id or 0)
+    scores = score_pairs(model, contexts, continuations, pairs, **scoring_kwargs) if contexts else {}
+    probs = np.zeros((len(contexts), len(TOOL_PROBE_NAMES)))
+    for (i, j), score in scores.items():
+        probs[j, TOOL_PROBE_NAMES.index(names[i])] += np.exp(score.total)
+
+    def means(rows: np.ndarray) -> dict[str, float | None]:
+        if not len(rows):
+            return {f"p_{name}": None for name in (*TOOL_PROBE_NAMES, "rest")}
+        out: dict[str, float | None] = {
+            f"p_{name}": float(rows[:, k].mean()) for k, name in enumerate(TOOL_PROBE_NAMES)
+        }
+        out["p_rest"] = float(max(0.0, 1.0 - rows.sum(axis=1).mean()))
+        return out
+
+    return {
+        **means(probs[: len(forced)]),
+        "n_prompts": len(forced),
+        "opener_tail": probe.tail,
+        "in_reply": {
+            **means(probs[len(forced) :]),
+            "n_turns": len(in_reply),
+            "opened_rate": len(in_reply) / len(turns) if turns else None,
+        },
+    }
+
+
+def _end_of_first(tokenizer: Any, ids: Sequence[int], head_text: str, opener: str) -> int | None:
+    """The first t such that the text of ``ids[:t]`` ends with ``head_text`` at the start of an opener
+    written in full, or None. Matched on text, since a reply's tokens need not split the opener as it
+    does alone (after ``</think>`` a byte-level BPE writes ``><`` as one token)."""
+    text = tokenizer.decode(list(ids))
+    start = text.find(opener)
+    if start < 0:
+        return None
+    for t in range(1, len(ids) + 1):
+        prefix = tokenizer.decode(list(ids[:t]))
+        if len(prefix) >= start + len(head_text):
+            return t if prefix == text[:start] + head_text else None
+    return None
 
 
 def _is_token_exact(episode: Sequence[TurnSample]) -> bool:

@@ -203,6 +203,10 @@ class TrainerConfig:
     threads: int | None = option(None, "torch CPU threads; null: torch's default")
     diagnostics_every: int = option(0, "MI, entropy and control-token diagnostics every k-th step; 0: off")
     diagnostics_samples: int = option(64, "(prompt, reasoning) pairs per MI estimate")
+    tool_probe_every: int = option(
+        0, "tool-call probe (p_lbrace, p_eos, p_repeat_open) every k-th step, tool-call formats; 0: off"
+    )
+    tool_probe_prompts: int = option(64, "turn prompts of the rollout batch the tool-call probe reads")
 
 
 @dataclass
@@ -347,6 +351,8 @@ AT_LEAST: dict[str, int] = {
     "trainer.threads": 1,
     "trainer.diagnostics_every": 0,
     "trainer.diagnostics_samples": 1,
+    "trainer.tool_probe_every": 0,
+    "trainer.tool_probe_prompts": 1,
 }
 # Rates and scales that must be above zero (a learning rate of 0 trains nothing; RL samples, so its
 # temperature divides the logits).

@@ -21,6 +21,9 @@ CURVES = [
     ("diag/mi/first_turn/mi", "MI, first turn (nats)"),
     ("diag/mi/trajectory/mi", "MI, trajectory (nats)"),
     ("diag/entropy", "token entropy, scored (nats)"),
+    ("tool_probe/p_lbrace", 'p({" | tool-call opener)'),
+    ("tool_probe/p_eos", "p(end-of-turn | tool-call opener)"),
+    ("tool_probe/p_repeat_open", "p(opener again | tool-call opener)"),
 ]
 
 

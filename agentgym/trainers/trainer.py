@@ -37,10 +37,18 @@ import torch
 from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
-from agentgym.eval.diagnostics import flatten, score_batch, turns_from_token_transcript
+from agentgym.eval.diagnostics import (
+    flatten,
+    sample_turns,
+    score_batch,
+    tool_call_probe,
+    turns_from_token_transcript,
+)
 from agentgym.eval.mi import MutualInformationEMA
 from agentgym.eval.runner import evaluate as evaluate_policy
+from agentgym.formats import ToolCallFormat, get_format
 from agentgym.policies import HFPolicy, latest_checkpoint, prepare_tokenizer
+from agentgym.registry import response_format_name
 from agentgym.trainers.algorithms import (
     PPO,
     Algorithm,
@@ -348,6 +356,7 @@ class Trainer:
         transcripts, returns, seeds = self.rollouts(step)
         rollout_time = time.perf_counter() - started
         diagnostics = self._diagnostics(step, transcripts)  # before filtering, as RAGEN-2 measures
+        diagnostics.update(self._tool_probe(step, transcripts))
         generated = rt.all_sum(sum(t.generated_tokens for t in transcripts))
         self._remember_failures(step, seeds, transcripts)
 
@@ -451,11 +460,38 @@ class Trainer:
             self.model,
             self.tokenizer,
             episodes,
+            response_format=response_format_name(self.cfg.env.id, dict(self.cfg.env.kwargs)),
             max_samples=self.cfg.trainer.diagnostics_samples,
             seed=step,
             ema=self.mi_emas,
+            tool_probe=False,  # logged on its own schedule (_tool_probe)
         )
         return {**flatten(report, "diag"), "diag/cpu_s": time.process_time() - started}
+
+    def _tool_probe(self, step: int, transcripts: list[Transcript]) -> dict[str, Any]:
+        """The tool-call probe (``agentgym.eval.diagnostics.tool_call_probe``) on up to
+        ``trainer.tool_probe_prompts`` turn prompts of this rollout batch, every ``trainer.tool_probe_every``
+        steps (and at the last step), for tool-call formats; keys ``tool_probe/...``."""
+        t = self.cfg.trainer
+        every = t.tool_probe_every
+        if not every or not (step % every == 0 or step == t.steps - 1):
+            return {}
+        fmt = get_format(response_format_name(self.cfg.env.id, dict(self.cfg.env.kwargs)))
+        skip = None
+        if not isinstance(fmt, ToolCallFormat):
+            skip = f"trainer.tool_probe_every needs a tool-call response format; this env's is {fmt.name}"
+        elif self.runtime.world > 1:  # scoring is per process; under FSDP the ranks would diverge
+            skip = "trainer.tool_probe_every is ignored with several processes"
+        if skip is not None:
+            if step == 0:
+                warnings.warn(skip, stacklevel=2)
+            return {}
+        episodes = [turns_from_token_transcript(x.ids, x.mask, x.turn_ends) for x in transcripts]
+        picked = sample_turns([len(e) for e in episodes], "turn", t.tool_probe_prompts, seed=step)
+        with self.runtime.autocast():
+            report = tool_call_probe(self.model, self.tokenizer, [episodes[e][k] for e, k in picked], fmt)
+        report.pop("opener_tail")  # text; the run's config fixes it
+        return flatten(report, "tool_probe")
 
     def _remember_failures(self, step: int, seeds: list[int], transcripts: Sequence[Transcript]) -> None:
         """Seeds whose group mostly failed, for interleaved SFT (kept for ``failure_window`` steps)."""
