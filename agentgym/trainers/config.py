@@ -62,6 +62,9 @@ class ModelConfig:
     """The policy: a Hugging Face model, or a tiny one built here."""
 
     path: str | None = option(None, "a Hugging Face name or local directory; null builds model.tiny")
+    gguf_file: str | None = option(
+        None, "a GGUF file inside model.path to load (dequantized to float32), e.g. a llama.cpp download"
+    )
     tiny: TinyModelConfig = section(TinyModelConfig)
     dtype: str = option(
         "auto",
@@ -276,6 +279,12 @@ def validate(config: TrainConfig) -> None:
         raise ValueError(f"{a.name} needs rollout.group_size >= 2 (a group baseline)")
     if a.mini_batches < 1 or a.ppo_epochs < 1 or a.micro_batch_size < 1:
         raise ValueError("algorithm.mini_batches, ppo_epochs and micro_batch_size must be at least 1")
+    if config.model.gguf_file and not config.model.path:
+        raise ValueError("model.gguf_file names a file inside model.path; set model.path too")
+    if config.model.gguf_file and r.engine == "vllm":
+        raise ValueError(
+            "rollout.engine=vllm does not load model.gguf_file; convert it to a Hugging Face folder first"
+        )
     if config.model.lora.enabled and r.engine == "vllm":
         raise ValueError(
             "rollout.engine=vllm loads full weights into the engine; it does not take LoRA adapters"
