@@ -7,7 +7,8 @@
 #   bash experiments/seed_leaderboard.sh [WORD...]
 #
 # WORDs choose what reruns (none: everything). A kind: scripted (random and oracle), smol (SmolLM2), rl (the
-# checkpoint); an environment: frozenlake, sokoban, gsm8k, webshop, textworld, alfworld. Kinds and
+# checkpoint), smol-rl (SmolLM2 trained by configs/smollm2-<env>.yaml: before SFT, after SFT, after RL, on
+# FrozenLake and Sokoban); an environment: frozenlake, sokoban, gsm8k, webshop, textworld, alfworld. Kinds and
 # environments combine: `sokoban gsm8k` reruns every row of those two boards, `smol sokoban` only SmolLM2 on
 # Sokoban. The code used is this checkout's (PYTHONPATH), not an installed agentgym. Each run prints its time;
 # measured on 2 CPU cores shared with other jobs (load 3-14): scripted 5 min (WebShop, TextWorld and ALFWorld
@@ -40,10 +41,10 @@ for word in "$@"; do
   w=${w%-v0}
   case $w in
     all) ;;
-    scripted | smol | rl) KINDS+=("$w") ;;
+    scripted | smol | rl | smol-rl) KINDS+=("$w") ;;
     frozenlake | sokoban | gsm8k | webshop | textworld | alfworld) ENVS+=("$w") ;;
     *)
-      echo "unknown word '$word': use scripted, smol, rl or an environment" \
+      echo "unknown word '$word': use scripted, smol, rl, smol-rl or an environment" \
         "(frozenlake, sokoban, gsm8k, webshop, textworld, alfworld)" >&2
       exit 2
       ;;
@@ -64,7 +65,8 @@ fi
 if wanted scripted agentgym/ALFWorld-v0; then
   [[ -d $SHARED/alfworld ]] || { echo "no $SHARED/alfworld: set SHARED" >&2; exit 2; }
 fi
-if wanted smol agentgym/FrozenLake-v0 || wanted smol agentgym/Sokoban-v0 || wanted smol agentgym/GSM8K-v0; then
+if wanted smol agentgym/FrozenLake-v0 || wanted smol agentgym/Sokoban-v0 || wanted smol agentgym/GSM8K-v0 ||
+  wanted smol-rl agentgym/FrozenLake-v0 || wanted smol-rl agentgym/Sokoban-v0; then
   [[ -f $SMOL/SmolLM2-135M-Instruct.Q4_1.gguf ]] || {
     echo "no $SMOL/SmolLM2-135M-Instruct.Q4_1.gguf: set SMOL (see the header of this script)" >&2
     exit 2
@@ -108,6 +110,39 @@ warm start, trained on 3x3 lakes) after 20 GRPO steps with SNR-aware top-p 0.9 f
   echo "== rl: training and evaluation took $((SECONDS - start)) s"
 }
 
+# SmolLM2 trained here: configs/smollm2-<name>.yaml (SFT warm start on oracle trajectories, then GRPO with
+# SNR-aware top-p 0.9 filtering), then greedy evaluations on the same 128 held-out seeds (2,000,000 on) of
+# the model before SFT (the GGUF file), after SFT (checkpoint-0, linked as smollm2-<name>-sft) and after RL
+# (the run's last checkpoint). Replies are capped as in training, for all three.
+smol_rl() { # smol_rl ENV_ID NAME MAX_NEW_TOKENS
+  wanted smol-rl "$1" || return 0
+  local run_dir=$OUT/smollm2-$2-sft-grpo sft=$OUT/smollm2-$2-sft start=$SECONDS
+  local cap="\"max_new_tokens\": $3" eval_dir
+  echo "== smol-rl: train $run_dir"
+  rm -rf "${run_dir:?}" "${sft:?}"
+  agentgym train --config "configs/smollm2-$2.yaml" "trainer.output_dir=$run_dir" "model.path=$SMOL" \
+    trainer.eval_episodes=0 trainer.progress=false >"$run_dir.train.log"
+  ln -s "$run_dir/checkpoint-0" "$sft"
+  echo "== smol-rl: training took $((SECONDS - start)) s"
+  for policy in "hf:$SMOL" "hf:$sft" "checkpoint:$run_dir"; do
+    local kw="{$cap}" stage
+    case $policy in
+      "hf:$SMOL") kw="{\"gguf_file\": \"SmolLM2-135M-Instruct.Q4_1.gguf\", $cap}" stage="before SFT (zero-shot)" ;;
+      "hf:$sft") stage="after the SFT warm start (checkpoint-0)" ;;
+      *) stage="after SFT and GRPO with SNR-aware top-p 0.9 filtering" ;;
+    esac
+    eval_dir=$OUT/$(echo "$1-$policy" | tr -c 'A-Za-z0-9\n' '-')-heldout
+    rm -rf "${eval_dir:?}"
+    echo "== smol-rl: $policy on $1, 128 episodes"
+    agentgym eval --env "$1" --policy "$policy" --episodes 128 --seed 2000000 --policy-kwargs "$kw" \
+      --out "$eval_dir" --no-progress
+    agentgym leaderboard --dir "$BOARDS" --add "$eval_dir" --notes "SmolLM2-135M-Instruct $stage, \
+configs/smollm2-$2.yaml (experiments/seed_leaderboard.sh smol-rl); greedy, replies up to $3 tokens, held-out \
+seeds from 2000000"
+  done
+  echo "== smol-rl: $1 took $((SECONDS - start)) s"
+}
+
 mkdir -p "$OUT"
 for policy in random oracle; do
   run scripted agentgym/FrozenLake-v0 $policy 50 '{}'
@@ -122,3 +157,5 @@ SMOL_KW='{"gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf", "max_new_tokens": 128}
 run smol agentgym/FrozenLake-v0 "hf:$SMOL" 20 '{}' "$SMOL_KW"
 run smol agentgym/Sokoban-v0 "hf:$SMOL" 20 '{}' "$SMOL_KW"
 run smol agentgym/GSM8K-v0 "hf:$SMOL" 20 "$GSM8K" '{"gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf", "max_new_tokens": 256}'
+smol_rl agentgym/FrozenLake-v0 frozenlake 48
+smol_rl agentgym/Sokoban-v0 sokoban 64

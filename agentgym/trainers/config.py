@@ -68,6 +68,9 @@ class ModelConfig:
     """The policy: a Hugging Face model, or a tiny one built here."""
 
     path: str | None = option(None, "a Hugging Face name or local directory; null builds model.tiny")
+    gguf_file: str | None = option(
+        None, "a GGUF file inside model.path to load (dequantized to float32), e.g. a llama.cpp download"
+    )
     tiny: TinyModelConfig = section(TinyModelConfig)
     dtype: str = option(
         "auto",
@@ -404,6 +407,12 @@ def validate(config: TrainConfig) -> None:
     a, r = config.algorithm, config.rollout
     if r.group_size < 2 and a.name != "ppo":
         raise UsageError(f"{a.name} needs rollout.group_size >= 2 (a group baseline)")
+    if config.model.gguf_file and not config.model.path:
+        raise UsageError("model.gguf_file names a file inside model.path; set model.path too")
+    if config.model.gguf_file and r.engine == "vllm":
+        raise UsageError(
+            "rollout.engine=vllm does not load model.gguf_file; convert it to a Hugging Face folder first"
+        )
     if config.model.lora.enabled and r.engine == "vllm":
         raise UsageError(
             "rollout.engine=vllm loads full weights into the engine; it does not take LoRA adapters"

@@ -103,6 +103,27 @@ def disable_dropout(model: torch.nn.Module) -> None:
             setattr(config, key, 0.0)
 
 
+def as_plain_model(model: Any) -> Any:
+    """A model loaded with ``gguf_file=`` as an ordinary trainable one. transformers dequantizes the GGUF
+    weights into plain float tensors on load but keeps its GGUF "quantizer" on the model, which makes
+    ``save_pretrained`` refuse; once the weights are plain, nothing of the quantization is left to keep."""
+    quantizer = getattr(model, "hf_quantizer", None)
+    if quantizer is None:
+        return model
+    kept_packed = getattr(quantizer, "supported", False) and not quantizer.quantization_config.dequantize
+    if kept_packed or any(not p.dtype.is_floating_point for p in model.parameters()):
+        raise ValueError(
+            "the GGUF weights were kept quantized (the `kernels` package is installed), so they cannot be "
+            "trained; uninstall `kernels` or convert the file to a Hugging Face folder"
+        )
+    model.hf_quantizer = None
+    model.is_quantized = False
+    model.quantization_method = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    return model
+
+
 @dataclass
 class Prepared:
     """One micro-batch with everything the update needs that does not change during the update."""
@@ -164,8 +185,10 @@ class Trainer:
         cfg, rt = self.cfg, self.runtime
         lora = cfg.model.lora.enabled
         source = resume if resume is not None and not lora else self._initial_model_dir()
-        self.tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(source))
-        model: Any = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+        extra = self._gguf(source)
+        self.tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(source, **extra))
+        model: Any = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, **extra)
+        model = as_plain_model(model)
         disable_dropout(model)
         if cfg.model.gradient_checkpointing:
             model.gradient_checkpointing_enable()
@@ -185,6 +208,12 @@ class Trainer:
         if self.algorithm.needs_critic:
             self._load_critic(resume / "critic" if resume is not None else source)
         self.ref: Any = None  # loaded when RL starts (it is the policy at RL step 0) and kl_coef > 0
+
+    def _gguf(self, source: Path | str) -> dict[str, str]:
+        """``gguf_file=`` for ``from_pretrained`` when ``source`` is ``model.path`` and that names a GGUF
+        file; checkpoints are saved as plain Hugging Face folders and need none."""
+        gguf = self.cfg.model.gguf_file
+        return {"gguf_file": gguf} if gguf and source == self._initial_model_dir() else {}
 
     def _initial_model_dir(self) -> Path | str:
         """The model RL starts from: ``model.path``, or a tiny model built and saved once in ``init/``."""
@@ -236,7 +265,11 @@ class Trainer:
     def _load_critic(self, source: Path | str) -> None:
         from transformers import AutoModelForTokenClassification
 
-        critic = AutoModelForTokenClassification.from_pretrained(source, num_labels=1, dtype=torch.float32)
+        critic = as_plain_model(
+            AutoModelForTokenClassification.from_pretrained(
+                source, num_labels=1, dtype=torch.float32, **self._gguf(source)
+            )
+        )
         disable_dropout(critic)
         critic.config.pad_token_id = self.tokenizer.pad_token_id
         critic.to(self.runtime.device)
