@@ -145,9 +145,11 @@ def test_gguf_file_needs_model_path(tmp_path):
 
 
 @pytest.mark.parametrize("path", SMOL_CONFIGS, ids=[p.name for p in SMOL_CONFIGS])
-def test_smollm2_configs_load_and_validate(path):
-    config = load_config(path, ["trainer.output_dir=/tmp/unused", "model.path=/elsewhere"])
-    assert config.model.path == "/elsewhere"  # a user points it at their copy
+def test_smollm2_configs_load_and_validate(path, tmp_path):
+    elsewhere = tmp_path / "smol"  # the config checks that model.path exists
+    elsewhere.mkdir()
+    config = load_config(path, [f"trainer.output_dir={tmp_path / 'run'}", f"model.path={elsewhere}"])
+    assert config.model.path == str(elsewhere)  # a user points it at their copy
     assert config.model.gguf_file == "SmolLM2-135M-Instruct.Q4_1.gguf"
     assert config.sft.episodes > 0  # the warm start that teaches the answer format
     f = config.filter
