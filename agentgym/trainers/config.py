@@ -9,6 +9,7 @@ overrides) with OmegaConf and returns the typed ``TrainConfig`` the trainer read
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,6 +97,25 @@ class RolloutConfig:
     vllm_gpu_memory_utilization: float = option(0.4, "share of GPU memory vLLM may take")
     importance_cap: float | None = option(
         2.0, "cap of the trainer/sampler importance weight (vllm only); null: no correction"
+    )
+    env_workers: int = option(
+        0,
+        "worker processes (or Ray actors) that host the envs and step them while the trainer generates, "
+        "an episode joining the next batch as soon as its observation arrives; 0: step every env in the "
+        "trainer's process between generation batches",
+    )
+    env_workers_backend: str = option(
+        "process",
+        "what hosts the env workers: spawned processes, or Ray actors (needs ray; RAY_ADDRESS: a cluster)",
+        choices=("process", "ray"),
+    )
+    env_workers_gather_ms: float = option(
+        10.0, "env workers: answers that come within this many ms of each other join one generation batch"
+    )
+    seed_per_trajectory: bool = option(
+        False,
+        "each episode samples from seeds of (run seed, step, its env seed, its index in its group, its "
+        "turn), whatever shares its batch; always on with env_workers > 0",
     )
 
 
@@ -276,6 +296,10 @@ def validate(config: TrainConfig) -> None:
         raise ValueError(f"{a.name} needs rollout.group_size >= 2 (a group baseline)")
     if a.mini_batches < 1 or a.ppo_epochs < 1 or a.micro_batch_size < 1:
         raise ValueError("algorithm.mini_batches, ppo_epochs and micro_batch_size must be at least 1")
+    if r.env_workers < 0 or r.env_workers_gather_ms < 0:
+        raise ValueError("rollout.env_workers and rollout.env_workers_gather_ms must be >= 0")
+    if r.env_workers and r.env_workers_backend == "ray" and importlib.util.find_spec("ray") is None:
+        raise ValueError("rollout.env_workers_backend=ray needs Ray: pip install ray")
     if config.model.lora.enabled and r.engine == "vllm":
         raise ValueError(
             "rollout.engine=vllm loads full weights into the engine; it does not take LoRA adapters"
