@@ -33,9 +33,9 @@ def any_lm(request, tiny_lm, gpt2_pad_eos):
 class RecordingPolicy(TokenExactPolicy):
     """Remembers the exact prompts it generated from."""
 
-    def generate(self, prompts):
+    def generate(self, prompts, seeds=None):
         self.seen = getattr(self, "seen", []) + [[list(p) for p in prompts]]
-        return super().generate(prompts)
+        return super().generate(prompts, seeds)
 
 
 def test_generation_logprobs_equal_recomputed_ones_on_left_padded_batches(any_lm):

@@ -106,6 +106,25 @@ class RolloutConfig:
     importance_cap: float | None = option(
         2.0, "cap of the trainer/sampler importance weight (vllm only); null: no correction"
     )
+    env_workers: int = option(
+        0,
+        "worker processes (or Ray actors) that host the envs and step them while the trainer generates, "
+        "an episode joining the next batch as soon as its observation arrives; 0: step every env in the "
+        "trainer's process between generation batches",
+    )
+    env_workers_backend: str = option(
+        "process",
+        "what hosts the env workers: spawned processes, or Ray actors (needs ray; RAY_ADDRESS: a cluster)",
+        choices=("process", "ray"),
+    )
+    env_workers_gather_ms: float = option(
+        10.0, "env workers: answers that come within this many ms of each other join one generation batch"
+    )
+    seed_per_trajectory: bool = option(
+        False,
+        "each episode samples from seeds of (run seed, step, its env seed, its index in its group, its "
+        "turn), whatever shares its batch; always on with env_workers > 0",
+    )
 
 
 @dataclass
@@ -356,6 +375,8 @@ AT_LEAST: dict[str, int] = {
     "trainer.diagnostics_samples": 1,
     "trainer.tool_probe_every": 0,
     "trainer.tool_probe_prompts": 1,
+    "rollout.env_workers": 0,
+    "rollout.env_workers_gather_ms": 0,
 }
 # Rates and scales that must be above zero (a learning rate of 0 trains nothing; RL samples, so its
 # temperature divides the logits).
@@ -413,6 +434,8 @@ def validate(config: TrainConfig) -> None:
         raise UsageError(
             "rollout.engine=vllm does not load model.gguf_file; convert it to a Hugging Face folder first"
         )
+    if r.env_workers and r.env_workers_backend == "ray" and importlib.util.find_spec("ray") is None:
+        raise UsageError("rollout.env_workers_backend=ray needs Ray: pip install 'agentgym[ray]'")
     if config.model.lora.enabled and r.engine == "vllm":
         raise UsageError(
             "rollout.engine=vllm loads full weights into the engine; it does not take LoRA adapters"

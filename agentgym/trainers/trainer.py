@@ -68,6 +68,7 @@ from agentgym.trainers.distributed import (
     optimizer_step,
     shard_model,
 )
+from agentgym.trainers.env_workers import EnvWorkers
 from agentgym.trainers.sft import expert_transcripts, micro_batches, sft_epochs
 from agentgym.trainers.snr import filter_stats, kept_ratio_scale, snr_filter
 from agentgym.trainers.transcripts import (
@@ -146,6 +147,7 @@ class Trainer:
 
     def __init__(self, config: TrainConfig) -> None:
         self.cfg = config
+        self.env_workers: EnvWorkers | None = None  # started by the first rollout (rollout.env_workers)
         self.run_dir = Path(config.trainer.output_dir)
         self.runtime = Runtime.start(config.trainer.device, config.model.dtype)
         if config.trainer.threads:
@@ -298,6 +300,7 @@ class Trainer:
             max_new_tokens=r.max_new_tokens,
             device=str(self.runtime.device),
             engine=engine,
+            seed_per_trajectory=r.seed_per_trajectory or r.env_workers > 0,
         )
 
     def _load_reference(self) -> None:
@@ -458,15 +461,26 @@ class Trainer:
         self.sampler.reseed(((cfg.trainer.seed * 1_000_003 + step) * 1024 + rt.rank) * 1000)
         if self.sampler.engine is not None:
             self.sampler.engine.sync_weights(self.model, rt)
-        with torch.no_grad(), rt.autocast(), gathered_for_generation(self.model, rt):
-            local = play(
+        if r.env_workers and self.env_workers is None:
+            self.env_workers = EnvWorkers(
                 cfg.env.id,
-                mine,
-                r.group_size,
-                self.sampler,
-                env_kwargs=dict(cfg.env.kwargs),
-                batch_size=r.batch_size,
+                dict(cfg.env.kwargs),
+                r.env_workers,
+                backend=r.env_workers_backend,
+                gather_ms=r.env_workers_gather_ms,
             )
+        with torch.no_grad(), rt.autocast(), gathered_for_generation(self.model, rt):
+            if self.env_workers is not None:  # envs step in workers while generation goes on
+                local = self.env_workers.play(mine, r.group_size, self.sampler, batch_size=r.batch_size)
+            else:
+                local = play(
+                    cfg.env.id,
+                    mine,
+                    r.group_size,
+                    self.sampler,
+                    env_kwargs=dict(cfg.env.kwargs),
+                    batch_size=r.batch_size,
+                )
         for t in local:  # global group index: the position of its seed in this step's seed list
             t.group = seeds.index(mine[t.group])
         table = np.zeros((len(seeds), r.group_size))
@@ -918,6 +932,8 @@ class Trainer:
             f.write(json.dumps(record) + "\n")
 
     def close(self) -> None:
+        if self.env_workers is not None:
+            self.env_workers.close()
         self.runtime.close()
 
 

@@ -11,16 +11,25 @@ The transcript is never re-tokenized as a whole, so no token of a response is ev
 next turn is generated from exactly these ids.
 
 The episodes themselves run through ``agentgym.rollout.run_episodes`` (continuous batching over the
-envs); the policies here only keep each chat's token list beside it. Groups are ``group_size`` episodes
-of one env seed.
+envs), or with the envs in worker processes through ``agentgym.trainers.env_workers``; the policies here
+only keep each chat's token list beside it. Groups are ``group_size`` episodes of one env seed; an
+episode's ``member`` is its index in its group.
+
+Sampling seeds. By default one torch seed that advances per ``generate`` call drives a whole batch, so
+what an episode samples depends on which episodes share its batches. With ``seed_per_trajectory`` each
+episode samples from seeds of (the policy's seed, its env seed, its member, its turn) alone
+(:func:`trajectory_seed`): the same tokens whatever the batching, which the env workers need, since there
+the batches depend on which env answers first.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
 from agentgym.policies import HFPolicy, Policy, prepare_tokenizer
@@ -43,6 +52,7 @@ class Transcript:
     turn_ends: list[int] = field(default_factory=list)  # index of each turn's last generated token
     seed: int = 0
     group: int = 0
+    member: int = 0  # index of the episode in its group (the episodes of one env seed)
     rewards: list[float] = field(default_factory=list)
     success: bool = False
     format_ok: list[bool] = field(default_factory=list)
@@ -76,6 +86,14 @@ def observation_ids(tokenizer: Any, chat: Chat, response_ended: bool) -> list[in
     return tokenizer.encode(tail, add_special_tokens=False)
 
 
+def trajectory_seed(base: int, env_seed: int, member: int, turn: int) -> int:
+    """The sampling seed of one turn of one episode: a 64-bit mix of (the policy's seed, the env seed, the
+    episode's index in its group, the turn) by numpy's SeedSequence. The member keeps the episodes of a
+    group apart, which share the env seed and would otherwise sample alike."""
+    entropy = [base % 2**64, env_seed % 2**64, member % 2**64, turn % 2**64]
+    return int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0])
+
+
 class TranscriptBook:
     """Keeps a transcript beside each live chat of ``run_episodes``; chats are matched by identity,
     since the rollout loop appends to the same message list for the whole episode."""
@@ -83,20 +101,55 @@ class TranscriptBook:
     def __init__(self, tokenizer: Any) -> None:
         self.tokenizer = tokenizer
         self._live: dict[int, tuple[Chat, Transcript, int]] = {}  # id(chat) -> (chat, transcript, messages)
+        self._started: Counter[int] = Counter()  # episodes begun per env seed since new_rollout()
+
+    def new_rollout(self) -> None:
+        """Count group members from 0 again (a new batch of groups)."""
+        self._started.clear()
+
+    def begin(self, chat: Chat, seed: int = 0, member: int | None = None) -> Transcript:
+        """Start the transcript of a new episode from its first messages. ``member`` None: the next
+        index among the episodes of env seed ``seed`` begun since :meth:`new_rollout`."""
+        if member is None:
+            member = self._started[seed]
+        self._started[seed] += 1
+        transcript = Transcript(seed=seed, member=member)
+        first = self.tokenizer.apply_chat_template(
+            chat, add_generation_prompt=True, tokenize=True, return_dict=False
+        )
+        transcript.extend(first, trained=False)
+        self._live[id(chat)] = (chat, transcript, len(chat))
+        return transcript
+
+    def begin_new(self, chats: Sequence[Chat], envs: Sequence[Any]) -> None:
+        """Begin each chat not seen yet with the seed its env was reset with (members in order)."""
+        for chat, env in zip(chats, envs, strict=True):
+            if not self.knows(chat):
+                self.begin(chat, seed=int(env.unwrapped.np_random_seed))
+
+    def knows(self, chat: Chat) -> bool:
+        entry = self._live.get(id(chat))
+        return entry is not None and entry[0] is chat
+
+    def transcript(self, chat: Chat) -> Transcript:
+        """The live transcript of ``chat`` (begun, not finished)."""
+        return self._live[id(chat)][1]
+
+    def forget(self, chat: Chat) -> None:
+        """Drop a live episode without finishing it (its environment was lost)."""
+        self._live.pop(id(chat), None)
 
     def prompts(self, chats: Sequence[Chat]) -> list[list[int]]:
         """The ids each chat's next response is generated from (new observations appended)."""
         out = []
         for chat in chats:
-            entry = self._live.get(id(chat))
-            if entry is None or entry[0] is not chat:
-                transcript = Transcript()
-                first = self.tokenizer.apply_chat_template(
-                    chat, add_generation_prompt=True, tokenize=True, return_dict=False
-                )
-                transcript.extend(first, trained=False)
+            if not self.knows(chat):
+                transcript = self.begin(chat, member=0)  # no env seed known: finish() sets the seed
             else:
-                _, transcript, seen = entry
+                _, transcript, seen = self._live[id(chat)]
+                if len(chat) == seen:
+                    out.append(transcript.ids)  # nothing new since the last call (or since begin)
+                    continue
                 if len(chat) != seen + 2:
                     raise RuntimeError(
                         f"a chat grew from {seen} to {len(chat)} messages; expected one reply "
@@ -104,7 +157,7 @@ class TranscriptBook:
                     )
                 ended = bool(transcript.ids) and transcript.ids[-1] == self.tokenizer.eos_token_id
                 transcript.extend(observation_ids(self.tokenizer, chat, ended), trained=False)
-            self._live[id(chat)] = (chat, transcript, len(chat))
+                self._live[id(chat)] = (chat, transcript, len(chat))
             out.append(transcript.ids)
         return out
 
@@ -128,19 +181,41 @@ class TranscriptBook:
 
 
 class TokenExactPolicy(HFPolicy):
-    """An ``HFPolicy`` that generates each turn from the episode's own token list (see the module doc)."""
+    """An ``HFPolicy`` that generates each turn from the episode's own token list (see the module doc).
 
-    def __init__(self, model: Any, tokenizer: Any, engine: Any | None = None, **kwargs: Any) -> None:
+    ``seed_per_trajectory``: each episode samples from :meth:`trajectory_seeds` (needs the envs in
+    :meth:`act`, for their seeds); the base of those seeds is the last :meth:`reseed` value."""
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        engine: Any | None = None,
+        seed_per_trajectory: bool = False,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(model, tokenizer, **kwargs)
         self.book = TranscriptBook(self.tokenizer)
         self.engine = engine  # an optional faster sampler with the same generate(prompts) (e.g. vLLM)
+        self.seed_per_trajectory = seed_per_trajectory
+
+    def trajectory_seeds(self, chats: Sequence[Chat]) -> list[int]:
+        """The sampling seed of each live chat's next turn (:func:`trajectory_seed`)."""
+        out = []
+        for chat in chats:
+            t = self.book.transcript(chat)
+            out.append(trajectory_seed(self._seed, t.seed, t.member, len(t.turn_ends) + 1))
+        return out
 
     def act(self, chats: Sequence[Chat], envs: Sequence[Any] = ()) -> list[Generation]:
+        seeded = self.seed_per_trajectory and len(envs) == len(chats)
+        if len(envs) == len(chats):
+            self.book.begin_new(chats, envs)
         prompts = self.book.prompts(chats)
         if self.engine is not None:
             generations = self.engine.generate(prompts, self.temperature, self.max_new_tokens)
         else:
-            generations = self.generate(prompts)
+            generations = self.generate(prompts, self.trajectory_seeds(chats) if seeded else None)
         self.book.record(chats, generations)
         return generations
 
@@ -156,6 +231,7 @@ class ExpertTokenPolicy(Policy):
         self.book = TranscriptBook(self.tokenizer)
 
     def act(self, chats: Sequence[Chat], envs: Sequence[Any]) -> list[Generation]:
+        self.book.begin_new(chats, envs)
         self.book.prompts(chats)
         generations = []
         for env in envs:
@@ -186,6 +262,7 @@ def play(
         raise ValueError("the seeds of one rollout batch must be distinct (one group per seed)")
     all_seeds = [s for s in seeds for _ in range(group_size)]
     transcripts: list[Transcript] = []
+    policy.book.new_rollout()  # members count from 0 in each group of this batch
 
     def finished(episode: Episode) -> None:
         transcript = policy.book.finish(episode)
