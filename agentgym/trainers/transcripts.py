@@ -138,7 +138,10 @@ class TokenExactPolicy(HFPolicy):
     def act(self, chats: Sequence[Chat], envs: Sequence[Any] = ()) -> list[Generation]:
         prompts = self.book.prompts(chats)
         if self.engine is not None:
-            generations = self.engine.generate(prompts, self.temperature, self.max_new_tokens)
+            generations = self.engine.generate(
+                prompts, self.temperature, self.max_new_tokens, seed=self._seed
+            )
+            self._seed += 1
         else:
             generations = self.generate(prompts)
         self.book.record(chats, generations)
