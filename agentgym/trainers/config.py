@@ -92,7 +92,11 @@ class RolloutConfig:
     temperature: float = option(1.0, "sampling temperature (the trained log-probs use it too)")
     max_new_tokens: int = option(128, "most tokens generated per turn")
     batch_size: int | None = option(None, "episodes generated at once; null: the whole step")
-    engine: str = option("hf", "sampler: transformers generate, or vLLM on GPUs", choices=("hf", "vllm"))
+    engine: str = option(
+        "hf",
+        "sampler: transformers generate, or vLLM (GPU or CPU build; AGENTGYM_VLLM_PYTHON)",
+        choices=("hf", "vllm"),
+    )
     vllm_gpu_memory_utilization: float = option(0.4, "share of GPU memory vLLM may take")
     importance_cap: float | None = option(
         2.0, "cap of the trainer/sampler importance weight (vllm only); null: no correction"

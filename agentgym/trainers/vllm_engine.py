@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import weakref
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -71,24 +72,32 @@ class VLLMEngine:
         log_path: str | Path | None = None,
         python: str | None = None,
     ) -> None:
+        python = python or vllm_python()  # first: a missing vLLM fails before anything is made
         self.tokenizer = tokenizer
         self._calls = 0
         self._seed = seed
         self._shm: Any = None  # the shared weights (a tensor over a file in /dev/shm), made at the first sync
-        self._shm_path: str | None = None
+        folder = "/dev/shm" if Path("/dev/shm").is_dir() else None
+        fd, self._shm_path = tempfile.mkstemp(prefix="agentgym-vllm-weights-", dir=folder)
+        os.close(fd)
         self._layout: dict[str, tuple[int, list[int], str]] = {}
-        self.sync_seconds: list[float] = []  # the engine's own time per sync (the copy in excluded)
-        self.log_path = (
-            Path(log_path) if log_path else Path(tempfile.mkstemp(prefix="vllm-engine-", suffix=".log")[1])
-        )
+        self.sync_seconds: list[
+            float
+        ] = []  # the engine's time per sync (the copy into shared memory excluded)
+        if log_path is None:
+            fd, log_path = tempfile.mkstemp(prefix="agentgym-vllm-engine-", suffix=".log")
+            os.close(fd)
+        self.log_path = Path(log_path)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [python or vllm_python(), str(WORKER)],
+            [python, str(WORKER)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._log,
         )
+        # a trainer that never calls close() (a crash) still stops the worker and frees the shared memory
+        self._cleanup = weakref.finalize(self, _stop, self.proc, self._shm_path)
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self._requests = Connection(os.dup(self.proc.stdin.fileno()), readable=False)
         self._answers = Connection(os.dup(self.proc.stdout.fileno()), writable=False)
@@ -178,9 +187,6 @@ class VLLMEngine:
         for name, tensor in weights.items():
             self._layout[name] = (offset, list(tensor.shape), str(tensor.dtype).removeprefix("torch."))
             offset += (tensor.numel() * tensor.element_size() + 63) // 64 * 64  # aligned for any dtype
-        folder = "/dev/shm" if Path("/dev/shm").is_dir() else None
-        fd, self._shm_path = tempfile.mkstemp(prefix="agentgym-vllm-weights-", dir=folder)
-        os.close(fd)
         self._shm = torch.from_file(self._shm_path, shared=True, size=offset, dtype=torch.uint8)
 
     def close(self) -> None:
@@ -190,11 +196,16 @@ class VLLMEngine:
                 self._requests.send(("close",))
                 self.proc.wait(timeout=30)
             except (OSError, subprocess.TimeoutExpired):
-                self.proc.kill()
-                self.proc.wait()
+                pass  # _stop kills it
         for conn in (self._requests, self._answers):
             conn.close()
-        if self._shm_path is not None:
-            Path(self._shm_path).unlink(missing_ok=True)
-            self._shm_path, self._shm = None, None
+        self._shm = None
+        self._cleanup()
         self._log.close()
+
+
+def _stop(proc: subprocess.Popen, shm_path: str) -> None:
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    Path(shm_path).unlink(missing_ok=True)
