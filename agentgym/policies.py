@@ -26,6 +26,10 @@ import numpy as np
 from agentgym.errors import UsageError, check_kwargs
 from agentgym.types import Chat, Generation
 
+# The reply length cap of every model policy (hf:, checkpoint:, openai:), so that the same eval does not
+# change with the backend. A reply cut there is recorded with finish_reason "length".
+DEFAULT_MAX_NEW_TOKENS = 256
+
 
 class Policy(ABC):
     spec: str = ""
@@ -106,7 +110,7 @@ class HFPolicy(Policy):
         tokenizer: Any | None = None,
         *,
         temperature: float = 0.0,
-        max_new_tokens: int = 256,
+        max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
         device: str | None = None,
         dtype: str | None = None,
         seed: int = 0,
@@ -156,19 +160,8 @@ class HFPolicy(Policy):
         return self.generate(self.encode_chats(chats), self.sampling_seeds(chats, envs))
 
     def sampling_seeds(self, chats: Sequence[Chat], envs: Sequence[Any]) -> list[int] | None:
-        """One sampling seed per chat, from (``seed``, its episode's seed, its turn); None when the
-        environments are not given or one has no known seed (Gymnasium's ``np_random_seed`` is the seed
-        of its last ``reset``, -1 when unknown)."""
-        if len(envs) != len(chats):
-            return None
-        seeds = []
-        for chat, env in zip(chats, envs, strict=True):
-            episode_seed = getattr(env.unwrapped, "np_random_seed", None)
-            if not isinstance(episode_seed, int) or episode_seed < 0:
-                return None
-            turn = 1 + sum(m["role"] == "assistant" for m in chat)
-            seeds.append(sampling_seed(self.seed, episode_seed, turn))
-        return seeds
+        """One sampling seed per chat (see :func:`episode_sampling_seeds`)."""
+        return episode_sampling_seeds(self.seed, chats, envs)
 
     def generate(self, prompts: Sequence[list[int]], seeds: Sequence[int] | None = None) -> list[Generation]:
         """Sample a response for each prompt (token ids); left-padded batch, KV cache, eval mode.
@@ -221,11 +214,30 @@ class HFPolicy(Policy):
             ids = new_ids[row].tolist()
             length = ids.index(eos) + 1 if eos in ids else len(ids)  # keep the end-of-turn token
             text = self.tokenizer.decode(ids[:length], skip_special_tokens=True)
-            generations.append(Generation(text, ids[:length], chosen[row, :length].tolist()))
+            finish = "stop" if eos in ids else "length"  # no end-of-turn token: cut at max_new_tokens
+            generations.append(
+                Generation(text, ids[:length], chosen[row, :length].tolist(), finish_reason=finish)
+            )
         return generations
 
     def close(self) -> None:
         self.model = None
+
+
+def episode_sampling_seeds(run_seed: int, chats: Sequence[Chat], envs: Sequence[Any]) -> list[int] | None:
+    """One sampling seed per chat, from (``run_seed``, its episode's seed, its turn); None when the
+    environments are not given or one has no known seed (Gymnasium's ``np_random_seed`` is the seed
+    of its last ``reset``, -1 when unknown)."""
+    if len(envs) != len(chats):
+        return None
+    seeds = []
+    for chat, env in zip(chats, envs, strict=True):
+        episode_seed = getattr(env.unwrapped, "np_random_seed", None)
+        if not isinstance(episode_seed, int) or episode_seed < 0:
+            return None
+        turn = 1 + sum(m["role"] == "assistant" for m in chat)
+        seeds.append(sampling_seed(run_seed, episode_seed, turn))
+    return seeds
 
 
 def sampling_seed(run_seed: int, episode_seed: int, turn: int) -> int:
@@ -260,7 +272,16 @@ class _SeededGumbel:
 
 
 class OpenAIPolicy(Policy):
-    """Any OpenAI-compatible chat-completions server; requests of a batch run concurrently."""
+    """Any OpenAI-compatible chat-completions server; requests of a batch run concurrently.
+
+    Replies are capped at ``max_new_tokens`` (``max_tokens``, the API's name, is the same setting), as for
+    ``hf:``. Each reply's ``finish_reason`` is kept (``"length"``: cut at the cap). When sampling
+    (``temperature > 0``) and the environments are given, each request carries a seed of (``seed``, the
+    episode's seed, the turn), the same derivation as ``hf:``, so a server that honours seeds (vLLM does)
+    replays a run. A request that fails is retried ``retries`` times with exponential backoff (the SDK's);
+    if it still fails, the reply carries the error and the episode ends as aborted (a rerun on the same
+    ``--out`` plays it again) while the rest of the eval goes on.
+    """
 
     def __init__(
         self,
@@ -268,29 +289,49 @@ class OpenAIPolicy(Policy):
         base_url: str,
         *,
         temperature: float = 0.0,
-        max_tokens: int = 512,
+        max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+        max_tokens: int | None = None,
+        seed: int = 0,
         api_key: str | None = None,
         concurrency: int = 16,
         timeout: float = 120.0,
+        retries: int = 3,
     ) -> None:
         from openai import OpenAI
 
         self.spec = f"openai:{model}@{base_url}"
-        self.model, self.temperature, self.max_tokens = model, temperature, max_tokens
+        self.model, self.temperature = model, temperature
+        self.max_tokens = max_tokens if max_tokens is not None else max_new_tokens
+        self.seed = seed
         self.client = OpenAI(
-            base_url=base_url, api_key=api_key or os.environ.get("OPENAI_API_KEY", "EMPTY"), timeout=timeout
+            base_url=base_url,
+            api_key=api_key or os.environ.get("OPENAI_API_KEY", "EMPTY"),
+            timeout=timeout,
+            max_retries=retries,
         )
         self.pool = ThreadPoolExecutor(max_workers=concurrency)
 
-    def _one(self, chat: Chat) -> Generation:
+    def _one(self, chat: Chat, seed: int | None) -> Generation:
+        import openai
+
         messages: Any = chat  # the SDK types each role's message; a Chat is exactly such a list
-        reply = self.client.chat.completions.create(
-            model=self.model, messages=messages, temperature=self.temperature, max_tokens=self.max_tokens
-        )
-        return Generation(reply.choices[0].message.content or "")
+        extra: dict[str, Any] = {"seed": seed % 2**63} if seed is not None else {}  # servers take int64
+        try:
+            reply = self.client.chat.completions.create(
+                model=self.model,
+                messages=messages,
+                temperature=self.temperature,
+                max_tokens=self.max_tokens,
+                **extra,
+            )
+        except openai.APIError as exc:  # the SDK has retried it already
+            return Generation("", error=f"{type(exc).__name__}: {exc}")
+        choice = reply.choices[0]
+        return Generation(choice.message.content or "", finish_reason=choice.finish_reason)
 
     def act(self, chats: Sequence[Chat], envs: Sequence[Any] = ()) -> list[Generation]:
-        return list(self.pool.map(self._one, chats))
+        seeds = episode_sampling_seeds(self.seed, chats, envs) if self.temperature > 0 else None
+        return list(self.pool.map(self._one, chats, seeds or [None] * len(chats)))
 
     def close(self) -> None:
         self.pool.shutdown(wait=False)

@@ -32,7 +32,8 @@ class Turn:
     """One policy response and what the environment made of it.
 
     ``response_ids``/``response_logprobs`` hold the exact sampled tokens and their log-probabilities
-    when the policy is a trainable model; text-only policies leave them None.
+    when the policy is a trainable model; text-only policies leave them None. ``finish_reason`` is the
+    policy's (``"length"``: the reply was cut at the token cap), None when it does not say.
     """
 
     response: str
@@ -42,6 +43,7 @@ class Turn:
     observation: str
     response_ids: list[int] | None = None
     response_logprobs: list[float] | None = None
+    finish_reason: str | None = None
 
 
 @dataclass
@@ -69,6 +71,7 @@ class Episode:
             "rewards": [t.reward for t in self.turns],
             "format_ok": [t.format_ok for t in self.turns],
             "action_valid": [t.action_valid for t in self.turns],
+            "finish_reason": [t.finish_reason for t in self.turns],
             "terminated": self.terminated,
             "messages": self.messages,
             "final_info": _jsonable(self.final_info),
@@ -106,8 +109,12 @@ class _Slot:
         self.episode = Episode(env_id=self.env_id, seed=seed, messages=messages)
 
     def advance(self, generation: Generation) -> bool:
-        """Feed one response to the environment; True when the episode is over."""
+        """Feed one response to the environment; True when the episode is over. A response that carries
+        an error (the policy could not answer) ends the episode as aborted, the environment not stepped."""
         episode = self.episode
+        if generation.error is not None:
+            episode.final_info = {"aborted": True, "error": f"the policy failed: {generation.error}"}
+            return True
         obs, reward, terminated, truncated, info = self.env.step(generation.text)
         episode.turns.append(
             Turn(
@@ -118,6 +125,7 @@ class _Slot:
                 observation=obs,
                 response_ids=generation.token_ids,
                 response_logprobs=generation.logprobs,
+                finish_reason=generation.finish_reason,
             )
         )
         episode.messages.append({"role": "assistant", "content": generation.text})

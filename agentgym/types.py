@@ -14,8 +14,15 @@ Chat = list[Message]
 
 @dataclass
 class Generation:
-    """One response; trainable policies also give the exact sampled token ids and their log-probs."""
+    """One response; trainable policies also give the exact sampled token ids and their log-probs.
+
+    ``finish_reason``: why generation stopped, as OpenAI-compatible servers name it: ``"stop"`` (the model
+    ended its turn) or ``"length"`` (cut at the token limit); None when the policy does not say (scripted
+    policies). ``error``: set when no response could be had (e.g. the server stayed unreachable after its
+    retries); the rollout then ends the episode as aborted instead of stepping the environment."""
 
     text: str
     token_ids: list[int] | None = None
     logprobs: list[float] | None = None
+    finish_reason: str | None = None
+    error: str | None = None

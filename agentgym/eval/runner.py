@@ -11,7 +11,9 @@ on ``OUT`` (``OUT/eval.lock``): a second eval on the same ``OUT`` fails at once,
 
 Sampled ``hf:``/``checkpoint:`` policies draw each episode's tokens from a seed of (policy seed, episode
 seed, turn), so batching, workers and resumption do not change a run's episodes
-(``agentgym.policies.HFPolicy``).
+(``agentgym.policies.HFPolicy``); a sampled ``openai:`` policy sends that seed with each request. A policy
+that cannot answer (a server still unreachable after its retries) aborts only that episode, which a rerun
+plays again.
 
 With ``workers > 1`` the seeds are dealt round-robin to that many processes, each with its own
 environments and its own copy of the policy; they stream episodes back to this process, the only writer

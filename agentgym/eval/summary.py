@@ -63,6 +63,8 @@ def build_summary(
         "aborted": len(records) - len(completed),
         "aborted_seeds": sorted(r["seed"] for r in records if is_aborted(r)),
         **metrics,
+        # replies cut at the token cap (finish_reason "length"): a cut reply is easily misread as the model's
+        "truncated_replies": sum((r.get("finish_reason") or []).count("length") for r in completed),
         "seed": seed,
         "env_kwargs": env_kwargs,
         "policy_kwargs": policy_kwargs,

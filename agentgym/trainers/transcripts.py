@@ -213,7 +213,10 @@ class TokenExactPolicy(HFPolicy):
             self.book.begin_new(chats, envs)
         prompts = self.book.prompts(chats)
         if self.engine is not None:
-            generations = self.engine.generate(prompts, self.temperature, self.max_new_tokens)
+            generations = self.engine.generate(
+                prompts, self.temperature, self.max_new_tokens, seed=self._seed
+            )
+            self._seed += 1
         else:
             generations = self.generate(prompts, self.trajectory_seeds(chats) if seeded else None)
         self.book.record(chats, generations)

