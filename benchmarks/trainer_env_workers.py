@@ -193,6 +193,19 @@ def compare(settings: list[Setting], steps: int, baseline: Setting) -> list[dict
     return results
 
 
+def load_range(report: dict[str, Any]) -> list[float]:
+    """The lowest and highest 1-minute load average recorded after the timed steps."""
+    loads = [
+        x
+        for section in report.values()
+        if isinstance(section, dict)
+        for runs in [section.get("runs", [])] + [v["runs"] for v in section.values() if isinstance(v, dict)]
+        for run in runs
+        for x in run["load_average_1min_after_each_step"]
+    ]
+    return [min(loads), max(loads)]
+
+
 def tiny_tokenizer(webshop_data: str | None) -> Any:
     """A tokenizer trained on FrozenLake and (when playing it) WebShop text, so that WebShop pages cost
     about as many tokens as they would."""
@@ -237,8 +250,8 @@ def main() -> None:
             "python": platform.python_version(),
             "torch_threads": args.threads,
             "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
-            "note": "2 cores shared with other jobs (load average 8-15 during the run); the settings take "
-            "turns step by step, so compare numbers within this file only",
+            "note": "2 cores shared with other jobs; the settings take turns step by step, so compare "
+            "numbers within this file only",
         },
         "settings": {k: v for k, v in vars(args).items() if k not in ("out",)},
     }
@@ -294,6 +307,7 @@ def main() -> None:
         "runs": compare([today, *group], args.steps, group[0]),
     }
     report["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    report["machine"]["load_average_1min_range_during"] = load_range(report)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.out}")
 
