@@ -30,6 +30,7 @@ from pathlib import Path
 
 import pytest
 
+from agentgym.errors import UsageError
 from agentgym.eval.run_files import TrajectoryLog
 from agentgym.eval.runner import evaluate
 
@@ -164,7 +165,7 @@ def test_a_missing_vllm_is_a_clear_error(tmp_path, monkeypatch):
     from agentgym.trainers.vllm_engine import VLLMEngine, vllm_python
 
     monkeypatch.setenv("AGENTGYM_VLLM_PYTHON", str(tmp_path / "no-such-python"))
-    with pytest.raises(RuntimeError, match="AGENTGYM_VLLM_PYTHON=.*does not exist"):
+    with pytest.raises(UsageError, match="AGENTGYM_VLLM_PYTHON=.*does not exist"):
         vllm_python()
     if importlib.util.find_spec("vllm") is not None:
         return
