@@ -107,6 +107,12 @@ class VLLMServer:
             "--no-enable-chunked-prefill",
             "--max-num-batched-tokens",
             "4096",
+            # exact replays need numerics that do not depend on what else is in flight, which vLLM does not
+            # promise across batch shapes or prefix-cache hits (a run here once differed in one episode of
+            # four): one sequence per step and no prefix cache. Requests still arrive concurrently.
+            "--max-num-seqs",
+            "1",
+            "--no-enable-prefix-caching",
         ]
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True)
