@@ -18,10 +18,12 @@ The MI family (``agentgym.eval.mi`` via ``agentgym.eval.diagnostics``): the MI e
 retrieval accuracy, the MI z-score and its EMA variant, for both of RAGEN-2's pair samplings (first turn,
 trajectory). Entropy: the token entropy of the rollouts and the conditional entropy H(Z|X) of the reasoning.
 
-Statistics: Spearman's rho over all points; a two-sided permutation p-value (``final``: the final successes
-are permuted across runs, since the points of one run share their y; ``next``: y permuted across points) and
-a 95% interval from a bootstrap over runs. RAGEN-2 reports about +0.39 for the MI family and -0.11 to -0.14
-for entropy metrics (Qwen2.5 models, their tasks): printed beside ours.
+Statistics: Spearman's rho over all points (``rho``, the number RAGEN-2 reports) and within checkpoints
+(``rho_within``: the mean over checkpoints of rho across runs, which takes out the trend that diagnostics and
+success share over training). Two-sided p-values permute the runs' outcomes (run r's diagnostics against
+run pi(r)'s successes at the same checkpoints), so the points of one run are not counted as independent;
+95% intervals come from a bootstrap over runs. RAGEN-2 reports about +0.39 for the MI family and -0.11 to
+-0.14 for entropy metrics (Qwen2.5 models, their tasks): printed beside ours.
 
 Outputs: ``experiments/results/mi_predicts_success.{json,png}``.
 """
@@ -86,44 +88,73 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.corrcoef(rx, ry)[0, 1])
 
 
+def within_checkpoints(x: np.ndarray, y: np.ndarray, checkpoints: np.ndarray) -> float:
+    """The mean over checkpoints of rho across the runs at that checkpoint: whether a run with more MI
+    than the other runs at checkpoint-s does better, with the common trend over training taken out."""
+    rhos = []
+    for s in np.unique(checkpoints):
+        at = checkpoints == s
+        if at.sum() >= 3:
+            value = spearman(x[at], y[at])
+            if not math.isnan(value):
+                rhos.append(value)
+    return float(np.mean(rhos)) if rhos else float("nan")
+
+
 def correlate(
     pts: list[dict[str, Any]], metric: str, target: str, permutations: int, boots: int, seed: int = 0
 ) -> dict[str, Any]:
-    """rho of ``metric`` against ``target``, its permutation p-value and a bootstrap-over-runs 95% CI."""
+    """Spearman's rho of ``metric`` against ``target`` over all points (``rho``) and within checkpoints
+    (``rho_within``), each with a two-sided p-value from permuting the runs' outcomes (run r's diagnostics
+    paired with run pi(r)'s successes at the same checkpoints: the within-run dependence and the common
+    trend over training stay in the null) and a 95% interval from a bootstrap over runs."""
     usable = [p for p in pts if p[metric] is not None and p[target] is not None]
     result: dict[str, Any] = {"n_points": len(usable), "n_runs": len({p["run"] for p in usable})}
+    empty = {"rho": None, "p_value": None, "ci95": None, "rho_within": None, "p_within": None}
     if len(usable) < 3:
-        return {**result, "rho": None, "p_value": None, "ci95": None}
+        return {**result, **empty}
     x = np.array([p[metric] for p in usable])
     y = np.array([p[target] for p in usable])
-    rho = spearman(x, y)
-    result["rho"] = None if math.isnan(rho) else rho
-    if math.isnan(rho):
-        return {**result, "p_value": None, "ci95": None}
-    rng = np.random.default_rng(seed)
     runs = np.array([p["run"] for p in usable])
+    checkpoints = np.array([p["checkpoint"] for p in usable])
+    rho, within = spearman(x, y), within_checkpoints(x, y, checkpoints)
+    if math.isnan(rho):
+        return {**result, **empty}
+    result.update(rho=rho, rho_within=None if math.isnan(within) else within)
+    rng = np.random.default_rng(seed)
     ids = np.unique(runs)
-    hits = 0
+    outcome = {(int(r), int(s)): float(v) for r, s, v in zip(runs, checkpoints, y, strict=True)}
+    hits = hits_within = 0
     for _ in range(permutations):
-        if target == "final":  # the points of a run share their y: permute the runs' finals
-            finals = {r: float(y[runs == r][0]) for r in ids}
-            shuffled = dict(zip(ids, rng.permutation([finals[r] for r in ids]), strict=True))
-            y_perm = np.array([shuffled[r] for r in runs])
-        else:
-            y_perm = rng.permutation(y)
-        value = spearman(x, y_perm)
+        mapping = dict(zip(ids.tolist(), rng.permutation(ids).tolist(), strict=True))
+        swapped = [outcome.get((mapping[int(r)], int(s))) for r, s in zip(runs, checkpoints, strict=True)]
+        keep = np.array([v is not None for v in swapped])
+        y_perm = np.array([v for v in swapped if v is not None])
+        value = spearman(x[keep], y_perm)
         hits += int(not math.isnan(value) and abs(value) >= abs(rho) - 1e-12)
+        if result["rho_within"] is not None:
+            value = within_checkpoints(x[keep], y_perm, checkpoints[keep])
+            hits_within += int(not math.isnan(value) and abs(value) >= abs(within) - 1e-12)
     result["p_value"] = (hits + 1) / (permutations + 1)
-    result["permutation"] = "runs' final successes" if target == "final" else "points"
-    samples = []
+    result["p_within"] = (hits_within + 1) / (permutations + 1) if result["rho_within"] is not None else None
+    samples, samples_within = [], []
     for _ in range(boots):
-        chosen = rng.choice(ids, size=len(ids), replace=True)
-        take = np.concatenate([np.flatnonzero(runs == r) for r in chosen])
+        take = np.concatenate(
+            [np.flatnonzero(runs == r) for r in rng.choice(ids, size=len(ids), replace=True)]
+        )
         value = spearman(x[take], y[take])
         if not math.isnan(value):
             samples.append(value)
+        value = within_checkpoints(x[take], y[take], checkpoints[take])
+        if not math.isnan(value):
+            samples_within.append(value)
     result["ci95"] = (
         [float(np.percentile(samples, 2.5)), float(np.percentile(samples, 97.5))] if samples else None
+    )
+    result["ci95_within"] = (
+        [float(np.percentile(samples_within, 2.5)), float(np.percentile(samples_within, 97.5))]
+        if samples_within
+        else None
     )
     return result
 
@@ -137,13 +168,26 @@ def analyze(snr: dict[str, Any], permutations: int, boots: int) -> dict[str, Any
     }
     families: dict[str, dict[str, float | None]] = {}
     for target in TARGETS:
-        families[target] = {}
-        for family in ("mi", "entropy"):
-            rhos = [table[target][n]["rho"] for n, (_, f) in METRICS.items() if f == family]
-            rhos = [r for r in rhos if r is not None]
-            families[target][family] = float(np.mean(rhos)) if rhos else None
+        for stat in ("rho", "rho_within"):
+            families[f"{target}/{stat}"] = {}
+            for family in ("mi", "entropy"):
+                rhos = [table[target][n][stat] for n, (_, f) in METRICS.items() if f == family]
+                rhos = [r for r in rhos if r is not None]
+                families[f"{target}/{stat}"][family] = float(np.mean(rhos)) if rhos else None
+    tested = [
+        (f"{target} {stat} {name}", c[p])
+        for target, row in table.items()
+        for name, c in row.items()
+        for stat, p in (("rho", "p_value"), ("rho_within", "p_within"))
+        if c.get(p) is not None
+    ]
+    alpha = 0.05 / max(1, len(tested))  # Bonferroni over every rho this script tests
     return {
         "source": "snr_filter.json",
+        "tests": len(tested),
+        "bonferroni_alpha": alpha,
+        "below_0.05": [name for name, p in tested if p < 0.05],
+        "significant_after_bonferroni": [name for name, p in tested if p < alpha],
         "save_every": every,
         "primary_target": "final",
         "points": pts,
@@ -153,31 +197,44 @@ def analyze(snr: dict[str, Any], permutations: int, boots: int) -> dict[str, Any
     }
 
 
+def _cell(c: dict[str, Any], stat: str, ci: str, p: str) -> str:
+    if c.get(stat) is None:
+        return "-"
+    interval = "" if c.get(ci) is None else f" [{c[ci][0]:+.2f}, {c[ci][1]:+.2f}]"
+    return f"{c[stat]:+.2f}{interval} p={c[p]:.3f}"
+
+
 def report(result: dict[str, Any]) -> str:
+    width = 30
+    columns = [(t, stat) for t in TARGETS for stat in ("rho", "rho_within")]
     lines = [
-        f"{len(result['points'])} points (run x checkpoint), checkpoints every {result['save_every']} steps",
-        f"{'metric':30s} " + " ".join(f"{t + ': rho [95% CI] p':>34s}" for t in TARGETS),
+        f"{len(result['points'])} points (run x checkpoint), checkpoints every {result['save_every']} steps; "
+        "rho: all points, within: mean over checkpoints of rho across runs; [bootstrap 95%] p=permutation",
+        f"{'metric':28s} " + " ".join(f"{f'{t} {stat}':>{width}s}" for t, stat in columns),
     ]
     for name in METRICS:
         cells = []
-        for target in TARGETS:
+        for target, stat in columns:
             c = result["correlations"][target][name]
-            if c["rho"] is None:
-                cells.append(f"{'-':>34s}")
-                continue
-            ci = "" if c["ci95"] is None else f" [{c['ci95'][0]:+.2f}, {c['ci95'][1]:+.2f}]"
-            text = f"{c['rho']:+.2f}{ci} p={c['p_value']:.3f}"
-            cells.append(f"{text:>34s}")
-        lines.append(f"{name:30s} " + " ".join(cells))
-    fam = result["family_mean_rho"]
-    for target in TARGETS:
-        mi, ent = fam[target]["mi"], fam[target]["entropy"]
+            if stat == "rho":
+                cells.append(f"{_cell(c, 'rho', 'ci95', 'p_value'):>{width}s}")
+            else:
+                cells.append(f"{_cell(c, 'rho_within', 'ci95_within', 'p_within'):>{width}s}")
+        lines.append(f"{name:28s} " + " ".join(cells))
+    for key, fam in result["family_mean_rho"].items():
+        mi, ent = fam["mi"], fam["entropy"]
         lines.append(
-            f"mean rho ({target}): MI family "
+            f"mean {key}: MI family "
             + ("-" if mi is None else f"{mi:+.2f}")
             + ", entropy family "
             + ("-" if ent is None else f"{ent:+.2f}")
         )
+    nominal = ", ".join(result["below_0.05"]) or "none"
+    corrected = ", ".join(result["significant_after_bonferroni"]) or "none"
+    lines.append(
+        f"{result['tests']} tests: p < 0.05 for {nominal}; "
+        f"after Bonferroni (p < {result['bonferroni_alpha']:.4f}): {corrected}"
+    )
     lines.append(
         "RAGEN-2: MI family about +0.39, entropy metrics -0.11 to -0.14 (Qwen2.5 0.5B-7B, many tasks); "
         "ours: a ~1M-parameter model, 3x3 FrozenLake, short runs"
@@ -204,9 +261,8 @@ def plot(result: dict[str, Any], path: Path) -> None:
                     [p[name] for p in chosen], [p[target] for p in chosen], s=16, color=f"C{i}", label=arm
                 )
             c = result["correlations"][target][name]
-            title = f"{name}\nrho = " + (
-                "-" if c["rho"] is None else f"{c['rho']:+.2f} (p = {c['p_value']:.2f})"
-            )
+            pooled, within = _cell(c, "rho", "", "p_value"), _cell(c, "rho_within", "", "p_within")
+            title = f"{name}\nrho {pooled}; within {within}"
             ax.set_title(title, fontsize=9)
             ax.set_xlabel(f"{name} at checkpoint-s", fontsize=8)
             if col == 0:

@@ -1,6 +1,6 @@
 """SNR-aware filtering against no filtering, over several seeds, on the tiny model of the quickstart.
 
-    python experiments/snr_filter.py            # the figure: 3 arms x 5 seeds x 20 steps (2 busy cores: ~2 h)
+    python experiments/snr_filter.py            # the figure: 3 arms x 5 seeds x 20 steps (105 min here)
     python experiments/snr_filter.py --quick    # a smoke run (3 arms x 2 seeds x 2 steps)
     python experiments/snr_filter.py --seeds 10 --steps 100 --group-size 16 --jobs 8   # a bigger machine
 
@@ -345,7 +345,13 @@ def summarize_arm(runs: list[dict[str, Any]]) -> dict[str, Any]:
     finals = [r["final"] for r in runs]
     successes, episodes = sum(f["successes"] for f in finals), sum(f["episodes"] for f in finals)
     rates = [f["success_rate"] for f in finals]
-    steps = [m for r in runs for m in r["metrics"]]
+    steps = [
+        {**m, "step_over_rollout": 1.0 + m["update_time_s"] / m["rollout_time_s"]}
+        if m.get("rollout_time_s") and m.get("update_time_s") is not None
+        else m
+        for r in runs
+        for m in r["metrics"]
+    ]
 
     def mean_of(key: str) -> float | None:
         values = [m[key] for m in steps if isinstance(m.get(key), (int, float))]
@@ -368,6 +374,9 @@ def summarize_arm(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "rollout_time_s": rollout,
         "update_time_s": update,
         "rollout_plus_update_s": None if rollout is None or update is None else rollout + update,
+        # the step in units of its own rollout time: the machine's load at that moment divides out (the
+        # rollouts cost the same in every arm, in expectation)
+        "step_over_rollout": mean_of("step_over_rollout"),
         "train_tokens_per_step": float(np.mean([m.get("train_tokens", 0.0) for m in steps])),  # skipped: 0
         "rollout_tokens_per_step": mean_of("rollout_tokens"),
         "train_wall_s": float(np.mean([r["train_wall_s"] for r in runs])),
@@ -399,6 +408,7 @@ def analyze(results: list[dict[str, Any]], arms: list[str]) -> dict[str, Any]:
         comparison["update_time_change_pct"] = change("update_time_s")
         comparison["rollout_plus_update_change_pct"] = change("rollout_plus_update_s")
         comparison["train_tokens_change_pct"] = change("train_tokens_per_step")
+        comparison["step_over_rollout_change_pct"] = change("step_over_rollout")
         p = comparison["paired_t_p"]
         comparison["verdict"] = (
             "not enough paired seeds for a test"
@@ -415,6 +425,10 @@ def analyze(results: list[dict[str, Any]], arms: list[str]) -> dict[str, Any]:
 
 def _pct(x: float | None, digits: int = 1) -> str:
     return "-" if x is None else f"{100 * x:.{digits}f}"
+
+
+def _change(x: float | None) -> str:
+    return "-" if x is None else f"{x:+.0f}%"
 
 
 def report(summary: dict[str, Any], baseline: dict[str, Any]) -> str:
@@ -444,16 +458,13 @@ def report(summary: dict[str, Any], baseline: dict[str, Any]) -> str:
         lines.append(
             f"{arm} - no-filter: {_pct(c['mean_difference'])} points"
             + (f" [{_pct(ci[0])}, {_pct(ci[1])}]" if ci else "")
-            + f"; {c['verdict']}; Welch p = {welch}; update time "
-            + ("-" if c["update_time_change_pct"] is None else f"{c['update_time_change_pct']:+.0f}%")
-            + ", rollout+update "
-            + (
-                "-"
-                if c["rollout_plus_update_change_pct"] is None
-                else f"{c['rollout_plus_update_change_pct']:+.0f}%"
-            )
-            + ", trained tokens "
-            + ("-" if c["train_tokens_change_pct"] is None else f"{c['train_tokens_change_pct']:+.0f}%")
+            + f"; {c['verdict']}; Welch p = {welch}"
+        )
+        update, both = _change(c["update_time_change_pct"]), _change(c["rollout_plus_update_change_pct"])
+        relative, tokens = _change(c["step_over_rollout_change_pct"]), _change(c["train_tokens_change_pct"])
+        lines.append(
+            f"    per step vs no filter: update time {update}, rollout + update {both} (wall), "
+            f"step / its own rollout time {relative}, trained tokens {tokens}"
         )
     lines += ["", *RAGEN2_ANCHORS]
     lines.append(
@@ -544,6 +555,17 @@ def plot(summary: dict[str, Any], baseline: dict[str, Any], path: Path) -> None:
 # ----- main -----
 
 
+def portable(value: Any) -> Any:
+    """``value`` with this checkout's absolute path removed from every string (paths relative to the repo)."""
+    if isinstance(value, str):
+        return value.replace(f"{REPO}/", "")
+    if isinstance(value, list):
+        return [portable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: portable(v) for k, v in value.items()}
+    return value
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a smoke run (2 seeds x 2 steps, small batches)")
@@ -563,7 +585,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--config", type=Path, default=REPO / "configs" / "quickstart.yaml")
     parser.add_argument("--runs-dir", type=Path, default=None, help="default runs/snr_filter[_quick]")
     parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--replot", action="store_true", help="redraw the PNG from the stored JSON")
+    parser.add_argument(
+        "--replot", action="store_true", help="recompute the statistics and redraw from the stored runs"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.seeds, args.steps, args.save_every = min(args.seeds, 2), 2, 1
@@ -582,6 +606,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     json_path, png_path = args.out / f"{args.name}.json", args.out / f"{args.name}.png"
     if args.replot:
         stored = json.loads(json_path.read_text())
+        stored["summary"] = analyze(stored["runs"], stored["config"]["arms"])
+        json_path.write_text(json.dumps(portable(stored), indent=1) + "\n")
         plot(stored["summary"], stored["before_rl"], png_path)
         print(report(stored["summary"], stored["before_rl"]))
         return stored
@@ -612,7 +638,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "wall_s": round(time.perf_counter() - started, 1),
         "runs": results,
     }
-    json_path.write_text(json.dumps(output, indent=1) + "\n")
+    json_path.write_text(json.dumps(portable(output), indent=1) + "\n")
     plot(summary, before_rl, png_path)
     print(report(summary, before_rl))
     print(f"wrote {json_path} and {png_path} ({output['wall_s']:.0f}s)")
