@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from agentgym.models import cache_argument, output_cache
+
 DEFAULT_TOKEN_BUDGET = 4096  # rows x padded length of one scoring batch
 
 
@@ -324,7 +326,7 @@ def _score_cached(
                 use_cache=True,
                 logits_to_keep=1,
             )
-            cache = out.past_key_values
+            cache = output_cache(out)
         row_of = {j: r for r, j in enumerate(group)}
 
         # 2. Every (continuation, context) pair of the group, batched; rows pick their context's cache.
@@ -350,8 +352,8 @@ def _score_cached(
                 input_ids=ids,
                 attention_mask=mask,
                 position_ids=positions,
-                past_key_values=past,
                 use_cache=past is not None,
+                **{cache_argument(model): past},
             )
             targets = torch.cat([ids[:, 1:], ids[:, :1]], dim=1)  # the last column is never read
             rows_h = [r for r, pair in enumerate(chunk) if _wants_entropy(with_entropy, pair)]
