@@ -88,6 +88,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             out=args.out,
             diagnostics=not args.no_diagnostics,
             diagnostics_samples=args.diagnostics_samples,
+            diagnostics_share=args.diagnostics_share or None,
             **common,
         )
         if args.format_variants:
@@ -191,6 +192,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=64,
         help="(prompt, reasoning) pairs per MI estimate (the cost grows as its square)",
+    )
+    ev.add_argument(
+        "--diagnostics-share",
+        type=float,
+        default=0.25,
+        help="bound the diagnostics to this share of the tokens the episodes took to play (about that "
+        "share of the eval's time): fewer MI samples and scored turns; 0: no bound",
     )
     ev.add_argument(
         "--format-variants",

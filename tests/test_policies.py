@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -9,9 +10,17 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import gymnasium as gym
 import pytest
 
+import agentgym.policies
 from agentgym.eval.run_files import TrajectoryLog
 from agentgym.eval.runner import evaluate
-from agentgym.policies import HFPolicy, OraclePolicy, RandomPolicy, latest_checkpoint, make_policy
+from agentgym.policies import (
+    HFPolicy,
+    OraclePolicy,
+    RandomPolicy,
+    latest_checkpoint,
+    make_policy,
+    shared_prefix_length,
+)
 
 
 def test_make_policy_specs():
@@ -67,6 +76,44 @@ def test_hf_policy_greedy_is_deterministic_and_batch_independent(tiny_lm):
     alone = policy.act([a])[0].token_ids
     batched = policy.act([b, a])[1].token_ids  # left padding must not change the result
     assert alone == batched
+
+
+def test_shared_prefix_length_leaves_each_prompt_a_token():
+    assert shared_prefix_length([[1, 2, 3, 4], [1, 2, 5]]) == 2
+    assert shared_prefix_length([[1, 2, 3], [1, 2, 3]]) == 2  # the last token is fed with the generation
+    assert shared_prefix_length([[1, 2, 3], [1, 2, 3, 4]]) == 2
+    assert shared_prefix_length([[7, 2], [1, 2]]) == 0
+    assert shared_prefix_length([[5], [5, 6]]) == 0
+
+
+@pytest.mark.parametrize(("temperature", "seeds"), [(0.0, None), (1.0, [11, 12, 13, 14]), (1.0, None)])
+def test_shared_prompt_head_is_encoded_once_with_the_same_result(tiny_lm, monkeypatch, temperature, seeds):
+    """A batch whose prompts share a long head (an env's instructions) encodes it once and copies its
+    KV cache to each row: the tokens and log-probs are those of encoding every row whole."""
+    model, tokenizer = tiny_lm
+    system = {"role": "system", "content": "You walk on a frozen lake; reach the goal. " * 4}
+    chats = [[system, {"role": "user", "content": text}] for text in ("Up", "Turn 1:\nP_\n_G", "x" * 9, "L")]
+    policy = HFPolicy(model, tokenizer, temperature=temperature, max_new_tokens=10)
+    prompts = policy.encode_chats(chats)
+    assert shared_prefix_length(prompts) >= agentgym.policies.MIN_SHARED_PREFIX  # the path under test runs
+    calls = []
+    real_forward = model.forward
+
+    @functools.wraps(real_forward)  # keeps forward's signature, which says how the cache is passed
+    def counting_forward(*args, **kwargs):
+        calls.append(kwargs["input_ids"].shape)
+        return real_forward(*args, **kwargs)
+
+    monkeypatch.setattr(model, "forward", counting_forward)
+    shared = policy.generate(prompts, seeds)
+    assert calls[0][0] == 1  # the head, once
+    monkeypatch.setattr(agentgym.policies, "MIN_SHARED_PREFIX", 10**9)
+    policy.reseed(0)
+    whole = policy.generate(prompts, seeds)
+    for a, b in zip(shared, whole, strict=True):
+        assert a.token_ids == b.token_ids
+        assert a.logprobs == pytest.approx(b.logprobs, abs=1e-4)
+        assert a.finish_reason == b.finish_reason
 
 
 def test_hf_policy_runs_an_eval(tiny_lm, tmp_path):

@@ -24,13 +24,16 @@ def _single_pass(model, context, continuation):
     return chosen.numpy(), entropy.numpy(), rows.exp().numpy()
 
 
+@pytest.mark.parametrize("head", [0, 20])  # 20: the contexts share a head, encoded once (cache)
 @pytest.mark.parametrize("strategy", ["packed", "cache"])
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
-def test_prefix_sharing_equals_naive_and_single_passes(tiny_tokenizer, arch, strategy):
+def test_prefix_sharing_equals_naive_and_single_passes(tiny_tokenizer, arch, strategy, head):
     model = build_tiny_model(tiny_tokenizer, arch=arch, seed=1).eval()
     rng = np.random.default_rng(0)
     vocab = len(tiny_tokenizer)
-    contexts = _random_ids(rng, (31, 47, 2, 64, 13), vocab)
+    shared_head = _random_ids(rng, (head,), vocab)[0]
+    # with a head, one context is the head and one token: nothing of its own before its last token
+    contexts = [shared_head + c for c in _random_ids(rng, (31, 47, 2, 64, 13, 1), vocab)]
     continuations = _random_ids(rng, (5, 17, 1, 9, 23, 3), vocab) + [[]]
     pairs = [(i, j) for j in range(len(contexts)) for i in range(len(continuations))]
     probes = [3, 7, 11]
@@ -70,6 +73,33 @@ def test_cross_score_matrices(tiny_lm):
         chosen, entropy, _ = _single_pass(model, contexts[j], continuations[i])
         assert fast.logp_sum[i, j] == pytest.approx(chosen.sum(), abs=1e-4)
         assert fast.own_entropy[i] == pytest.approx(entropy.mean(), abs=1e-5)
+
+
+def test_cross_score_scores_repeated_continuations_once(tiny_lm, monkeypatch):
+    """A continuation that appears twice (the same reasoning, or a turn drawn twice) is scored once per
+    context; both rows get its scores, and its own-context entropy follows each row's owner."""
+    import agentgym.eval.scoring as scoring
+
+    model, tok = tiny_lm
+    rng = np.random.default_rng(3)
+    contexts = _random_ids(rng, (20, 35, 12), len(tok))
+    a, b = _random_ids(rng, (5, 7), len(tok))
+    continuations, owner = [a, b, list(a), a], [0, 1, 2, 0]
+    scored = []
+    real = scoring.score_pairs
+
+    def counting(model, contexts, continuations, pairs, **kwargs):
+        scored.append(len(pairs))
+        return real(model, contexts, continuations, pairs, **kwargs)
+
+    monkeypatch.setattr(scoring, "score_pairs", counting)
+    fast = cross_score(model, contexts, continuations, owner, pad_id=tok.pad_token_id)
+    assert scored == [2 * 3]  # two distinct continuations x three contexts
+    slow = cross_score(model, contexts, continuations, owner, naive=True, pad_id=tok.pad_token_id)
+    np.testing.assert_allclose(fast.logp_sum, slow.logp_sum, atol=1e-5)
+    np.testing.assert_allclose(fast.own_entropy, slow.own_entropy, atol=1e-5)
+    np.testing.assert_array_equal(fast.logp_sum[0], fast.logp_sum[2])
+    assert fast.own_entropy[0] != pytest.approx(fast.own_entropy[2], abs=1e-9)  # owners 0 and 2 differ
 
 
 def test_scorer_restores_training_mode_and_rejects_bad_pairs(tiny_tokenizer):

@@ -227,14 +227,19 @@ def test_eval_summary_carries_the_probe_for_a_model_policy(tool_lm, tmp_path):
 
     model, tok = tool_lm
     policy = HFPolicy(model, tok, temperature=1.0, max_new_tokens=8, spec="hf:tiny")
-    summary = evaluate(SOKOBAN, policy, 2, env_kwargs=TOOL_KWARGS, out=tmp_path / "eval", progress=False)
-    probe = summary["diagnostics"]["tool_probe"]
-    assert probe["n_prompts"] == sum(
-        r["turns"] for r in map(json.loads, open(tmp_path / "eval" / "trajectories.jsonl"))
+    out = tmp_path / "eval"
+    summary = evaluate(
+        SOKOBAN, policy, 2, env_kwargs=TOOL_KWARGS, out=out, progress=False, diagnostics_share=None
     )
+    probe = summary["diagnostics"]["tool_probe"]
+    turns = sum(r["turns"] for r in map(json.loads, open(tmp_path / "eval" / "trajectories.jsonl")))
+    assert probe["n_prompts"] == turns  # no cost bound: every turn
     assert 0 < probe["p_lbrace"] < 1 and 0 < probe["p_eos"] < 1
     stored = json.loads((tmp_path / "eval" / "summary.json").read_text())
     assert stored["diagnostics"]["tool_probe"]["p_eos"] == pytest.approx(probe["p_eos"])
+    # the default bound (a quarter of the played tokens) probes fewer turns
+    bounded = evaluate(SOKOBAN, policy, 2, env_kwargs=TOOL_KWARGS, out=tmp_path / "eval2", progress=False)
+    assert 1 <= bounded["diagnostics"]["tool_probe"]["n_prompts"] < turns
 
 
 def test_trainer_logs_the_probe_at_its_interval(tmp_path):

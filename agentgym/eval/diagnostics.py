@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from agentgym.eval.control_tokens import (
     TOOL_PROBE_NAMES,
@@ -46,7 +47,7 @@ from agentgym.eval.metrics import control_spike_report
 from agentgym.eval.mi import MutualInformationEMA, mutual_information
 from agentgym.eval.scoring import PairScore, cross_score, score_pairs
 from agentgym.formats import ResponseFormat, ToolCallFormat, get_format
-from agentgym.policies import HFPolicy, Policy
+from agentgym.policies import HFPolicy, Policy, shared_prefix_length
 
 MI_MODES = ("first_turn", "trajectory")
 
@@ -176,6 +177,27 @@ def mi_from_turns(
     return result
 
 
+def played_tokens(episodes: Sequence[Sequence[TurnSample]]) -> int:
+    """The tokens playing these episodes ran through the model: every turn's prompt past the head all
+    prompts share (a batch encodes that once) and its reply."""
+    prompts = [t.prompt_ids for e in episodes for t in e]
+    head = shared_prefix_length(prompts) if len(prompts) > 1 else 0
+    return sum(len(t.prompt_ids) - head + len(t.response_ids) for e in episodes for t in e)
+
+
+def mi_tokens(tokenizer: Any, turns: Sequence[TurnSample], think_tag: str, head: int = 0) -> int:
+    """The tokens :func:`mi_from_turns` runs through the model for these turns: each distinct context
+    past the shared ``head``, and every distinct reasoning under every context."""
+    contexts: set[tuple[int, ...]] = set()
+    reasonings: set[tuple[int, ...]] = set()
+    for turn in turns:
+        split = split_reasoning(tokenizer, turn.response_ids, think_tag)
+        if split is not None and split[1]:
+            contexts.add(tuple(turn.prompt_ids) + tuple(split[0]))
+            reasonings.add(tuple(split[1]))
+    return sum(len(c) - head for c in contexts) + len(contexts) * sum(len(z) for z in reasonings)
+
+
 def score_batch(
     model: Any,
     tokenizer: Any,
@@ -190,10 +212,18 @@ def score_batch(
     control_tokens: bool = True,
     own_pass: bool = True,
     tool_probe: bool = True,
+    cost_share: float | None = None,
     **scoring_kwargs: Any,
 ) -> dict[str, Any]:
     """MI (per mode), generated-token entropy, control-token spikes and (tool-call formats) the tool-call
     probe of a batch of episodes.
+
+    ``cost_share`` bounds the scoring to that share of the tokens the episodes themselves ran through the
+    model (:func:`played_tokens`), split evenly between the parts (each MI mode, the own pass, the probe):
+    an MI mode draws fewer samples, the own pass and the probe take fewer turns, until their tokens fit
+    (at least two samples, one episode, one turn). Scoring a token costs about what encoding a prompt
+    token did, and less than generating one, so 0.25 keeps the diagnostics within about a quarter of
+    the evaluation's time. What each part drew is in the result (``samples_drawn``, ``turns``).
 
     ``episodes[e][t]`` is turn t of episode e. ``max_samples`` caps the (x, z) pairs of each MI mode (the
     cost grows as its square); ``max_scored_turns`` caps the turns scored for entropy and control tokens
@@ -205,9 +235,21 @@ def score_batch(
     fmt = get_format(response_format)
     think_tag = fmt.think_tag
     counts = [len(e) for e in episodes]
+    probing = tool_probe and isinstance(fmt, ToolCallFormat)
+    part_budget = None
     result: dict[str, Any] = {"mi": {}}
+    if cost_share is not None:
+        played = played_tokens(episodes)
+        part_budget = cost_share * played / (len(modes) + int(own_pass) + int(probing))
+        result["budget"] = {"cost_share": cost_share, "played_tokens": played, "tokens_per_part": part_budget}
+    head = shared_prefix_length([t.prompt_ids for e in episodes for t in e]) if sum(counts) > 1 else 0
     for mode in modes:
         picked = sample_turns(counts, mode, max_samples, seed)
+        while part_budget is not None and len(picked) > 2:
+            turns = [episodes[e][t] for e, t in picked]
+            if mi_tokens(tokenizer, turns, think_tag, head) <= part_budget:
+                break
+            picked = sample_turns(counts, mode, max(2, int(0.8 * len(picked))), seed)
         result["mi"][mode] = mi_from_turns(
             model,
             tokenizer,
@@ -216,9 +258,14 @@ def score_batch(
             ema=None if ema is None else ema.get(mode),
             **scoring_kwargs,
         )
+        result["mi"][mode]["samples_drawn"] = len(picked)
 
-    if tool_probe and isinstance(fmt, ToolCallFormat):
+    if probing:
         picked = sample_turns(counts, "turn", max_scored_turns, seed)
+        while part_budget is not None and len(picked) > 1:
+            if sum(len(episodes[e][t].prompt_ids) - head for e, t in picked) <= part_budget:
+                break
+            picked = sample_turns(counts, "turn", int(0.8 * len(picked)), seed)
         result["tool_probe"] = tool_call_probe(
             model, tokenizer, [episodes[e][t] for e, t in picked], fmt, **scoring_kwargs
         )
@@ -227,7 +274,10 @@ def score_batch(
     # Entropy and control-token mass: each reply under its own prompt.
     probes = sorted(control_token_ids(tokenizer, fmt)) if control_tokens else None
     scoring_kwargs.setdefault("pad_id", tokenizer.pad_token_id or 0)
-    per_turn = own_prompt_scores(model, episodes, max_scored_turns, seed, probes, **scoring_kwargs)
+    per_turn = own_prompt_scores(
+        model, episodes, max_scored_turns, seed, probes, max_tokens=part_budget, **scoring_kwargs
+    )
+    result["turns"] = len(per_turn)
     entropies = [score.entropy for _, score in per_turn if score.entropy is not None]
     total = int(sum(len(h) for h in entropies))
     result["entropy"] = float(np.concatenate(entropies).mean()) if total else None
@@ -350,19 +400,31 @@ def own_prompt_scores(
     max_turns: int | None,
     seed: int,
     probe_ids: Sequence[int] | None,
+    max_tokens: float | None = None,
     **scoring_kwargs: Any,
 ) -> list[tuple[TurnSample, PairScore]]:
-    """Every reply of a uniform subset of episodes (about ``max_turns`` turns in all) scored under its own
-    prompt, with token entropies and probe probabilities. A token-exact episode is scored in one pass (its
-    last turn's whole sequence: every earlier reply sits inside it); others turn by turn."""
+    """Every reply of a uniform subset of episodes (about ``max_turns`` turns and at most ``max_tokens``
+    scored tokens in all, at least one episode) scored under its own prompt, with token entropies and
+    probe probabilities. A token-exact episode is scored in one pass (its last turn's whole sequence:
+    every earlier reply sits inside it); others turn by turn."""
     order = np.random.default_rng(seed).permutation(len(episodes))
     chosen: list[list[TurnSample]] = []
     budget = max_turns if max_turns is not None else sum(len(e) for e in episodes)
+    tokens_left = max_tokens if max_tokens is not None else float("inf")
+    firsts = [e[0].prompt_ids for e in episodes if e]
+    head = shared_prefix_length(firsts) if len(firsts) > 1 else 0
     for e in order:
         episode = [t for t in episodes[e] if t.response_ids]
-        if episode and (len(episode) <= budget or not chosen):
+        if not episode:
+            continue
+        if _is_token_exact(episode):
+            cost = len(episode[-1].prompt_ids) + len(episode[-1].response_ids) - head
+        else:
+            cost = sum(len(t.prompt_ids) + len(t.response_ids) - head for t in episode)
+        if not chosen or (len(episode) <= budget and cost <= tokens_left):
             chosen.append(episode)
             budget -= len(episode)
+            tokens_left -= cost
     contexts, continuations, spans = [], [], []  # spans: (turn, pair index, start offset in continuation)
     for episode in chosen:
         if len(episode) > 1 and _is_token_exact(episode):
@@ -444,20 +506,27 @@ def model_diagnostics(
     *,
     max_samples: int = 64,
     seed: int = 0,
+    progress: bool = False,
+    cost_share: float | None = 0.25,
 ) -> dict[str, Any]:
-    """MI, entropy and control-token spikes of stored episodes, scored with the policy's model."""
+    """MI, entropy and control-token spikes of stored episodes, scored with the policy's model, within
+    ``cost_share`` of the tokens the episodes took to play (see :func:`score_batch`; None: no bound).
+    ``progress`` shows a bar of the (continuation, context) pairs scored."""
     if not isinstance(policy, HFPolicy):
         raise ValueError(f"diagnostics need an hf: or checkpoint: policy, got {policy.spec!r}")
     started = time.perf_counter()
     episodes = [turn_samples(policy, r) for r in records]
-    report = score_batch(
-        policy.model,
-        policy.tokenizer,
-        episodes,
-        response_format=response_format,
-        max_samples=max_samples,
-        max_scored_turns=4 * max_samples,
-        seed=seed,
-    )
+    with tqdm(desc="diagnostics", unit="pair", disable=not progress, total=0) as bar:
+        report = score_batch(
+            policy.model,
+            policy.tokenizer,
+            episodes,
+            response_format=response_format,
+            max_samples=max_samples,
+            max_scored_turns=4 * max_samples,
+            seed=seed,
+            progress=bar,
+            cost_share=cost_share,
+        )
     report["elapsed_s"] = round(time.perf_counter() - started, 3)
     return report

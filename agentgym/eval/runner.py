@@ -75,12 +75,15 @@ def evaluate(
     progress: bool = True,
     diagnostics: bool = True,
     diagnostics_samples: int = 64,
+    diagnostics_share: float | None = 0.25,
     executor: Executor | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``policy`` on ``episodes`` seeded episodes of ``env_id``; return the summary dict.
 
     ``diagnostics`` adds MI, entropy and control-token spikes for model policies (``hf:``,
-    ``checkpoint:``); ``diagnostics_samples`` caps the (prompt, reasoning) pairs of each MI estimate.
+    ``checkpoint:``); ``diagnostics_samples`` caps the (prompt, reasoning) pairs of each MI estimate and
+    ``diagnostics_share`` their scoring to that share of the tokens the episodes took to play (about that
+    share of the evaluation's time; None: no bound).
     ``executor`` plays the episodes instead of this process or its workers (``workers`` is then unused);
     it needs a policy spec string, which it builds where it plays.
     """
@@ -94,6 +97,8 @@ def evaluate(
         raise UsageError(
             f"diagnostics_samples must be at least 1 (or diagnostics off), got {diagnostics_samples}"
         )
+    if diagnostics and diagnostics_share is not None and not diagnostics_share > 0:
+        raise UsageError(f"diagnostics_share must be above 0 (or unset), got {diagnostics_share}")
     env_kwargs, policy_kwargs = dict(env_kwargs or {}), dict(policy_kwargs or {})
     check_env(env_id, env_kwargs)
     if isinstance(policy, str):
@@ -176,7 +181,13 @@ def evaluate(
                     own = make_policy(policy_spec, **policy_kwargs)
                 completed = [r for r in records if not is_aborted(r)]
                 summary["diagnostics"] = model_diagnostics(
-                    own, completed, summary["response_format"], max_samples=diagnostics_samples, seed=seed
+                    own,
+                    completed,
+                    summary["response_format"],
+                    max_samples=diagnostics_samples,
+                    seed=seed,
+                    progress=progress,
+                    cost_share=diagnostics_share,
                 )
         finally:
             if isinstance(policy, str) and own is not None:

@@ -23,6 +23,9 @@ from typing import Any
 
 import numpy as np
 
+from agentgym.models import cache_argument, output_cache
+from agentgym.policies import MIN_SHARED_PREFIX, shared_prefix_length
+
 DEFAULT_TOKEN_BUDGET = 4096  # rows x padded length of one scoring batch
 
 
@@ -133,12 +136,15 @@ def score_pairs(
     max_rows: int = 64,
     context_group: int = 8,
     strategy: str = "auto",
+    progress: Any | None = None,
 ) -> dict[tuple[int, int], PairScore]:
     """Score ``continuations[i]`` after ``contexts[j]`` for every ``(i, j)`` in ``pairs``, encoding each
     context once for all the continuations scored under it.
 
     Contexts are token id lists (e.g. a chat template's prompt); continuations too (the sampled ids).
-    Returns ``{(i, j): PairScore}``. Empty continuations give empty arrays.
+    Returns ``{(i, j): PairScore}``. Empty continuations give empty arrays. ``progress``: a tqdm bar (or
+    anything with ``total``, ``refresh`` and ``update``); its total grows by the pairs, each scored batch
+    updates it.
 
     Strategies: ``packed`` puts a context and many of its continuations in one sequence, with a
     block-causal attention mask (each continuation sees the context and itself) and per-continuation
@@ -153,6 +159,9 @@ def score_pairs(
         strategy = _pick_strategy(model, contexts, continuations, pairs)
     if strategy not in ("packed", "cache"):
         raise ValueError(f"strategy must be auto, packed or cache, got {strategy!r}")
+    if progress is not None:
+        progress.total = (progress.total or 0) + len(pairs)
+        progress.refresh()
     by_context: dict[int, list[int]] = {}
     results: dict[tuple[int, int], PairScore] = {}
     for i, j in pairs:
@@ -173,6 +182,7 @@ def score_pairs(
                 pad_id,
                 token_budget,
                 max_rows,
+                progress,
             )
         else:
             _score_cached(
@@ -187,7 +197,10 @@ def score_pairs(
                 token_budget,
                 max_rows,
                 context_group,
+                progress,
             )
+    if progress is not None:
+        progress.update(sum(1 for i, _ in pairs if not len(continuations[i])))  # empty ones, not batched
     return results
 
 
@@ -195,6 +208,9 @@ def _pick_strategy(model: Any, contexts, continuations, pairs) -> str:
     implementation = getattr(model.config, "_attn_implementation", None) or "eager"
     if implementation not in ("sdpa", "eager") or not pairs:
         return "cache"
+    used = sorted({j for _, j in pairs})
+    if len(used) > 1 and shared_prefix_length([contexts[j] for j in used]) >= MIN_SHARED_PREFIX:
+        return "cache"  # the contexts' shared head is encoded once there
     context_tokens = np.mean([len(contexts[j]) for _, j in pairs])
     continuation_tokens = np.mean([len(continuations[i]) for i, _ in pairs])
     return "packed" if 16 * continuation_tokens <= context_tokens else "cache"
@@ -211,6 +227,7 @@ def _score_packed(
     pad_id,
     token_budget,
     max_rows,
+    progress,
 ) -> None:
     import torch
 
@@ -286,6 +303,8 @@ def _score_packed(
                 _to_numpy(entropy[0][span]) if k in need else None,
                 None if probes is None else _to_numpy(probes[0, span]),
             )
+        if progress is not None:
+            progress.update(len(reads))
 
 
 def _score_cached(
@@ -300,31 +319,54 @@ def _score_cached(
     token_budget,
     max_rows,
     context_group,
+    progress,
 ) -> None:
     import torch
     from transformers.cache_utils import DynamicCache
 
     device = _device(model)
     wanted = sorted(by_context)
+    # The head all contexts share (an env's instructions) is encoded once; its cache starts every row.
+    shared = shared_prefix_length([contexts[j] for j in wanted]) if len(wanted) > 1 else 0
+    shared_cache = None
+    if shared >= MIN_SHARED_PREFIX:
+        head_ids = torch.tensor([list(contexts[wanted[0]][:shared])], device=device)
+        shared_cache = output_cache(model(input_ids=head_ids, use_cache=True, logits_to_keep=1))
+    else:
+        shared = 0
     for start in range(0, len(wanted), context_group):
         group = wanted[start : start + context_group]
-        # 1. The contexts of this group minus their last token, left-padded, in one pass: the cache.
-        #    The last token is fed with the continuation, so its logits predict the first token.
-        heads = [list(contexts[j][:-1]) for j in group]
+        # 1. The contexts of this group minus their last token (after the shared head), left-padded, in
+        #    one pass: the cache. The last token is fed with the continuation, so its logits predict the
+        #    first token.
+        heads = [list(contexts[j][shared:-1]) for j in group]
         width = max(len(h) for h in heads)
-        cache, head_mask = None, torch.zeros((len(group), width), dtype=torch.long, device=device)
+        head_mask = torch.tensor(
+            [[1] * shared + [0] * (width - len(h)) + [1] * len(h) for h in heads],
+            dtype=torch.long,
+            device=device,
+        )
+        cache = None
+        if shared_cache is not None:
+            cache = DynamicCache(
+                ddp_cache_data=[
+                    (layer.keys.expand(len(group), -1, -1, -1), layer.values.expand(len(group), -1, -1, -1))
+                    for layer in shared_cache.layers
+                ],
+                config=model.config,
+            )
         if width:
             ids = torch.tensor([[pad_id] * (width - len(h)) + h for h in heads], device=device)
-            head_mask = torch.tensor([[0] * (width - len(h)) + [1] * len(h) for h in heads], device=device)
-            positions = (head_mask.cumsum(-1) - 1).clamp(min=0)
+            positions = (head_mask.cumsum(-1) - 1).clamp(min=0)[:, shared:]
             out = model(
                 input_ids=ids,
                 attention_mask=head_mask,
                 position_ids=positions,
                 use_cache=True,
                 logits_to_keep=1,
+                **({cache_argument(model): cache} if cache is not None else {}),
             )
-            cache = out.past_key_values
+            cache = output_cache(out)
         row_of = {j: r for r, j in enumerate(group)}
 
         # 2. Every (continuation, context) pair of the group, batched; rows pick their context's cache.
@@ -350,8 +392,8 @@ def _score_cached(
                 input_ids=ids,
                 attention_mask=mask,
                 position_ids=positions,
-                past_key_values=past,
                 use_cache=past is not None,
+                **{cache_argument(model): past},
             )
             targets = torch.cat([ids[:, 1:], ids[:, :1]], dim=1)  # the last column is never read
             rows_h = [r for r, pair in enumerate(chunk) if _wants_entropy(with_entropy, pair)]
@@ -363,6 +405,8 @@ def _score_cached(
                     _to_numpy(entropy[r][:n]) if r in entropy else None,
                     None if probes is None else _to_numpy(probes[r, :n]),
                 )
+            if progress is not None:
+                progress.update(len(chunk))
 
 
 def score_pairs_naive(
@@ -376,6 +420,7 @@ def score_pairs_naive(
     pad_id: int = 0,
     token_budget: int = DEFAULT_TOKEN_BUDGET,
     max_rows: int = 64,
+    progress: Any | None = None,
 ) -> dict[tuple[int, int], PairScore]:
     """The reference: one full forward pass of ``contexts[j] + continuations[i]`` per pair (batched,
     left-padded, logits kept only where they are read). Same return value as :func:`score_pairs`."""
@@ -390,6 +435,9 @@ def score_pairs_naive(
             todo.append((i, j))
         else:
             results[(i, j)] = _empty_score(with_entropy, (i, j), probe_ids)
+    if progress is not None:
+        progress.total = (progress.total or 0) + len(pairs)
+        progress.update(len(pairs) - len(todo))
     lengths = [len(contexts[j]) + len(continuations[i]) for i, j in todo]
     with _inference(model):
         for chunk in _chunks(todo, lengths, token_budget, max_rows):
@@ -411,6 +459,8 @@ def score_pairs_naive(
                     _to_numpy(entropy[r][first:]) if r in entropy else None,
                     None if probes is None else _to_numpy(probes[r, first:]),
                 )
+            if progress is not None:
+                progress.update(len(chunk))
     return results
 
 
@@ -448,15 +498,20 @@ def cross_score(
     if any(len(c) == 0 for c in continuations):
         raise ValueError("every continuation needs at least one token")
     m, n = len(continuations), len(contexts)
-    pairs = [(i, j) for j in range(n) for i in range(m)]
+    # identical continuations (a greedy policy's repeated reasoning, a turn drawn twice) are scored once
+    first_of: dict[tuple[int, ...], int] = {}
+    unique = [first_of.setdefault(tuple(c), len(first_of)) for c in continuations]
+    distinct = [list(c) for c in first_of]
+    pairs = [(u, j) for j in range(n) for u in range(len(distinct))]
     scorer = score_pairs_naive if naive else score_pairs
-    own = {(i, owner[i]) for i in range(m)} if with_entropy else False
-    scores = scorer(model, contexts, continuations, pairs, with_entropy=own, **kwargs)
+    own = {(unique[i], owner[i]) for i in range(m)} if with_entropy else False
+    scores = scorer(model, contexts, distinct, pairs, with_entropy=own, **kwargs)
     logp_sum = np.empty((m, n))
-    for (i, j), s in scores.items():
-        logp_sum[i, j] = s.total
+    for i in range(m):
+        for j in range(n):
+            logp_sum[i, j] = scores[(unique[i], j)].total
     lengths = np.array([len(c) for c in continuations], dtype=np.float64)
     own_entropy = None
     if with_entropy:
-        own_entropy = np.array([_entropy_of(scores[(i, owner[i])]).mean() for i in range(m)])
+        own_entropy = np.array([_entropy_of(scores[(unique[i], owner[i])]).mean() for i in range(m)])
     return CrossScores(logp_sum, logp_sum / lengths[:, None], lengths, own_entropy)
