@@ -24,7 +24,8 @@ from typing import Any
 def cache_argument(model: Any) -> str:
     """The keyword by which ``model.forward`` and ``generate`` take a KV cache (``cache``, formerly
     ``past_key_values``)."""
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # a PEFT model: its base
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 
 def output_cache(output: Any) -> Any:
