@@ -118,6 +118,8 @@ warm start, trained on 3x3 lakes) after 20 GRPO steps with SNR-aware top-p 0.9 f
 smol_rl() { # smol_rl ENV_ID NAME MAX_NEW_TOKENS
   wanted smol-rl "$1" || return 0
   local run_dir=$OUT/smollm2-$2-sft-grpo sft=$OUT/smollm2-$2-sft start=$SECONDS
+  local results=experiments/results/smollm2_$2  # the run's metrics, plots and the three evals' summaries
+  mkdir -p "$results"
   local cap="\"max_new_tokens\": $3" eval_dir
   if [[ ${SMOL_RL_TRAINED:-0} == 1 && -d $run_dir/checkpoint-0 ]]; then
     echo "== smol-rl: evaluating the run already in $run_dir (SMOL_RL_TRAINED=1)"
@@ -130,11 +132,11 @@ smol_rl() { # smol_rl ENV_ID NAME MAX_NEW_TOKENS
   fi
   ln -sfn "$run_dir/checkpoint-0" "$sft"
   for policy in "hf:$SMOL" "hf:$sft" "checkpoint:$run_dir"; do
-    local kw="{$cap}" stage
+    local kw="{$cap}" stage label
     case $policy in
-      "hf:$SMOL") kw="{\"gguf_file\": \"SmolLM2-135M-Instruct.Q4_1.gguf\", $cap}" stage="before SFT (zero-shot)" ;;
-      "hf:$sft") stage="after the SFT warm start (checkpoint-0)" ;;
-      *) stage="after SFT and GRPO with SNR-aware top-p 0.9 filtering" ;;
+      "hf:$SMOL") kw="{\"gguf_file\": \"SmolLM2-135M-Instruct.Q4_1.gguf\", $cap}" stage="before SFT (zero-shot)" label=zero_shot ;;
+      "hf:$sft") stage="after the SFT warm start (checkpoint-0)" label=after_sft ;;
+      *) stage="after SFT and GRPO with SNR-aware top-p 0.9 filtering" label=after_rl ;;
     esac
     eval_dir=$OUT/$(echo "$1-$policy" | tr -c 'A-Za-z0-9\n' '-')-heldout
     rm -rf "${eval_dir:?}"
@@ -144,7 +146,17 @@ smol_rl() { # smol_rl ENV_ID NAME MAX_NEW_TOKENS
     agentgym leaderboard --dir "$BOARDS" --add "$eval_dir" --notes "SmolLM2-135M-Instruct $stage, \
 configs/smollm2-$2.yaml (experiments/seed_leaderboard.sh smol-rl); greedy, replies up to $3 tokens, held-out \
 seeds from 2000000"
+    cp "$eval_dir/summary.json" "$results/summary_$label.json"
   done
+  cp "$run_dir/metrics.jsonl" "$results/metrics.jsonl"
+  python - "$results" <<'PLOT' # the training curves, overview only
+import shutil, sys, tempfile
+from pathlib import Path
+from agentgym.trainers.plots import plot_metrics
+with tempfile.TemporaryDirectory() as tmp:
+    plot_metrics(Path(sys.argv[1]) / "metrics.jsonl", tmp)
+    shutil.copy(Path(tmp) / "overview.png", Path(sys.argv[1]) / "training.png")
+PLOT
   echo "== smol-rl: $1 took $((SECONDS - start)) s"
 }
 
