@@ -303,3 +303,26 @@ def test_diagnostics_are_logged_every_k_steps_before_filtering(tmp_path):
     assert "diag/cpu_s" in rl[1] and "diag/cpu_s" not in rl[2] and "diag/cpu_s" in rl[3]  # steps 0, 2 (last)
     assert any(k.startswith("diag/mi/first_turn/") for k in rl[1])
     assert rl[1]["diag/cpu_s"] > 0 and rl[1]["diag/entropy"] > 0 and rl[1]["diag/entropy_tokens"] > 0
+
+
+def test_adamw_is_fused_in_one_process_and_steps_like_the_default():
+    from agentgym.trainers.distributed import Runtime
+    from agentgym.trainers.trainer import adamw
+
+    torch.manual_seed(0)
+    weights = [torch.randn(64, 32), torch.randn(32)]
+    grads = [torch.randn_like(w) for w in weights]
+    fused_params = [torch.nn.Parameter(w.clone()) for w in weights]
+    plain_params = [torch.nn.Parameter(w.clone()) for w in weights]
+    fused = adamw(fused_params, 1e-2, 0.1, Runtime())
+    plain = torch.optim.AdamW(plain_params, lr=1e-2, weight_decay=0.1, betas=(0.9, 0.999))
+    assert fused.defaults["fused"] is True
+    assert adamw([torch.nn.Parameter(torch.zeros(2))], 1e-2, 0.0, Runtime(world=2)).defaults["fused"] is None
+    for _ in range(3):
+        for params, optimizer in ((fused_params, fused), (plain_params, plain)):
+            for p, g in zip(params, grads, strict=True):
+                p.grad = g.clone()
+            optimizer.step()
+    for a, b, start in zip(fused_params, plain_params, weights, strict=True):
+        assert not torch.equal(a, start)  # the step moved the weights
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
