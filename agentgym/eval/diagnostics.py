@@ -412,15 +412,15 @@ def own_prompt_scores(
     budget = max_turns if max_turns is not None else sum(len(e) for e in episodes)
     tokens_left = max_tokens if max_tokens is not None else float("inf")
     firsts = [e[0].prompt_ids for e in episodes if e]
-    head = shared_prefix_length(firsts) if len(firsts) > 1 else 0
+    shared = shared_prefix_length(firsts) if len(firsts) > 1 else 0  # encoded once by the scorer
     for e in order:
         episode = [t for t in episodes[e] if t.response_ids]
         if not episode:
             continue
         if _is_token_exact(episode):
-            cost = len(episode[-1].prompt_ids) + len(episode[-1].response_ids) - head
+            cost = len(episode[-1].prompt_ids) + len(episode[-1].response_ids) - shared
         else:
-            cost = sum(len(t.prompt_ids) + len(t.response_ids) - head for t in episode)
+            cost = sum(len(t.prompt_ids) + len(t.response_ids) - shared for t in episode)
         if not chosen or (len(episode) <= budget and cost <= tokens_left):
             chosen.append(episode)
             budget -= len(episode)

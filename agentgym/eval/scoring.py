@@ -346,7 +346,7 @@ def _score_cached(
             dtype=torch.long,
             device=device,
         )
-        cache = None
+        cache: Any = None
         if shared_cache is not None:
             cache = DynamicCache(
                 ddp_cache_data=[
