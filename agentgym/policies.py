@@ -174,7 +174,8 @@ class HFPolicy(Policy):
 
         The tokens every prompt starts with (an env's instructions: about 200 of FrozenLake's 260 first-turn
         tokens) are encoded once and their KV cache is shared by the rows; each row is then that head, left
-        pads, and its own tail (positions follow the attention mask, so a row reads as if unpadded)."""
+        pads, and its own tail (positions follow the attention mask, so a row reads as if unpadded). A prompt
+        the batch repeats (a rollout group's copies of its first turn) is encoded once too."""
         import torch
 
         pad_id = self.tokenizer.pad_token_id
@@ -203,12 +204,9 @@ class HFPolicy(Policy):
         else:
             options = {"do_sample": False}
         with torch.no_grad():
-            if shared:
-                # the head once; generate feeds only the uncached columns (the pads and tails)
-                head = self.model(input_ids=input_ids[:1, :shared], use_cache=True, logits_to_keep=1)
-                head_cache = output_cache(head)
-                head_cache.batch_repeat_interleave(len(prompts))
-                options[cache_argument(self.model)] = head_cache
+            cache = self._prefill(input_ids, attention_mask, shared)
+            if cache is not None:  # generate feeds only the columns the cache does not hold
+                options[cache_argument(self.model)] = cache
             out = self.model.generate(
                 input_ids=input_ids,
                 attention_mask=attention_mask,
@@ -243,6 +241,47 @@ class HFPolicy(Policy):
                 Generation(text, ids[:length], chosen[row, :length].tolist(), finish_reason=finish)
             )
         return generations
+
+    def _prefill(self, input_ids: Any, attention_mask: Any, shared: int) -> Any | None:
+        """The KV cache ``generate`` starts from, each piece of prompt encoded once: the ``shared`` head
+        for the whole batch, and the rest of a prompt (all but its last token) once per distinct prompt,
+        its rows then copied to every row that repeats it (a rollout group's G copies of a first turn).
+        None when there is nothing to share."""
+        import torch
+
+        rows, columns = input_ids.shape
+        distinct: list[int] = []  # the first row of each distinct prompt
+        row_of: list[int] = []  # each row's distinct prompt
+        seen: dict[tuple[int, ...], int] = {}
+        for index, row in enumerate(input_ids.tolist()):
+            if tuple(row) not in seen:
+                seen[tuple(row)] = len(distinct)
+                distinct.append(index)
+            row_of.append(seen[tuple(row)])
+        repeats = len(distinct) < rows and columns - 1 > shared
+        if not shared and not repeats:
+            return None
+        cache = None
+        if shared:
+            head = self.model(input_ids=input_ids[:1, :shared], use_cache=True, logits_to_keep=1)
+            cache = output_cache(head)
+            cache.batch_repeat_interleave(len(distinct) if repeats else rows)
+        if not repeats:
+            return cache
+        # the distinct rows up to their last token, positions following the mask (left pads)
+        mask = attention_mask[distinct, : columns - 1]
+        positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
+        rest = self.model(
+            input_ids=input_ids[distinct, shared : columns - 1],
+            attention_mask=mask,
+            position_ids=positions[:, shared:],
+            use_cache=True,
+            logits_to_keep=1,
+            **({cache_argument(self.model): cache} if cache is not None else {}),
+        )
+        cache = output_cache(rest)
+        cache.batch_select_indices(torch.tensor(row_of, device=input_ids.device))
+        return cache
 
     def close(self) -> None:
         self.model = None

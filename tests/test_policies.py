@@ -86,13 +86,17 @@ def test_shared_prefix_length_leaves_each_prompt_a_token():
     assert shared_prefix_length([[5], [5, 6]]) == 0
 
 
-@pytest.mark.parametrize(("temperature", "seeds"), [(0.0, None), (1.0, [11, 12, 13, 14]), (1.0, None)])
-def test_shared_prompt_head_is_encoded_once_with_the_same_result(tiny_lm, monkeypatch, temperature, seeds):
+@pytest.mark.parametrize(
+    ("temperature", "seeds"), [(0.0, None), (1.0, [11, 12, 13, 14, 15, 16]), (1.0, None)]
+)
+def test_shared_prompt_head_and_repeated_prompts_are_encoded_once(tiny_lm, monkeypatch, temperature, seeds):
     """A batch whose prompts share a long head (an env's instructions) encodes it once and copies its
-    KV cache to each row: the tokens and log-probs are those of encoding every row whole."""
+    KV cache to each row, and a prompt the batch repeats (a rollout group) is encoded once: the tokens
+    and log-probs are those of encoding every row whole."""
     model, tokenizer = tiny_lm
     system = {"role": "system", "content": "You walk on a frozen lake; reach the goal. " * 4}
-    chats = [[system, {"role": "user", "content": text}] for text in ("Up", "Turn 1:\nP_\n_G", "x" * 9, "L")]
+    texts = ("Up", "Turn 1:\nP_\n_G", "Up", "x" * 9, "L", "Up")
+    chats = [[system, {"role": "user", "content": text}] for text in texts]
     policy = HFPolicy(model, tokenizer, temperature=temperature, max_new_tokens=10)
     prompts = policy.encode_chats(chats)
     assert shared_prefix_length(prompts) >= agentgym.policies.MIN_SHARED_PREFIX  # the path under test runs
@@ -107,13 +111,29 @@ def test_shared_prompt_head_is_encoded_once_with_the_same_result(tiny_lm, monkey
     monkeypatch.setattr(model, "forward", counting_forward)
     shared = policy.generate(prompts, seeds)
     assert calls[0][0] == 1  # the head, once
-    monkeypatch.setattr(agentgym.policies, "MIN_SHARED_PREFIX", 10**9)
+    assert calls[1][0] == 4  # the rest of each of the 4 distinct prompts, once
+    assert calls[2] == (6, 1)  # then generate: every row's last prompt token
+    monkeypatch.setattr(HFPolicy, "_prefill", lambda self, *args: None)  # every row encoded whole
     policy.reseed(0)
     whole = policy.generate(prompts, seeds)
     for a, b in zip(shared, whole, strict=True):
         assert a.token_ids == b.token_ids
         assert a.logprobs == pytest.approx(b.logprobs, abs=1e-4)
         assert a.finish_reason == b.finish_reason
+    if temperature == 0:  # the repeated prompt, greedy: one reply
+        assert shared[0].token_ids == shared[2].token_ids == shared[5].token_ids
+
+
+def test_repeated_short_prompts_without_a_shared_head(tiny_lm, monkeypatch):
+    """Prompts too short to share a head, one of them repeated: encoded once, same replies."""
+    model, tokenizer = tiny_lm
+    policy = HFPolicy(model, tokenizer, temperature=0.0, max_new_tokens=6)
+    prompts = [[5, 6, 7, 8], [9, 10, 11], [5, 6, 7, 8]]
+    deduplicated = policy.generate(prompts)
+    monkeypatch.setattr(HFPolicy, "_prefill", lambda self, *args: None)
+    whole = policy.generate(prompts)
+    assert [g.token_ids for g in deduplicated] == [g.token_ids for g in whole]
+    assert deduplicated[0].logprobs == pytest.approx(whole[0].logprobs, abs=1e-4)
 
 
 def test_hf_policy_runs_an_eval(tiny_lm, tmp_path):
