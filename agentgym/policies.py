@@ -18,13 +18,14 @@ import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from agentgym.errors import UsageError, check_kwargs
-from agentgym.models import cache_argument, output_cache
+from agentgym.models import cache_argument, kv_layers, make_kv_cache, output_cache, stack_kv
 from agentgym.types import Chat, Generation
 
 # The reply length cap of every model policy (hf:, checkpoint:, openai:), so that the same eval does not
@@ -40,6 +41,11 @@ class Policy(ABC):
     @abstractmethod
     def act(self, chats: Sequence[Chat], envs: Sequence[Any]) -> list[Generation]:
         """Responses for ``chats``; ``envs[i]`` is the environment that ``chats[i]`` talks to."""
+
+    def forget(self) -> None:
+        """Drop what the policy keeps between calls to speed up an episode's next turn (``run_episodes``
+        calls it when its episodes are over)."""
+        return None
 
     def close(self) -> None:
         """Free what the policy holds (models, clients)."""
@@ -146,6 +152,7 @@ class HFPolicy(Policy):
         self.spec = spec or self.spec  # how results name this policy; default hf:<path> for a loaded model
         self.seed = seed  # the run's sampling seed, with the episode seed and turn (see the class doc)
         self._seed = seed
+        self._kept: _KeptCache | None = None  # the last generate's KV cache, for the next turns
 
     def reseed(self, seed: int) -> None:
         """Sample the next ``generate`` calls from torch seeds ``seed``, ``seed + 1``, ..."""
@@ -172,22 +179,18 @@ class HFPolicy(Policy):
         ``seeds``: one per prompt, so that each row samples from its own generator and its tokens do not
         depend on the other rows; without them one torch seed that advances per call drives the batch.
 
-        The tokens every prompt starts with (an env's instructions: about 200 of FrozenLake's 260 first-turn
-        tokens) are encoded once and their KV cache is shared by the rows; each row is then that head, left
-        pads, and its own tail (positions follow the attention mask, so a row reads as if unpadded). A prompt
-        the batch repeats (a rollout group's copies of its first turn) is encoded once too."""
+        No piece of prompt is encoded twice (:meth:`_prefill`): a prompt that continues a sequence of the
+        previous call (an episode's next turn: its last prompt, reply and the new observation) reuses that
+        sequence's KV cache, the head all other prompts share (an env's instructions: about 200 of
+        FrozenLake's 260 first-turn tokens) is encoded once, and so is a prompt the batch repeats (a rollout
+        group's first turn). The kept cache is dropped by :meth:`forget` and when the weights change."""
         import torch
 
         pad_id = self.tokenizer.pad_token_id
-        shared = shared_prefix_length(prompts) if len(prompts) > 1 else 0
-        if shared < MIN_SHARED_PREFIX:
-            shared = 0
-        tails = [list(p[shared:]) for p in prompts]
-        width = max(len(t) for t in tails)
-        head = list(prompts[0][:shared])
-        input_ids = torch.tensor([head + [pad_id] * (width - len(t)) + t for t in tails], device=self.device)
+        width = max(len(p) for p in prompts)
+        input_ids = torch.tensor([[pad_id] * (width - len(p)) + list(p) for p in prompts], device=self.device)
         attention_mask = torch.tensor(
-            [[1] * shared + [0] * (width - len(t)) + [1] * len(t) for t in tails], device=self.device
+            [[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device
         )
         sample = self.temperature > 0
         seeded = None
@@ -204,8 +207,8 @@ class HFPolicy(Policy):
         else:
             options = {"do_sample": False}
         with torch.no_grad():
-            cache = self._prefill(input_ids, attention_mask, shared)
-            if cache is not None:  # generate feeds only the columns the cache does not hold
+            cache = self._prefill(prompts, width)
+            if cache is not None:  # generate feeds only the last column, which the cache does not hold
                 options[cache_argument(self.model)] = cache
             out = self.model.generate(
                 input_ids=input_ids,
@@ -218,7 +221,8 @@ class HFPolicy(Policy):
                 use_cache=True,
                 **options,
             )
-            new_ids = out.sequences[:, shared + width :]
+            new_ids = out.sequences[:, width:]
+            self._keep(prompts, width, new_ids, cache if cache is not None else output_cache(out))
             # the logits each token was drawn from, after the model's own processors: logits / temperature
             # when sampling (the seeded sampler keeps them from before its noise); one step at a time, so
             # that no (rows, steps, vocabulary) tensor is made
@@ -242,46 +246,103 @@ class HFPolicy(Policy):
             )
         return generations
 
-    def _prefill(self, input_ids: Any, attention_mask: Any, shared: int) -> Any | None:
-        """The KV cache ``generate`` starts from, each piece of prompt encoded once: the ``shared`` head
-        for the whole batch, and the rest of a prompt (all but its last token) once per distinct prompt,
-        its rows then copied to every row that repeats it (a rollout group's G copies of a first turn).
-        None when there is nothing to share."""
+    def forget(self) -> None:
+        """Drop the KV cache kept from the last :meth:`generate` (its memory)."""
+        self._kept = None
+
+    def _weights_version(self) -> Any:
+        """A fingerprint of the weights: a sum over every 1009th number of each parameter (fused
+        optimizers update in place without bumping the tensors' version counters)."""
         import torch
 
-        rows, columns = input_ids.shape
-        distinct: list[int] = []  # the first row of each distinct prompt
-        row_of: list[int] = []  # each row's distinct prompt
-        seen: dict[tuple[int, ...], int] = {}
-        for index, row in enumerate(input_ids.tolist()):
-            if tuple(row) not in seen:
-                seen[tuple(row)] = len(distinct)
-                distinct.append(index)
-            row_of.append(seen[tuple(row)])
-        repeats = len(distinct) < rows and columns - 1 > shared
-        if not shared and not repeats:
+        return torch.stack([p.detach().reshape(-1)[::1009].float().sum() for p in self.model.parameters()])
+
+    def _keep(self, prompts: Sequence[list[int]], width: int, new_ids: Any, cache: Any) -> None:
+        """Keep ``cache`` (every row's prompt and reply, left-padded to ``width``) for the next call."""
+        layers = kv_layers(cache)
+        if layers is None:
+            self._kept = None
+            return
+        fed = layers[0][0].shape[2] - width  # generate never feeds the last token it draws
+        replies = new_ids[:, :fed].tolist()
+        rows = [(list(p) + reply, width - len(p)) for p, reply in zip(prompts, replies, strict=True)]
+        self._kept = _KeptCache(layers, rows, self._weights_version())
+
+    def _prefill(self, prompts: Sequence[list[int]], width: int) -> Any | None:
+        """The KV cache of each prompt but its last token, left-padded to ``width - 1`` columns, each piece
+        encoded once: what a row of the kept cache already holds (the longest common prefix), else the
+        head the prompts share, then what is left of each distinct prompt, in one batched forward.
+        None when the model's cache is not a plain per-layer key/value cache."""
+        import torch
+
+        if width < 2:
             return None
-        cache = None
-        if shared:
-            head = self.model(input_ids=input_ids[:1, :shared], use_cache=True, logits_to_keep=1)
-            cache = output_cache(head)
-            cache.batch_repeat_interleave(len(distinct) if repeats else rows)
-        if not repeats:
-            return cache
-        # the distinct rows up to their last token, positions following the mask (left pads)
-        mask = attention_mask[distinct, : columns - 1]
-        positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
-        rest = self.model(
-            input_ids=input_ids[distinct, shared : columns - 1],
-            attention_mask=mask,
-            position_ids=positions[:, shared:],
-            use_cache=True,
-            logits_to_keep=1,
-            **({cache_argument(self.model): cache} if cache is not None else {}),
-        )
-        cache = output_cache(rest)
-        cache.batch_select_indices(torch.tensor(row_of, device=input_ids.device))
-        return cache
+        kept = self._kept
+        if kept is not None and not torch.equal(kept.version, self._weights_version()):
+            kept = None  # the weights changed since: its keys and values are stale
+        self._kept = None  # its memory goes once this call has taken what it needs
+        # known[i]: (layers, row, first column, tokens) of what row i's prompt already has
+        known: list[tuple[Any, int, int, int]] = []
+        for prompt in prompts:
+            best: tuple[Any, int, int, int] = (None, 0, 0, 0)
+            for row, (tokens, start) in enumerate(kept.rows if kept else []):
+                length = common_prefix_length(tokens, prompt, len(prompt) - 1)
+                if length > best[3]:
+                    best = (kept.layers if kept else None, row, start, length)
+            known.append(best)
+        shared = shared_prefix_length(prompts) if len(prompts) > 1 else 0
+        short = [i for i, k in enumerate(known) if k[3] < shared]
+        if shared >= MIN_SHARED_PREFIX and len(short) > 1:
+            head = self.model(
+                input_ids=torch.tensor([prompts[0][:shared]], device=self.device),
+                use_cache=True,
+                logits_to_keep=1,
+            )
+            head_layers = kv_layers(output_cache(head))
+            if head_layers is None:
+                return None
+            for i in short:
+                known[i] = (head_layers, 0, 0, shared)
+        # the rest of each distinct prompt, one forward: [left pads | known | new | right pads]
+        first_of: dict[tuple[int, ...], int] = {}
+        for i, prompt in enumerate(prompts):
+            if known[i][3] < len(prompt) - 1:
+                first_of.setdefault(tuple(prompt), i)
+        extended: dict[int, tuple[Any, int, int, int]] = {}
+        if first_of:
+            reps = list(first_of.values())
+            cached = max(known[i][3] for i in reps)
+            new = max(len(prompts[i]) - 1 - known[i][3] for i in reps)
+            pad_id = self.tokenizer.pad_token_id
+            ids, mask, positions = [], [], []
+            for i in reps:
+                have, todo = known[i][3], len(prompts[i]) - 1 - known[i][3]
+                ids.append(list(prompts[i][have : have + todo]) + [pad_id] * (new - todo))
+                mask.append([0] * (cached - have) + [1] * (have + todo) + [0] * (new - todo))
+                positions.append(list(range(have, have + new)))
+            options: dict[str, Any] = {}
+            if cached:
+                options[cache_argument(self.model)] = make_kv_cache(
+                    stack_kv([known[i] for i in reps], cached)
+                )
+            out = self.model(
+                input_ids=torch.tensor(ids, device=self.device),
+                attention_mask=torch.tensor(mask, device=self.device),
+                position_ids=torch.tensor(positions, device=self.device),
+                use_cache=True,
+                logits_to_keep=1,
+                **options,
+            )
+            layers = kv_layers(output_cache(out))
+            if layers is None:
+                return None
+            for r, i in enumerate(reps):
+                extended[i] = (layers, r, cached - known[i][3], len(prompts[i]) - 1)
+        parts = []
+        for i, prompt in enumerate(prompts):
+            rep = first_of.get(tuple(prompt))
+            parts.append(extended[rep] if rep is not None else known[i][:3] + (len(prompt) - 1,))
+        return make_kv_cache(stack_kv(parts, width - 1))
 
     def close(self) -> None:
         self.model = None
@@ -296,6 +357,25 @@ def shared_prefix_length(prompts: Sequence[Sequence[int]]) -> int:
         if any(p[k] != first[k] for p in prompts):
             return k
     return max(shortest - 1, 0)
+
+
+def common_prefix_length(a: Sequence[int], b: Sequence[int], limit: int) -> int:
+    """How many leading tokens ``a`` and ``b`` share, at most ``limit``."""
+    n = min(len(a), len(b), limit)
+    if n <= 0:
+        return 0
+    diff = np.flatnonzero(np.asarray(a[:n]) != np.asarray(b[:n]))
+    return int(diff[0]) if diff.size else n
+
+
+@dataclass
+class _KeptCache:
+    """A batch's KV cache after ``generate``: per layer (keys, values) of shape (rows, heads, columns,
+    head size); row i holds ``rows[i][0]`` (prompt and reply tokens) from column ``rows[i][1]``."""
+
+    layers: list[tuple[Any, Any]]
+    rows: list[tuple[list[int], int]]
+    version: Any  # HFPolicy._weights_version when it was made
 
 
 def episode_sampling_seeds(run_seed: int, chats: Sequence[Chat], envs: Sequence[Any]) -> list[int] | None:

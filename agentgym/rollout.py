@@ -174,4 +174,7 @@ def run_episodes(
     finally:
         for slot in slots:
             slot.env.close()
+        forget = getattr(policy, "forget", None)  # a Policy's state kept between turns
+        if forget is not None:
+            forget()
     return finished

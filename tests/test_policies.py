@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import threading
@@ -9,6 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import gymnasium as gym
 import pytest
+import torch
 
 import agentgym.policies
 from agentgym.eval.run_files import TrajectoryLog
@@ -21,6 +23,7 @@ from agentgym.policies import (
     make_policy,
     shared_prefix_length,
 )
+from agentgym.rollout import run_episodes
 
 
 def test_make_policy_specs():
@@ -134,6 +137,66 @@ def test_repeated_short_prompts_without_a_shared_head(tiny_lm, monkeypatch):
     whole = policy.generate(prompts)
     assert [g.token_ids for g in deduplicated] == [g.token_ids for g in whole]
     assert deduplicated[0].logprobs == pytest.approx(whole[0].logprobs, abs=1e-4)
+
+
+def _play_frozenlake(policy, episodes=5, batch_size=2):
+    """Greedy FrozenLake episodes (a random-init model plays all 5 turns), by seed."""
+    played = run_episodes(
+        lambda: gym.make("agentgym/FrozenLake-v0"),
+        "agentgym/FrozenLake-v0",
+        range(episodes),
+        policy,
+        batch_size,
+    )
+    return sorted(played, key=lambda e: e.seed)
+
+
+def test_next_turns_reuse_the_kept_cache_with_the_same_episodes(tiny_lm, monkeypatch):
+    """An episode's next turn continues a sequence of the previous call (prompt, reply, observation): its
+    KV cache is reused, so far fewer tokens go through the model, and the episodes (with slots refilled
+    by new ones as others end) are those of encoding every turn whole."""
+    model, tokenizer = tiny_lm
+    fed = []
+    real_forward = model.forward
+
+    @functools.wraps(real_forward)
+    def counting_forward(*args, **kwargs):
+        fed.append(kwargs["input_ids"].shape[0] * kwargs["input_ids"].shape[1])
+        return real_forward(*args, **kwargs)
+
+    monkeypatch.setattr(model, "forward", counting_forward)
+    policy = HFPolicy(model, tokenizer, temperature=0.0, max_new_tokens=12)
+    reused = _play_frozenlake(policy)
+    assert policy._kept is None  # run_episodes forgets the cache when its episodes are over
+    fed_reused, fed[:] = sum(fed), []
+    monkeypatch.setattr(HFPolicy, "_keep", lambda self, *args: None)
+    whole = _play_frozenlake(HFPolicy(model, tokenizer, temperature=0.0, max_new_tokens=12))
+    assert all(len(e.turns) > 1 for e in whole)
+    assert fed_reused < 0.6 * sum(fed)
+    for a, b in zip(reused, whole, strict=True):
+        assert a.messages == b.messages
+        for ta, tb in zip(a.turns, b.turns, strict=True):
+            assert ta.response_ids == tb.response_ids
+            assert ta.response_logprobs == pytest.approx(tb.response_logprobs, abs=1e-4)
+
+
+def test_a_weight_update_invalidates_the_kept_cache(tiny_lm):
+    """After the weights change in place (here a fused AdamW step, which leaves tensors' version counters
+    alone), a continued prompt is encoded again: the reply is the new model's."""
+    model, tokenizer = tiny_lm
+    model = copy.deepcopy(model)  # the fixture is shared: train a copy
+    policy = HFPolicy(model, tokenizer, temperature=0.0, max_new_tokens=8)
+    first = policy.generate([[5, 6, 7, 8, 9] * 4])[0]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.05, fused=True)
+    model.train()
+    model(input_ids=torch.tensor([[5, 6, 7, 8]]), labels=torch.tensor([[5, 6, 7, 8]])).loss.backward()
+    optimizer.step()
+    model.eval()
+    continued = [[5, 6, 7, 8, 9] * 4 + first.token_ids + [10, 11]]
+    after_update = policy.generate(continued)[0]
+    fresh = HFPolicy(model, tokenizer, temperature=0.0, max_new_tokens=8).generate(continued)[0]
+    assert after_update.token_ids == fresh.token_ids
+    assert after_update.logprobs == pytest.approx(fresh.logprobs, abs=1e-4)
 
 
 def test_hf_policy_runs_an_eval(tiny_lm, tmp_path):

@@ -571,6 +571,7 @@ class EnvWorkers:
                 t.generation = generation
                 request(t, "step", generation.text)
         stats.rollout_s = time.perf_counter() - started
+        policy.forget()  # the KV cache kept between turns: stale after the next update
         finished.sort(key=lambda tr: (tr.group, tr.member))
         return finished
 
