@@ -342,7 +342,8 @@ class HFPolicy(Policy):
         for i, prompt in enumerate(prompts):
             rep = first_of.get(tuple(prompt))
             parts.append(extended[rep] if rep is not None else known[i][:3] + (len(prompt) - 1,))
-        return make_kv_cache(stack_kv(parts, width - 1))
+        # preallocated for what generate adds: its last prompt column and up to max_new_tokens - 1 drawn
+        return make_kv_cache(stack_kv(parts, width - 1), self.model.config, width + self.max_new_tokens)
 
     def close(self) -> None:
         self.model = None
