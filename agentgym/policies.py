@@ -207,7 +207,8 @@ class HFPolicy(Policy):
         else:
             options = {"do_sample": False}
         with torch.no_grad():
-            cache = self._prefill(prompts, width)
+            version = self._weights_version()  # the weights this call reads (and the cache it keeps)
+            cache = self._prefill(prompts, width, version)
             if cache is not None:  # generate feeds only the last column, which the cache does not hold
                 options[cache_argument(self.model)] = cache
             out = self.model.generate(
@@ -222,7 +223,7 @@ class HFPolicy(Policy):
                 **options,
             )
             new_ids = out.sequences[:, width:]
-            self._keep(prompts, width, new_ids, cache if cache is not None else output_cache(out))
+            self._keep(prompts, width, new_ids, cache if cache is not None else output_cache(out), version)
             # the logits each token was drawn from, after the model's own processors: logits / temperature
             # when sampling (the seeded sampler keeps them from before its noise); one step at a time, so
             # that no (rows, steps, vocabulary) tensor is made
@@ -257,7 +258,7 @@ class HFPolicy(Policy):
 
         return torch.stack([p.detach().reshape(-1)[::1009].float().sum() for p in self.model.parameters()])
 
-    def _keep(self, prompts: Sequence[list[int]], width: int, new_ids: Any, cache: Any) -> None:
+    def _keep(self, prompts: Sequence[list[int]], width: int, new_ids: Any, cache: Any, version: Any) -> None:
         """Keep ``cache`` (every row's prompt and reply, left-padded to ``width``) for the next call."""
         layers = kv_layers(cache)
         if layers is None:
@@ -265,10 +266,12 @@ class HFPolicy(Policy):
             return
         fed = layers[0][0].shape[2] - width  # generate never feeds the last token it draws
         replies = new_ids[:, :fed].tolist()
-        rows = [(list(p) + reply, width - len(p)) for p, reply in zip(prompts, replies, strict=True)]
-        self._kept = _KeptCache(layers, rows, self._weights_version())
+        rows = [
+            (np.asarray(list(p) + reply), width - len(p)) for p, reply in zip(prompts, replies, strict=True)
+        ]
+        self._kept = _KeptCache(layers, rows, version)
 
-    def _prefill(self, prompts: Sequence[list[int]], width: int) -> Any | None:
+    def _prefill(self, prompts: Sequence[list[int]], width: int, version: Any) -> Any | None:
         """The KV cache of each prompt but its last token, left-padded to ``width - 1`` columns, each piece
         encoded once: what a row of the kept cache already holds (the longest common prefix), else the
         head the prompts share, then what is left of each distinct prompt, in one batched forward.
@@ -278,15 +281,16 @@ class HFPolicy(Policy):
         if width < 2:
             return None
         kept = self._kept
-        if kept is not None and not torch.equal(kept.version, self._weights_version()):
+        if kept is not None and not torch.equal(kept.version, version):
             kept = None  # the weights changed since: its keys and values are stale
         self._kept = None  # its memory goes once this call has taken what it needs
         # known[i]: (layers, row, first column, tokens) of what row i's prompt already has
         known: list[tuple[Any, int, int, int]] = []
         for prompt in prompts:
             best: tuple[Any, int, int, int] = (None, 0, 0, 0)
+            prompt_array = np.asarray(prompt)
             for row, (tokens, start) in enumerate(kept.rows if kept else []):
-                length = common_prefix_length(tokens, prompt, len(prompt) - 1)
+                length = common_prefix_length(tokens, prompt_array, len(prompt) - 1)
                 if length > best[3]:
                     best = (kept.layers if kept else None, row, start, length)
             known.append(best)
@@ -360,7 +364,7 @@ def shared_prefix_length(prompts: Sequence[Sequence[int]]) -> int:
     return max(shortest - 1, 0)
 
 
-def common_prefix_length(a: Sequence[int], b: Sequence[int], limit: int) -> int:
+def common_prefix_length(a: Sequence[int] | np.ndarray, b: Sequence[int] | np.ndarray, limit: int) -> int:
     """How many leading tokens ``a`` and ``b`` share, at most ``limit``."""
     n = min(len(a), len(b), limit)
     if n <= 0:
@@ -375,7 +379,7 @@ class _KeptCache:
     head size); row i holds ``rows[i][0]`` (prompt and reply tokens) from column ``rows[i][1]``."""
 
     layers: list[tuple[Any, Any]]
-    rows: list[tuple[list[int], int]]
+    rows: list[tuple[np.ndarray, int]]
     version: Any  # HFPolicy._weights_version when it was made
 
 
