@@ -220,6 +220,9 @@ class HFPolicy(Policy):
                 return_dict_in_generate=True,
                 output_scores=seeded is None,
                 use_cache=True,
+                # with a static cache on a GPU transformers compiles the forward, and every call's new
+                # batch shape recompiles it: 5x slower rollouts on an H200 (benchmarks/gpu_check.py)
+                disable_compile=True,
                 **options,
             )
             new_ids = out.sequences[:, width:]

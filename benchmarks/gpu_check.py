@@ -1,6 +1,6 @@
 """GPU readiness: the gpu-marked tests, one SmolLM2-135M training step, and a results JSON.
 
-    bash benchmarks/gpu_check.sh            # on a CUDA machine (about 2 to 5 minutes on one H200)
+    bash benchmarks/gpu_check.sh            # on a CUDA machine (86 s on one H200)
     bash benchmarks/gpu_check.sh --dry-run  # anywhere: the gpu tests skip, the model steps run on CPU
 
 Checks, each recorded with its status (passed, failed, skipped with the reason) and its time:

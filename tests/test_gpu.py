@@ -119,3 +119,47 @@ def test_mi_scorer_on_cuda_matches_cpu(tiny_lm):
     )
     np.testing.assert_allclose(on_gpu.logp_sum, on_cpu.logp_sum, atol=2e-3, rtol=0)
     np.testing.assert_allclose(on_gpu.logp_mean, on_cpu.logp_mean, atol=2e-4, rtol=0)
+
+
+def _play_greedy(policy, episodes: int = 6):
+    import gymnasium as gym
+
+    from agentgym.rollout import run_episodes
+
+    played = run_episodes(lambda: gym.make(FROZENLAKE), FROZENLAKE, range(episodes), policy, batch_size=3)
+    return sorted(played, key=lambda e: e.seed)
+
+
+def test_hf_policy_cache_reuse_on_cuda_plays_the_episodes_of_whole_encoding(cuda_lm, monkeypatch):
+    """The eval policy on the GPU (float32): next turns reuse the kept KV cache and decode into a static
+    cache, and play the same greedy episodes as encoding every turn whole."""
+    from agentgym.policies import HFPolicy
+
+    model, tokenizer = cuda_lm
+    reused = _play_greedy(HFPolicy(model, tokenizer, max_new_tokens=12, device=CUDA))
+    monkeypatch.setattr(HFPolicy, "_keep", lambda self, *args: None)
+    whole = _play_greedy(HFPolicy(model, tokenizer, max_new_tokens=12, device=CUDA))
+    assert any(len(e.turns) > 1 for e in whole)
+    for a, b in zip(reused, whole, strict=True):
+        assert a.messages == b.messages
+        for ta, tb in zip(a.turns, b.turns, strict=True):
+            assert ta.response_ids == tb.response_ids
+            assert ta.response_logprobs == pytest.approx(tb.response_logprobs, abs=1e-3)
+
+
+def test_hf_policy_loads_in_bf16_on_cuda_and_samples_valid_logprobs(tiny_lm, tmp_path):
+    """A model folder loaded for the GPU with no dtype given runs in bfloat16; sampled replies (a repeated
+    prompt among them) carry finite log-probs."""
+    from agentgym.policies import HFPolicy
+
+    model, tokenizer = tiny_lm
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    policy = HFPolicy(str(tmp_path), temperature=1.0, max_new_tokens=16, device=CUDA)
+    assert next(policy.model.parameters()).dtype == torch.bfloat16
+    prompts = [[5, 6, 7, 8, 9] * 6, [5, 6, 7, 8, 9] * 6, [11, 12, 13] * 4]
+    replies = policy.generate(prompts)
+    assert len(replies) == 3 and all(r.token_ids for r in replies)
+    for r in replies:
+        assert len(r.logprobs) == len(r.token_ids)
+        assert np.isfinite(r.logprobs).all() and max(r.logprobs) <= 0

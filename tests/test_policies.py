@@ -199,6 +199,28 @@ def test_a_weight_update_invalidates_the_kept_cache(tiny_lm):
     assert after_update.logprobs == pytest.approx(fresh.logprobs, abs=1e-4)
 
 
+def test_generate_never_compiles_the_model(tiny_lm, monkeypatch):
+    """transformers compiles the forward when generate gets a static cache on a GPU; each call's batch
+    shape differs, so that recompiles per call (rollouts 5x slower on an H200). Asked to compile on every
+    device, generate still runs the plain forward."""
+    from transformers.generation.configuration_utils import CompileConfig
+
+    model, tokenizer = tiny_lm
+    model = copy.deepcopy(model)
+    compile_everywhere = CompileConfig()
+    compile_everywhere._compile_all_devices = True
+    model.generation_config.compile_config = compile_everywhere
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("generate compiled the model")
+
+    monkeypatch.setattr(model, "get_compiled_call", refuse)
+    policy = HFPolicy(model, tokenizer, temperature=0.0, max_new_tokens=6)
+    prompts = [[5, 6, 7, 8, 9] * 8, [5, 6, 7, 8, 9] * 8 + [10, 11], [12, 13, 14] * 5]
+    assert all(g.token_ids for g in policy.generate(prompts))
+    assert all(g.token_ids for g in policy.generate([p + [15, 16] for p in prompts]))  # kept cache reused
+
+
 def test_hf_policy_runs_an_eval(tiny_lm, tmp_path):
     model, tokenizer = tiny_lm
     policy = HFPolicy(model, tokenizer, temperature=1.0, max_new_tokens=16, spec="hf:tiny")

@@ -326,3 +326,24 @@ def test_adamw_is_fused_in_one_process_and_steps_like_the_default():
     for a, b, start in zip(fused_params, plain_params, weights, strict=True):
         assert not torch.equal(a, start)  # the step moved the weights
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_a_non_finite_gradient_is_dropped_without_a_step():
+    """One bad batch (a NaN or infinite gradient) must not turn the weights and the optimizer's moments
+    into NaN: the step is skipped, the norm reported as it is, and the next finite gradient steps."""
+    import math
+
+    from agentgym.trainers.distributed import optimizer_step
+
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
+    before = [p.detach().clone() for p in model.parameters()]
+    for bad in (float("nan"), float("inf")):
+        model(torch.ones(1, 3)).sum().backward()
+        model.weight.grad[0, 0] = bad
+        assert not math.isfinite(optimizer_step(model, optimizer, max_grad_norm=1.0))
+        assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+        assert all(p.grad is None for p in model.parameters())
+    model(torch.ones(1, 3)).sum().backward()
+    assert math.isfinite(optimizer_step(model, optimizer, max_grad_norm=1.0))
+    assert not torch.equal(before[0], model.weight) and torch.isfinite(model.weight).all()

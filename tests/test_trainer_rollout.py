@@ -51,8 +51,10 @@ def test_generation_logprobs_equal_recomputed_ones_on_left_padded_batches(any_lm
     mask = batch.loss_mask.bool()
     assert mask.sum() == sum(t.generated_tokens for t in transcripts)
     torch.testing.assert_close(logp[mask], batch.sampler_logprobs[mask], atol=2e-4, rtol=0)
-    # the episodes are of different lengths, so this batch really is left-padded
-    assert len({len(t.ids) for t in transcripts}) > 1 or (batch.attention_mask == 0).any()
+    # the episodes are of different lengths, so this batch really is padded
+    assert len({len(t.ids) for t in transcripts}) > 1 and (batch.attention_mask == 0).any()
+    # on the right: every row attends from its first column, so no query row is fully masked
+    assert (batch.attention_mask[:, 0] == 1).all()
 
 
 def test_turns_are_appended_token_by_token_never_retokenized(tiny_lm):
@@ -116,16 +118,16 @@ def test_end_of_turn_is_trained_when_pad_is_eos(gpt2_pad_eos):
     assert tokenizer.pad_token_id == tokenizer.eos_token_id
     [short] = play(FROZENLAKE, [3], 1, ExpertTokenPolicy(tokenizer))
     long = copy.deepcopy(short)
-    long.extend([tokenizer.eos_token_id] * 5, trained=False)  # a longer row makes `short` left-padded
+    long.extend([tokenizer.eos_token_id] * 5, trained=False)  # a longer row makes `short` padded
     batch = make_batch([short, long], tokenizer.pad_token_id)
-    pad_width = len(long.ids) - len(short.ids)
-    # loss-mask column j is about the token at padded position batch.start + j + 1
-    eos_columns = [pad_width + e - 1 - batch.start for e in short.turn_ends]
+    length = len(short.ids)
+    # loss-mask column j is about the token at position batch.start + j + 1
+    eos_columns = [e - 1 - batch.start for e in short.turn_ends]
     assert all(batch.loss_mask[0, j] == 1 for j in eos_columns)
     assert batch.targets[0, eos_columns[-1]] == tokenizer.eos_token_id
     trained = batch.loss_mask[0].nonzero().flatten() + batch.start + 1
-    assert trained.min() >= pad_width  # the pad (== eos) tokens before the transcript are not trained
-    assert batch.attention_mask[0, :pad_width].sum() == 0
+    assert trained.max() < length  # the pad (== eos) tokens after the transcript are not trained
+    assert batch.attention_mask[0, length:].sum() == 0 and batch.attention_mask[0, :length].all()
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ Checkpoints are gathered to full state dicts and written by rank 0 in Hugging Fa
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -162,10 +163,14 @@ def optimizer_step(
     model: torch.nn.Module, optimizer: torch.optim.Optimizer, max_grad_norm: float | None
 ) -> float:
     """Clip the gradient to ``max_grad_norm`` (0 or None: no clip), step, zero the gradient; return the
-    norm before clipping (over every rank's shard under FSDP)."""
+    norm before clipping (over every rank's shard under FSDP). A gradient with a NaN or infinite entry
+    is dropped without a step (the norm returned says so): one bad batch must not turn every weight
+    and the optimizer's moments into NaN."""
     params = [p for p in model.parameters() if p.grad is not None]
     norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm or float("inf")) if params else 0.0
-    optimizer.step()
+    # under FSDP the norm is a DTensor: full_tensor() is the global norm, the same on every rank
+    value = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
+    if math.isfinite(value):
+        optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    # under FSDP the norm is a DTensor: full_tensor() is the global norm
-    return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
+    return value

@@ -291,10 +291,10 @@ def play(
 
 @dataclass
 class TokenBatch:
-    """Left-padded transcripts. Per-token tensors are (batch, time - 1 - start), aligned with the targets
+    """Right-padded transcripts. Per-token tensors are (batch, time - 1 - start), aligned with the targets
     ``input_ids[:, 1 + start:]``: column j is about predicting token ``start + j + 1``. ``start`` skips the
-    leading columns where no row has a trainable target (the shared prompt part), so the output layer and
-    the softmax run only where a loss can be (rows end aligned, thanks to left padding)."""
+    leading columns where no row has a trainable target (the prompt part all rows share the length of),
+    so the output layer and the softmax run only where a loss can be."""
 
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
@@ -314,7 +314,11 @@ class TokenBatch:
 
 
 def make_batch(transcripts: Sequence[Transcript], pad_id: int, reward_placement: str = "last") -> TokenBatch:
-    """Left-pad ``transcripts`` into one batch; position ids count real tokens only.
+    """Right-pad ``transcripts`` into one batch; position ids count real tokens only.
+
+    Right, not left: every query then sees at least its row's first token, where a left pad is a query
+    that sees nothing. With left pads, SmolLM2's bf16 update on an H200 got NaN gradients through SDPA
+    attention from a finite forward (eager attention: finite; ``benchmarks/gpu_check.py``).
 
     ``reward_placement``: ``last`` puts the episode return on its last generated token (terminal reward);
     ``turn`` puts each turn's reward on that turn's last generated token.
@@ -327,17 +331,17 @@ def make_batch(transcripts: Sequence[Transcript], pad_id: int, reward_placement:
     sampler = torch.zeros((n, width), dtype=torch.float32)
     rewards = torch.zeros((n, width), dtype=torch.float32)
     for row, t in enumerate(transcripts):
-        start = width - len(t.ids)
-        input_ids[row, start:] = torch.tensor(t.ids)
-        attention[row, start:] = 1
-        mask[row, start:] = torch.tensor(t.mask, dtype=torch.float32)
-        sampler[row, start:] = torch.tensor(t.sampler_logprobs, dtype=torch.float32)
+        length = len(t.ids)
+        input_ids[row, :length] = torch.tensor(t.ids)
+        attention[row, :length] = 1
+        mask[row, :length] = torch.tensor(t.mask, dtype=torch.float32)
+        sampler[row, :length] = torch.tensor(t.sampler_logprobs, dtype=torch.float32)
         if reward_placement == "last":
             if t.turn_ends:
-                rewards[row, start + t.turn_ends[-1]] = t.episode_return
+                rewards[row, t.turn_ends[-1]] = t.episode_return
         elif reward_placement == "turn":
             for end, reward in zip(t.turn_ends, t.rewards, strict=False):
-                rewards[row, start + end] += reward
+                rewards[row, end] += reward
         else:
             raise ValueError(f"reward_placement must be 'last' or 'turn', got {reward_placement!r}")
     position_ids = (attention.cumsum(-1) - 1).clamp(min=0)
