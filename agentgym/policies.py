@@ -221,7 +221,7 @@ class HFPolicy(Policy):
                 output_scores=seeded is None,
                 use_cache=True,
                 # with a static cache on a GPU transformers compiles the forward, and every call's new
-                # batch shape recompiles it: 5x slower rollouts on an H200 (benchmarks/gpu_check.py)
+                # batch shape recompiles it: rollouts 14x slower on an H200 (benchmarks/gpu_check.py)
                 disable_compile=True,
                 **options,
             )

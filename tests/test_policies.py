@@ -201,7 +201,7 @@ def test_a_weight_update_invalidates_the_kept_cache(tiny_lm):
 
 def test_generate_never_compiles_the_model(tiny_lm, monkeypatch):
     """transformers compiles the forward when generate gets a static cache on a GPU; each call's batch
-    shape differs, so that recompiles per call (rollouts 5x slower on an H200). Asked to compile on every
+    shape differs, so that recompiles per call (rollouts 14x slower on an H200). Asked to compile on every
     device, generate still runs the plain forward."""
     from transformers.generation.configuration_utils import CompileConfig
 
