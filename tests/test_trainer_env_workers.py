@@ -167,7 +167,7 @@ def test_a_killed_worker_is_replaced_and_its_episodes_replayed(tiny_lm, caplog):
         replaced = workers.pids()
         assert workers.stats.restarts >= 1
     assert_same_transcripts(expected, got)  # the replays sampled what the lost episodes would have
-    assert "env worker 0" in caplog.text and "died" in caplog.text
+    assert "env worker 0" in caplog.text and "lost (exit code" in caplog.text
     assert replaced[0] != first[0] and replaced[1] == first[1]
     assert not _wait_gone(first + replaced)
 
@@ -179,8 +179,35 @@ def test_a_worker_that_keeps_dying_fails_the_rollout_clearly(tiny_lm):
             if event == "generate":
                 os.kill(workers.pids()[0], signal.SIGKILL)
 
-        with pytest.raises(RuntimeError, match="died 2 times; giving up"):
+        with pytest.raises(RuntimeError, match="was lost 2 times; giving up"):
             workers.play([5, 6], 2, _policy(tiny_lm, 1.0), batch_size=4, trace=trace)
+        pids = workers.pids()
+    assert not _wait_gone(pids)
+
+
+def test_a_hung_env_is_restarted_and_its_episode_replayed(tiny_lm, tmp_path):
+    """An env step that does not answer within step_timeout_s counts as a lost worker: it is replaced and
+    the episode replays (here the replay is not held), sampling what it would have."""
+    release = tmp_path / "release"
+    expected = _in_process(tiny_lm, [100, 101], 1)
+    kwargs = {"hold_seed": 100, "release_file": str(release)}
+
+    def trace(event, detail):
+        if event == "restart":
+            release.touch()
+
+    with EnvWorkers(HELD, kwargs, 2, gather_ms=0, step_timeout_s=1.0) as workers:
+        got = workers.play([100, 101], 1, _policy(tiny_lm, 1.0), batch_size=2, trace=trace)
+        assert workers.stats.restarts == 1
+    assert release.exists()
+    assert_same_transcripts(expected, got)
+
+
+def test_an_env_that_always_hangs_fails_the_rollout_clearly(tiny_lm, tmp_path):
+    kwargs = {"hold_seed": 100, "release_file": str(tmp_path / "never")}
+    with EnvWorkers(HELD, kwargs, 1, step_timeout_s=0.5, max_restarts=1) as workers:
+        with pytest.raises(RuntimeError, match=r"was lost 2 times; giving up \(last: hung"):
+            workers.play([100], 1, _policy(tiny_lm, 1.0))
         pids = workers.pids()
     assert not _wait_gone(pids)
 
@@ -243,6 +270,9 @@ def test_config_keys_are_checked(tmp_path):
         tiny_config(tmp_path, rollout={"env_workers": -1})
     with pytest.raises(ValueError, match="env_workers_backend must be one of process, ray"):
         tiny_config(tmp_path, rollout={"env_workers": 2, "env_workers_backend": "threads"})
+    with pytest.raises(ValueError, match="env_step_timeout_s must be above 0"):
+        tiny_config(tmp_path, rollout={"env_workers": 2, "env_step_timeout_s": 0})
+    assert tiny_config(tmp_path, rollout={"env_step_timeout_s": None}).rollout.env_step_timeout_s is None
 
 
 @pytest.mark.slow

@@ -125,6 +125,11 @@ class RolloutConfig:
     env_workers_gather_ms: float = option(
         10.0, "env workers: answers that come within this many ms of each other join one generation batch"
     )
+    env_step_timeout_s: float | None = option(
+        300.0,
+        "env workers: an env reset or step with no answer in this many seconds counts as a lost worker "
+        "(replaced, its episodes replayed); null: no limit",
+    )
     seed_per_trajectory: bool = option(
         False,
         "each episode samples from seeds of (run seed, step, its env seed, its index in its group, its "
@@ -389,6 +394,7 @@ ABOVE_ZERO = (
     "rollout.temperature",
     "rollout.vllm_gpu_memory_utilization",
     "rollout.importance_cap",
+    "rollout.env_step_timeout_s",
     "algorithm.lr",
     "algorithm.critic_lr",
     "algorithm.norm_eps",

@@ -26,6 +26,9 @@ episode at all is ready.
   seeds make the replay sample what the lost run would have. An episode lost more than ``max_restarts``
   times fails the rollout with a RuntimeError. An exception raised by the env's own code is not retried:
   it fails the rollout with the worker's traceback.
+- A worker that hangs: an env reset or step that has not answered within ``step_timeout_s`` (default 300 s;
+  None: no limit) counts as a dead worker: it is killed and replaced, and its episodes are replayed (so a
+  rollout never waits for ever on a stuck browser or a deadlocked env).
 - Shutdown: :meth:`EnvWorkers.close` closes every env and ends the workers; a worker also exits by itself
   when the trainer's process is gone, so none is left behind.
 """
@@ -414,6 +417,7 @@ class EnvWorkers:
         backend: str = "process",
         gather_ms: float = 10.0,
         max_restarts: int = 2,
+        step_timeout_s: float | None = 300.0,
     ) -> None:
         if workers < 1:
             raise ValueError(f"env workers must be at least 1, got {workers}")
@@ -421,8 +425,11 @@ class EnvWorkers:
             raise ValueError(f"env workers backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
         if gather_ms < 0:
             raise ValueError(f"gather_ms must be >= 0, got {gather_ms}")
+        if step_timeout_s is not None and step_timeout_s <= 0:
+            raise ValueError(f"step_timeout_s must be > 0 or None, got {step_timeout_s}")
         self.env_id, self.count = env_id, workers
         self.gather_s, self.max_restarts = gather_ms / 1000, max_restarts
+        self.step_timeout_s = step_timeout_s
         env_kwargs = dict(env_kwargs or {})
         if backend == "ray":
             try:
@@ -477,6 +484,7 @@ class EnvWorkers:
         total = len(pending)
         free = deque(range(min(batch_size or total, total)))
         waiting: dict[int, _Trajectory] = {}  # ticket -> the episode waiting for that answer
+        sent_at: dict[int, float] = {}  # ticket -> when its request went out (time.monotonic)
         playing: dict[int, _Trajectory] = {}  # slot -> the episode on it
         ready: list[_Trajectory] = []
         finished: list[Transcript] = []
@@ -484,6 +492,7 @@ class EnvWorkers:
         def request(t: _Trajectory, kind: str, arg: Any) -> None:
             t.ticket = next(self._tickets)
             waiting[t.ticket] = t
+            sent_at[t.ticket] = time.monotonic()
             self.backend.send(self.worker_of(t.slot), (kind, t.ticket, t.slot, arg))
             note(f"{kind}_sent", t.key)
 
@@ -515,7 +524,7 @@ class EnvWorkers:
         def lost(worker: int, why: str) -> None:
             victims = sorted((t for t in playing.values() if self.worker_of(t.slot) == worker), key=_key)
             log.warning(
-                "env worker %d (%s) died (%s); restarting it, its %d episode(s) start again from their reset",
+                "env worker %d (%s) lost (%s); restarting it, its %d episode(s) start again from their reset",
                 worker,
                 self.env_id,
                 why,
@@ -527,10 +536,11 @@ class EnvWorkers:
                 stats.restarts += 1
                 if t.restarts > self.max_restarts:
                     raise RuntimeError(
-                        f"the env worker of episode {t.member} of seed {t.seed} ({self.env_id}) died "
+                        f"the env worker of episode {t.member} of seed {t.seed} ({self.env_id}) was lost "
                         f"{t.restarts} times; giving up (last: {why})"
                     )
                 waiting.pop(t.ticket, None)
+                sent_at.pop(t.ticket, None)
                 if t in ready:
                     ready.remove(t)
                 if t.player is not None:
@@ -547,8 +557,18 @@ class EnvWorkers:
             if not waiting:
                 raise RuntimeError("env workers: no episode is waiting for its env, none can go on")
             wait_started = time.perf_counter()
-            events = self._collect(outstanding=len(waiting))
+            deadline = None
+            if self.step_timeout_s is not None:
+                deadline = min(sent_at[ticket] for ticket in waiting) + self.step_timeout_s
+            events = self._collect(outstanding=len(waiting), deadline=deadline)
             stats.env_wait_s += time.perf_counter() - wait_started
+            if not events and deadline is not None and time.monotonic() >= deadline:
+                oldest = min(waiting, key=sent_at.__getitem__)
+                lost(
+                    self.worker_of(waiting[oldest].slot),
+                    f"hung: an env call got no answer in {self.step_timeout_s:g} s",
+                )
+                continue
             for event in events:
                 if event[0] == "died":
                     lost(event[1], event[2])
@@ -557,6 +577,7 @@ class EnvWorkers:
                     where = f"seed {failed.seed}, episode {failed.member}" if failed else "an env"
                     raise RuntimeError(f"an env raised in its worker ({self.env_id}, {where}):\n{event[2]}")
                 elif (answered_by := waiting.pop(event[1], None)) is not None:  # else: from a lost worker
+                    sent_at.pop(event[1], None)
                     answered(answered_by, event[0], event[2])
             if not ready:
                 continue
@@ -575,10 +596,12 @@ class EnvWorkers:
         finished.sort(key=lambda tr: (tr.group, tr.member))
         return finished
 
-    def _collect(self, outstanding: int) -> list[tuple]:
-        """What the workers have answered, waiting for a first answer if none is in yet; then more while
-        each comes within ``gather_s`` of the one before (up to ``outstanding`` answers)."""
-        events = self.backend.receive(0) or self.backend.receive(None)
+    def _collect(self, outstanding: int, deadline: float | None = None) -> list[tuple]:
+        """What the workers have answered, waiting for a first answer if none is in yet (until ``deadline``,
+        a ``time.monotonic`` value; None: for ever); then more while each comes within ``gather_s`` of the
+        one before (up to ``outstanding`` answers). Empty when the deadline passed first."""
+        patience = None if deadline is None else max(0.0, deadline - time.monotonic())
+        events = self.backend.receive(0) or self.backend.receive(patience)
         while events and self.gather_s > 0 and len(events) < outstanding:
             more = self.backend.receive(self.gather_s)
             if not more:

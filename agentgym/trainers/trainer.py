@@ -487,6 +487,7 @@ class Trainer:
                 r.env_workers,
                 backend=r.env_workers_backend,
                 gather_ms=r.env_workers_gather_ms,
+                step_timeout_s=r.env_step_timeout_s,
             )
         with torch.no_grad(), rt.autocast(), gathered_for_generation(self.model, rt):
             if self.env_workers is not None:  # envs step in workers while generation goes on
