@@ -256,10 +256,16 @@ class HFPolicy(Policy):
 
     def _weights_version(self) -> Any:
         """A fingerprint of the weights: a sum over every 1009th number of each parameter (fused
-        optimizers update in place without bumping the tensors' version counters)."""
+        optimizers update in place without bumping the tensors' version counters). Under FSDP a
+        parameter is a DTensor: its local shard is read, this rank's cache being its own."""
         import torch
 
-        return torch.stack([p.detach().reshape(-1)[::1009].float().sum() for p in self.model.parameters()])
+        def local(p: Any) -> Any:
+            return p.to_local() if hasattr(p, "to_local") else p
+
+        return torch.stack(
+            [local(p.detach()).reshape(-1)[::1009].float().sum() for p in self.model.parameters()]
+        )
 
     def _keep(self, prompts: Sequence[list[int]], width: int, new_ids: Any, cache: Any, version: Any) -> None:
         """Keep ``cache`` (every row's prompt and reply, left-padded to ``width``) for the next call."""
