@@ -60,14 +60,10 @@ def make_kv_cache(layers: list[tuple[Any, Any]], config: Any = None, max_length:
     from transformers import DynamicCache, StaticCache
 
     if config is not None and max_length:
-        try:
-            static: Any = StaticCache(config=config, max_cache_len=max_length)
-        except TypeError:  # transformers < 4.56 wants the batch size and dtype up front
-            static = None
-        if static is not None and hasattr(static, "layers"):
-            for layer, (keys, values) in zip(static.layers, layers, strict=True):
-                layer.update(keys, values)
-            return static
+        static: Any = StaticCache(config=config, max_cache_len=max_length)
+        for layer, (keys, values) in zip(static.layers, layers, strict=True):
+            layer.update(keys, values)
+        return static
     cache = DynamicCache()
     for index, (keys, values) in enumerate(layers):
         cache.update(keys, values, index)

@@ -378,6 +378,7 @@ class _Trajectory:
     seed: int
     slot: int = -1
     ticket: int = -1  # the request whose answer it waits for
+    sent_at: float = 0.0  # when that request went out (time.monotonic)
     view: _EnvView = field(default_factory=_EnvView)
     player: _Slot | None = None
     generation: Generation | None = None
@@ -484,7 +485,6 @@ class EnvWorkers:
         total = len(pending)
         free = deque(range(min(batch_size or total, total)))
         waiting: dict[int, _Trajectory] = {}  # ticket -> the episode waiting for that answer
-        sent_at: dict[int, float] = {}  # ticket -> when its request went out (time.monotonic)
         playing: dict[int, _Trajectory] = {}  # slot -> the episode on it
         ready: list[_Trajectory] = []
         finished: list[Transcript] = []
@@ -492,7 +492,7 @@ class EnvWorkers:
         def request(t: _Trajectory, kind: str, arg: Any) -> None:
             t.ticket = next(self._tickets)
             waiting[t.ticket] = t
-            sent_at[t.ticket] = time.monotonic()
+            t.sent_at = time.monotonic()
             self.backend.send(self.worker_of(t.slot), (kind, t.ticket, t.slot, arg))
             note(f"{kind}_sent", t.key)
 
@@ -540,7 +540,6 @@ class EnvWorkers:
                         f"{t.restarts} times; giving up (last: {why})"
                     )
                 waiting.pop(t.ticket, None)
-                sent_at.pop(t.ticket, None)
                 if t in ready:
                     ready.remove(t)
                 if t.player is not None:
@@ -559,13 +558,13 @@ class EnvWorkers:
             wait_started = time.perf_counter()
             deadline = None
             if self.step_timeout_s is not None:
-                deadline = min(sent_at[ticket] for ticket in waiting) + self.step_timeout_s
+                deadline = min(t.sent_at for t in waiting.values()) + self.step_timeout_s
             events = self._collect(outstanding=len(waiting), deadline=deadline)
             stats.env_wait_s += time.perf_counter() - wait_started
             if not events and deadline is not None and time.monotonic() >= deadline:
-                oldest = min(waiting, key=sent_at.__getitem__)
+                oldest = min(waiting.values(), key=lambda t: t.sent_at)
                 lost(
-                    self.worker_of(waiting[oldest].slot),
+                    self.worker_of(oldest.slot),
                     f"hung: an env call got no answer in {self.step_timeout_s:g} s",
                 )
                 continue
@@ -577,7 +576,6 @@ class EnvWorkers:
                     where = f"seed {failed.seed}, episode {failed.member}" if failed else "an env"
                     raise RuntimeError(f"an env raised in its worker ({self.env_id}, {where}):\n{event[2]}")
                 elif (answered_by := waiting.pop(event[1], None)) is not None:  # else: from a lost worker
-                    sent_at.pop(event[1], None)
                     answered(answered_by, event[0], event[2])
             if not ready:
                 continue
