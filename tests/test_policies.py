@@ -336,23 +336,49 @@ def test_sampled_hf_eval_is_independent_of_batching_and_resumption(tiny_lm, tmp_
     assert len(first_replies) >= 6
 
 
-def test_seeded_sampler_draws_from_the_softmax():
+@pytest.mark.parametrize("per_row_seeds", [True, False])
+def test_sampler_draws_from_the_softmax(per_row_seeds):
     import torch
 
-    from agentgym.policies import _SeededGumbel
+    from agentgym.policies import _InverseCDFSampler
 
     logits = torch.tensor([[2.0, 1.0, 0.0, -1.0, float("-inf")]])
     temperature, draws = 0.7, 20_000
-    sampler = _SeededGumbel(list(range(draws)), temperature)
-    counts = torch.bincount(sampler(None, logits.expand(draws, -1)).argmax(-1), minlength=5)
+    sampler = _InverseCDFSampler(list(range(draws)) if per_row_seeds else [3], temperature)
+    out = sampler(None, logits.expand(draws, -1))
+    assert torch.equal(out.isfinite().sum(-1), torch.ones(draws, dtype=torch.long))  # one token per row
+    counts = torch.bincount(out.argmax(-1), minlength=5)
     expected = (logits[0] / temperature).softmax(-1)
     assert counts[4] == 0  # a -inf logit is never drawn
     assert torch.allclose(counts / draws, expected, atol=0.01), (counts / draws, expected)
     assert torch.equal(sampler.scores[0], logits.expand(draws, -1) / temperature)
-    # a row's draw depends on its seed alone, not on the other rows of the batch
-    batch = _SeededGumbel([5, 7, 9], temperature)(None, logits.expand(3, -1))
-    alone = _SeededGumbel([7], temperature)(None, logits)
-    assert torch.equal(batch[1], alone[0]) and not torch.equal(batch[0], batch[1])
+
+
+def test_seeded_sampler_rows_depend_on_their_own_seed_alone():
+    import torch
+
+    from agentgym.policies import _InverseCDFSampler
+
+    logits = torch.randn(1, 50)
+    batch = _InverseCDFSampler([5, 7, 9], 1.0)
+    alone = _InverseCDFSampler([7], 1.0)
+    for _ in range(20):  # the generators advance once per token, whatever the other rows draw
+        drawn_in_batch = batch(None, logits.expand(3, -1)).argmax(-1)
+        assert drawn_in_batch[1] == alone(None, logits).argmax(-1)[0]
+
+
+def test_inverse_cdf_draw_at_the_edges():
+    import torch
+
+    from agentgym.policies import inverse_cdf_draw
+
+    probs = torch.tensor([[0.0, 0.25, 0.0, 0.75, 0.0]] * 4)
+    largest_below_one = torch.tensor(1.0).nextafter(torch.tensor(0.0))
+    uniform = torch.stack([torch.tensor(0.0), torch.tensor(0.25), torch.tensor(0.2499), largest_below_one])
+    # a token of probability 0 is never drawn, not at u = 0 nor at the largest u, nor at a boundary
+    assert inverse_cdf_draw(probs, uniform).tolist() == [1, 3, 1, 3]
+    unnormalised = probs * 8  # the row's total scales the uniform number
+    assert inverse_cdf_draw(unnormalised, uniform).tolist() == [1, 3, 1, 3]
 
 
 def test_seeded_sampling_logprobs_are_the_models_at_the_temperature(tiny_lm):
