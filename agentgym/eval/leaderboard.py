@@ -430,6 +430,13 @@ def _svg_chart(title: str, series: Sequence[tuple[str, Sequence[float]]], y_labe
     return "".join(parts)
 
 
+def _html_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A titled HTML table (``<h3>`` and ``<table>``), every cell escaped."""
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<h3>{html.escape(title)}</h3><table><tr>{head}</tr>{body}</table>"
+
+
 def render_html(grouped: dict[str, list[dict[str, Any]]]) -> str:
     out = [
         "<!doctype html>",
@@ -446,16 +453,8 @@ def render_html(grouped: dict[str, list[dict[str, Any]]]) -> str:
     for env_id, env_runs in grouped.items():
         out.append(f'<h2 id="{env_slug(env_id)}">{html.escape(env_id)}</h2>')
         for settings, runs in settings_sections(env_runs):
-            out.append(
-                f"<h3>{html.escape(_settings_title(settings))}</h3><table><tr>"
-                + "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS)
-                + "</tr>"
-            )
-            for rank, run in enumerate(runs, start=1):
-                out.append(
-                    "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in _row(rank, run)) + "</tr>"
-                )
-            out.append("</table>")
+            rows = [_row(rank, run) for rank, run in enumerate(runs, start=1)]
+            out.append(_html_table(_settings_title(settings), COLUMNS, rows))
             legend = "".join(
                 f'<span style="color:{PALETTE[k % len(PALETTE)]}">'
                 f"&#9632; {html.escape(_policy_label(r))}</span>"
@@ -532,16 +531,8 @@ def render_engineer_markdown(grouped: dict[str, list[dict[str, Any]]]) -> str:
 def render_engineer_html(grouped: dict[str, list[dict[str, Any]]]) -> str:
     out = ['<h2 id="engineer">agentgym engineer</h2>']
     for task, runs in grouped.items():
-        out.append(
-            f"<h3>{html.escape(task)}</h3><table><tr>"
-            + "".join(f"<th>{html.escape(c)}</th>" for c in ENGINEER_COLUMNS)
-            + "</tr>"
-        )
-        for rank, run in enumerate(runs, start=1):
-            out.append(
-                "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in _engineer_row(rank, run)) + "</tr>"
-            )
-        out.append("</table>")
+        rows = [_engineer_row(rank, run) for rank, run in enumerate(runs, start=1)]
+        out.append(_html_table(task, ENGINEER_COLUMNS, rows))
     return "\n".join(out)
 
 
