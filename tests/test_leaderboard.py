@@ -222,3 +222,25 @@ def test_committed_boards_are_rendered_from_the_committed_runs(tmp_path):
         assert path.read_bytes() == (REPO_BOARDS / path.name).read_bytes(), (
             f"leaderboards/{path.name} differs from its rendering: run `agentgym leaderboard`"
         )
+
+
+def test_runs_are_ranked_among_runs_of_the_same_env_settings(tmp_path):
+    """A 3x3 lake is another task than the default 4x4 one: its runs get a ranking of their own."""
+    submit_run(_summary("oracle", 1.0), tmp_path)
+    submit_run(_summary("random", 0.25), tmp_path)
+    small = {"size": 3}
+    submit_run(_summary("random", 0.6, env_kwargs=small), tmp_path)
+    submit_run(_summary("oracle", 1.0, env_kwargs=small, seed=5), tmp_path)
+    render(tmp_path)
+    board = (tmp_path / "frozenlake-v0.md").read_text()
+    default_part, small_part = board.split('## settings {"size": 3}')
+    assert "## default settings" in default_part
+    assert _ranked(default_part) == [("1", "oracle"), ("2", "random")]
+    assert _ranked(small_part) == [("1", "oracle"), ("2", "random")]  # 0.6 on 3x3 does not outrank 4x4 runs
+    page = (tmp_path / "index.html").read_text()
+    assert page.count("<h3>") == 2 and page.count("<svg") == 4
+    assert "best with default settings oracle" in (tmp_path / "README.md").read_text()
+
+
+def _ranked(board_text: str) -> list[tuple[str, str]]:
+    return re.findall(r"^\| (\d+) \| (\w+) \|", board_text, re.MULTILINE)

@@ -264,14 +264,23 @@ def engineer_boards(entries: Sequence[dict[str, Any]]) -> dict[str, list[dict[st
     return dict(sorted(grouped.items()))
 
 
+def env_settings(run: dict[str, Any]) -> str:
+    """A run's environment settings (its ``env_kwargs``) as canonical JSON: runs are ranked only against
+    runs of the same settings (a 3x3 lake is not the task a 4x4 one is)."""
+    return json.dumps(run.get("env_kwargs") or {}, sort_keys=True)
+
+
 def boards(runs: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    """Runs grouped by environment, best success first (then mean return; ties in a fixed order)."""
+    """Runs grouped by environment; within one, by settings (the defaults first), then best success first
+    (then mean return; ties in a fixed order)."""
     grouped: dict[str, list[dict[str, Any]]] = {}
     for run in runs:
         grouped.setdefault(run["env"], []).append(run)
     for env_runs in grouped.values():
         env_runs.sort(
             key=lambda r: (
+                env_settings(r) != "{}",
+                env_settings(r),
                 -r["metrics"]["success_rate"],
                 -r["metrics"]["mean_return"],
                 r["policy"],
@@ -279,6 +288,18 @@ def boards(runs: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
             )
         )
     return dict(sorted(grouped.items()))
+
+
+def settings_sections(env_runs: Sequence[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any]]]]:
+    """An environment's runs (as :func:`boards` orders them) split by settings: one ranking each."""
+    sections: dict[str, list[dict[str, Any]]] = {}
+    for run in env_runs:
+        sections.setdefault(env_settings(run), []).append(run)
+    return list(sections.items())
+
+
+def _settings_title(settings: str) -> str:
+    return "default settings" if settings == "{}" else f"settings {settings}"
 
 
 # ----- rendering -----
@@ -336,14 +357,20 @@ def render_markdown(env_id: str, runs: Sequence[dict[str, Any]]) -> str:
     lines = [
         f"# {env_id}",
         "",
-        "Rendered by `agentgym leaderboard` from `runs/`; best success first. "
-        "MI and entropy exist for model policies only (see DESIGN.md, Metrics).",
-        "",
-        "| " + " | ".join(COLUMNS) + " |",
-        "|" + "---|" * len(COLUMNS),
+        "Rendered by `agentgym leaderboard` from `runs/`; best success first, ranked among runs of the same "
+        "environment settings (`env_kwargs`). MI and entropy exist for model policies only (see DESIGN.md, "
+        "Metrics).",
     ]
-    for rank, run in enumerate(runs, start=1):
-        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in _row(rank, run)) + " |")
+    for settings, section in settings_sections(runs):
+        lines += [
+            "",
+            f"## {_settings_title(settings)}",
+            "",
+            "| " + " | ".join(COLUMNS) + " |",
+            "|" + "---|" * len(COLUMNS),
+        ]
+        for rank, run in enumerate(section, start=1):
+            lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in _row(rank, run)) + " |")
     lines += ["", "Machines:", ""]
     for run in runs:
         mach = run.get("machine", {})
@@ -403,6 +430,13 @@ def _svg_chart(title: str, series: Sequence[tuple[str, Sequence[float]]], y_labe
     return "".join(parts)
 
 
+def _html_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A titled HTML table (``<h3>`` and ``<table>``), every cell escaped."""
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<h3>{html.escape(title)}</h3><table><tr>{head}</tr>{body}</table>"
+
+
 def render_html(grouped: dict[str, list[dict[str, Any]]]) -> str:
     out = [
         "<!doctype html>",
@@ -416,28 +450,23 @@ def render_html(grouped: dict[str, list[dict[str, Any]]]) -> str:
         "<code>agentgym leaderboard</code>. Curves: cumulative success by turn and the format-valid rate of "
         "each turn.</p>",
     ]
-    for env_id, runs in grouped.items():
-        out.append(
-            f'<h2 id="{env_slug(env_id)}">{html.escape(env_id)}</h2><table><tr>'
-            + "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS)
-            + "</tr>"
-        )
-        for rank, run in enumerate(runs, start=1):
-            out.append(
-                "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in _row(rank, run)) + "</tr>"
+    for env_id, env_runs in grouped.items():
+        out.append(f'<h2 id="{env_slug(env_id)}">{html.escape(env_id)}</h2>')
+        for settings, runs in settings_sections(env_runs):
+            rows = [_row(rank, run) for rank, run in enumerate(runs, start=1)]
+            out.append(_html_table(_settings_title(settings), COLUMNS, rows))
+            legend = "".join(
+                f'<span style="color:{PALETTE[k % len(PALETTE)]}">'
+                f"&#9632; {html.escape(_policy_label(r))}</span>"
+                for k, r in enumerate(runs)
             )
-        out.append("</table>")
-        legend = "".join(
-            f'<span style="color:{PALETTE[k % len(PALETTE)]}">&#9632; {html.escape(_policy_label(r))}</span>'
-            for k, r in enumerate(runs)
-        )
-        success = [(_policy_label(r), r["metrics"].get("success_by_turn", [])) for r in runs]
-        valid = [(_policy_label(r), r["metrics"].get("format_valid_rate_per_turn", [])) for r in runs]
-        out.append(
-            f'<div class="legend">{legend}</div><div class="charts">'
-            f"{_svg_chart('success within t turns', success, 'success')}"
-            f"{_svg_chart('format-valid rate at turn t', valid, 'format-valid')}</div>"
-        )
+            success = [(_policy_label(r), r["metrics"].get("success_by_turn", [])) for r in runs]
+            valid = [(_policy_label(r), r["metrics"].get("format_valid_rate_per_turn", [])) for r in runs]
+            out.append(
+                f'<div class="legend">{legend}</div><div class="charts">'
+                f"{_svg_chart('success within t turns', success, 'success')}"
+                f"{_svg_chart('format-valid rate at turn t', valid, 'format-valid')}</div>"
+            )
     out.append("</body></html>")
     return "\n".join(out) + "\n"
 
@@ -502,16 +531,8 @@ def render_engineer_markdown(grouped: dict[str, list[dict[str, Any]]]) -> str:
 def render_engineer_html(grouped: dict[str, list[dict[str, Any]]]) -> str:
     out = ['<h2 id="engineer">agentgym engineer</h2>']
     for task, runs in grouped.items():
-        out.append(
-            f"<h3>{html.escape(task)}</h3><table><tr>"
-            + "".join(f"<th>{html.escape(c)}</th>" for c in ENGINEER_COLUMNS)
-            + "</tr>"
-        )
-        for rank, run in enumerate(runs, start=1):
-            out.append(
-                "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in _engineer_row(rank, run)) + "</tr>"
-            )
-        out.append("</table>")
+        rows = [_engineer_row(rank, run) for rank, run in enumerate(runs, start=1)]
+        out.append(_html_table(task, ENGINEER_COLUMNS, rows))
     return "\n".join(out)
 
 
@@ -531,10 +552,11 @@ def rendered(runs: Sequence[dict[str, Any]], engineer_runs: Sequence[dict[str, A
     for env_id, env_runs in grouped.items():
         name = f"{env_slug(env_id)}.md"
         files[name] = render_markdown(env_id, env_runs)
-        best = env_runs[0]
+        settings, section = settings_sections(env_runs)[0]
+        best = section[0]
         index.append(
-            f"- [{env_id}]({name}): {len(env_runs)} runs; best {_policy_label(best)} "
-            f"(success {best['metrics']['success_rate']:.3f})"
+            f"- [{env_id}]({name}): {len(env_runs)} runs; best with {_settings_title(settings)} "
+            f"{_policy_label(best)} (success {best['metrics']['success_rate']:.3f})"
         )
     page = render_html(grouped)
     if engineer_runs:
