@@ -242,5 +242,15 @@ def test_runs_are_ranked_among_runs_of_the_same_env_settings(tmp_path):
     assert "best with default settings oracle" in (tmp_path / "README.md").read_text()
 
 
+def test_a_sampled_eval_is_labelled_with_its_temperature(tmp_path):
+    submit_run(_summary("hf:/models/smol", 0.2, policy_kwargs={"temperature": 1.0}), tmp_path)
+    submit_run(_summary("hf:/models/smol", 0.1, policy_kwargs={"temperature": 0.0}), tmp_path)
+    render(tmp_path)
+    board = (tmp_path / "frozenlake-v0.md").read_text().splitlines()
+    rows = [line for line in board if line.startswith("| ")]
+    assert rows[1].startswith("| 1 | hf:smol (temperature 1.0) | 0.200")
+    assert rows[2].startswith("| 2 | hf:smol | 0.100")  # greedy: no temperature shown
+
+
 def _ranked(board_text: str) -> list[tuple[str, str]]:
     return re.findall(r"^\| (\d+) \| (\w+) \|", board_text, re.MULTILINE)

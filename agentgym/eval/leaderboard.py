@@ -315,7 +315,10 @@ def _fmt(value: Any, digits: int = 3) -> str:
 
 def _policy_label(run: dict[str, Any]) -> str:
     kind = run["policy"].partition(":")[0]
-    return f"{kind}:{run['model']}" if run.get("model") else run["policy"]
+    label = f"{kind}:{run['model']}" if run.get("model") else run["policy"]
+    temperature = (run.get("policy_kwargs") or {}).get("temperature")
+    # a sampled eval of a model is another row than its greedy one: the label says which
+    return f"{label} (temperature {temperature})" if temperature else label
 
 
 COLUMNS = (
