@@ -347,3 +347,20 @@ def test_a_non_finite_gradient_is_dropped_without_a_step():
     model(torch.ones(1, 3)).sum().backward()
     assert math.isfinite(optimizer_step(model, optimizer, max_grad_norm=1.0))
     assert not torch.equal(before[0], model.weight) and torch.isfinite(model.weight).all()
+
+
+def test_eval_every_checkpoint_evaluates_each_saved_checkpoint_once(tmp_path):
+    from agentgym.trainers.trainer import train
+
+    run = tmp_path / "run"
+    config = tiny_config(
+        run, trainer={"steps": 3, "save_every": 2, "eval_episodes": 2, "eval_every_checkpoint": True}
+    )
+    summary = train(config)
+    # checkpoint-0 before RL, checkpoint-2 as saved, checkpoint-3 the last: each evaluated, none twice
+    evaluated = sorted(p.name for p in (run / "eval").iterdir())
+    assert evaluated == ["checkpoint-0", "checkpoint-2", "checkpoint-3"]
+    for name in ("checkpoint-2", "checkpoint-3"):
+        assert summary[name]["episodes"] == 2
+    assert summary["final"] == summary["checkpoint-3"]
+    assert summary["final_checkpoint"].endswith("checkpoint-3")

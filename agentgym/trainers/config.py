@@ -230,6 +230,9 @@ class TrainerConfig:
     eval_temperature: float = option(0.0, "sampling temperature of the evaluations (0: greedy)")
     eval_batch_size: int = option(32, "episodes evaluated at once")
     eval_before_rl: bool = option(True, "evaluate checkpoint-0 (after any SFT warm start) too")
+    eval_every_checkpoint: bool = option(
+        False, "evaluate each checkpoint as it is saved, not only the last: the best may come earlier"
+    )
     progress: bool = option(True, "show a progress bar")
     plots: bool = option(True, "write plots/*.png at the end")
     threads: int | None = option(None, "torch CPU threads; null: torch's default")

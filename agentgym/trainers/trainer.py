@@ -360,10 +360,15 @@ class Trainer:
             step = self.state["step"]
             if not saved and (step % cfg.trainer.save_every == 0 or step == cfg.trainer.steps):
                 self.save_checkpoint()
+                saved = True
+            if saved and cfg.trainer.eval_every_checkpoint and cfg.trainer.eval_episodes > 0:
+                checkpoint = latest_checkpoint(self.run_dir)
+                results[checkpoint.name] = self.evaluate(checkpoint)
         bar.close()
         final = latest_checkpoint(self.run_dir)
         if cfg.trainer.eval_episodes > 0:
-            results["final"] = self.evaluate(final)
+            # evaluated already when every checkpoint is (the same on every rank: evaluate() is collective)
+            results["final"] = results[final.name] if final.name in results else self.evaluate(final)
         if rt.is_main:
             summary = {
                 "run_dir": str(self.run_dir),
