@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from agentgym.errors import UsageError
+from agentgym.eval.leaderboard import read_json_file
 from agentgym.eval.metrics import is_aborted, wilson_interval
 from agentgym.eval.run_files import TrajectoryLog, latest_by_seed
 
@@ -40,7 +41,7 @@ def outcomes(run_dir: Path) -> tuple[dict[int, bool], dict[str, Any]]:
     if not run_file.is_file() or not log.is_file():
         raise UsageError(f"{run_dir} is not an `agentgym eval --out` folder (no run.json or its episodes)")
     records = latest_by_seed(TrajectoryLog(log).load())
-    run = json.loads(run_file.read_text())
+    run = read_json_file(run_file, "the run.json of an `agentgym eval --out` folder", ("env",))
     return {seed: bool(r["success"]) for seed, r in records.items() if not is_aborted(r)}, run
 
 

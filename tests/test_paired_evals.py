@@ -53,5 +53,7 @@ def test_random_against_oracle_on_the_same_seeds(tmp_path, capsys):
     assert paired.main([str(tmp_path / "oracle"), str(tmp_path / "small")]) == 2
     assert paired.main([str(tmp_path / "oracle"), str(tmp_path / "later")]) == 2
     assert paired.main([str(tmp_path / "oracle"), str(tmp_path / "missing")]) == 2
+    (tmp_path / "later" / "run.json").write_text("{not json")
+    assert paired.main([str(tmp_path / "oracle"), str(tmp_path / "later")]) == 2
     err = capsys.readouterr().err
     assert "different tasks" in err and "share no finished episode" in err and "not an `agentgym eval" in err
